@@ -1,0 +1,96 @@
+"""Text cleaning as named, ordered steps that a recipe lists under `data.clean`.
+
+Each step is a plain `str -> str` function so that training, evaluation and `predict` apply the
+exact same pipeline (it is saved with the model as `edgebert.json`).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Callable, Sequence
+
+_TAG = re.compile(r"<[^>]+>")
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_USER = re.compile(r"(?<![\w@])@\w+")
+_SPACE = re.compile(r"\s+")
+# Zero-width and bidi controls survive NFKC and split words invisibly in the tokenizer.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad"), None)
+
+
+def strip_html(text: str) -> str:
+    """Drop HTML tags (IMDB keeps `<br />`); a tag becomes a space so words don't glue."""
+    return _TAG.sub(" ", text)
+
+
+def unescape(text: str) -> str:
+    """Turn HTML entities (`&amp;`, `&#39;`) into characters; tweets are full of them."""
+    return html.unescape(text)
+
+
+def nfkc(text: str) -> str:
+    """Unicode NFKC: full-width forms and ligatures become the characters the vocab knows."""
+    return unicodedata.normalize("NFKC", text)
+
+
+def remove_control(text: str) -> str:
+    """Remove control, format and zero-width characters; tabs and newlines become spaces."""
+    text = text.translate(_INVISIBLE)
+    out = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if ch in "\t\n\r":
+            out.append(" ")
+        elif category in ("Cc", "Cf", "Co", "Cs"):
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def collapse_whitespace(text: str) -> str:
+    """One space between words, none at the ends."""
+    return _SPACE.sub(" ", text).strip()
+
+
+def lower(text: str) -> str:
+    """Lower-case (only useful with cased vocabularies; uncased tokenizers do it anyway)."""
+    return text.lower()
+
+
+def replace_urls(text: str) -> str:
+    """URLs carry no sentiment and waste tokens: replace each with `http`."""
+    return _URL.sub("http", text)
+
+
+def replace_users(text: str) -> str:
+    """@mentions become `@user`, as in TweetEval, so a model does not learn airline handles."""
+    return _USER.sub("@user", text)
+
+
+CLEANERS: dict[str, Callable[[str], str]] = {
+    f.__name__: f
+    for f in (
+        strip_html,
+        unescape,
+        nfkc,
+        remove_control,
+        collapse_whitespace,
+        lower,
+        replace_urls,
+        replace_users,
+    )
+}
+
+
+def make_cleaner(steps: Sequence[str]) -> Callable[[str], str]:
+    """Compose the named steps in the order given; unknown names raise KeyError."""
+    functions = [CLEANERS[name] for name in steps]
+
+    def clean(text: str) -> str:
+        for function in functions:
+            text = function(text)
+        return text
+
+    return clean

@@ -1,0 +1,138 @@
+"""The `edgebert` command line. Errors are one line on stderr and a non-zero exit.
+
+Exit codes: 0 ok, 1 usage error from the argument parser, 2 bad input (recipe, data, model),
+3 internal error (a bug: rerun with --debug for the traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from compress import __version__
+from compress.errors import USER_ERRORS, EdgebertError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Fine-tune, compress, export and benchmark BERT-family text classifiers.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgebert {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """edgebert: one recipe in, a small fast ONNX classifier and its benchmark out."""
+
+
+def find_recipe(spec: str) -> Path:
+    """A recipe path, or the name of a shipped recipe (`quickstart`)."""
+    path = Path(spec)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    shipped = resources.files("recipes") / f"{spec}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise EdgebertError(f"recipe not found: {spec} (neither a file nor a shipped recipe name)")
+
+
+@app.command()
+def run(
+    recipe: str = typer.Argument(..., help="recipe YAML, or a shipped recipe name"),
+    set_: list[str] = typer.Option([], "--set", help="override a field: key.path=value"),
+    out: Path = typer.Option(Path("runs"), "--out", help="parent folder of the run directory"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate recipe and data, then stop"),
+) -> None:
+    """Run a recipe end to end and write a run directory."""
+    from compress.data import load_task_data
+    from compress.engine import run_recipe
+    from compress.recipe import load_recipe
+
+    parsed = load_recipe(find_recipe(recipe), set_)
+    if dry_run:
+        data = load_task_data(parsed.data, parsed.seed)
+        typer.echo(
+            f"recipe ok: {len(parsed.stages)} stages; data: {len(data.train)} train, "
+            f"{len(data.validation)} validation, {len(data.test) if data.test else 0} test rows, "
+            f"labels {data.label_names}"
+        )
+        return
+    run_dir = run_recipe(parsed, out)
+    typer.echo(str(run_dir.root))
+
+
+@app.command()
+def predict(
+    model_dir: Path = typer.Argument(..., help="a saved model directory"),
+    text: Optional[str] = typer.Argument(None, help="text to classify"),
+    file: Optional[Path] = typer.Option(None, "--file", help="a .txt (one per line) or .jsonl"),
+) -> None:
+    """Classify text; prints one JSON object per text."""
+    from compress.predict import Predictor, read_texts
+
+    if (text is None) == (file is None):
+        raise EdgebertError("give either a text or --file, not both or neither")
+    texts = read_texts(file) if file else [text or ""]
+    predictor = Predictor(model_dir)
+    for result in predictor.predict(texts):
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    for warning in predictor.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+
+
+@app.command()
+def schema(out: Optional[Path] = typer.Option(None, "--out", help="write to a file")) -> None:
+    """Print the JSON Schema of the recipe format."""
+    from compress.recipe import recipe_json_schema
+
+    text = json.dumps(recipe_json_schema(), indent=2)
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
+    else:
+        typer.echo(text)
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv
+    try:
+        app(prog_name="edgebert")
+    except USER_ERRORS as exc:
+        if debug:
+            raise
+        print(f"edgebert: error: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("edgebert: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # a bug, not bad input; still no traceback by default
+        if debug:
+            raise
+        print(
+            f"edgebert: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(3)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""State shared by the stages of one run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from compress.data import TaskData
+from compress.errors import EdgebertError
+from compress.models import resolve_model
+from compress.rundir import RunDir
+
+
+@dataclass
+class RunContext:
+    """What stages read and publish: the recipe, data, run dir, and models made so far."""
+
+    recipe: Any
+    run_dir: RunDir
+    data: TaskData
+    console: Console
+    models: dict[str, Path] = field(default_factory=dict)
+    results: dict[str, dict] = field(default_factory=dict)
+    last_model: Path | None = None
+
+    def resolve_model_ref(self, ref: str) -> Path:
+        """`@name` (a model an earlier stage made), `@previous`, a known name, or a path."""
+        if ref == "@previous":
+            if self.last_model is None:
+                raise EdgebertError("'@previous' used before any stage produced a model")
+            return self.last_model
+        if ref.startswith("@"):
+            name = ref[1:]
+            if name not in self.models:
+                made = ", ".join(f"@{n}" for n in self.models) or "none yet"
+                raise EdgebertError(f"unknown model reference '{ref}' (models so far: {made})")
+            return self.models[name]
+        return resolve_model(ref)
+
+    def publish_model(self, stage_name: str, path: Path) -> None:
+        self.models[stage_name] = path
+        self.last_model = path
+
+    def log(self, message: str) -> None:
+        self.console.print(message, markup=False, highlight=False)
+        self.run_dir.log(message)

@@ -1,0 +1,325 @@
+"""The one data loader: labelled text files -> cleaned, validated, tokenized splits.
+
+Accepts JSONL (`{"text", "label"}`) and CSV/TSV with text and label columns; labels may be ints or
+names, resolved against `labels.json` or the recipe's label list. Every rejected row is reported
+with its file and line, because a user fixing a 50k-row file needs to know where to look.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from sklearn.model_selection import train_test_split
+
+from compress.errors import EdgebertError
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+SPLIT_NAMES = ("train", "validation", "test")
+DATA_SUFFIXES = (".jsonl", ".csv", ".tsv")
+
+
+@dataclass
+class Split:
+    """One split: parallel lists of cleaned texts and integer labels."""
+
+    texts: list[str]
+    labels: list[int]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class TaskData:
+    """All splits of a task plus its label names and the files they came from."""
+
+    label_names: list[str]
+    train: Split
+    validation: Split
+    test: Split | None = None
+    files: list[Path] = field(default_factory=list)
+
+    def split(self, name: str) -> Split:
+        value = getattr(self, name, None)
+        if value is None:
+            raise EdgebertError(f"the data has no '{name}' split")
+        return value
+
+
+def dataset_search_path() -> list[Path]:
+    """Where staged data sets are looked up by name, first match wins.
+
+    The packaged samples come first so the quickstart works on a fresh clone; then
+    EDGEBERT_DATASETS, then `shared/datasets` next to or above the working directory.
+    """
+    paths = [SAMPLES_DIR]
+    if os.environ.get("EDGEBERT_DATASETS"):
+        paths.append(Path(os.environ["EDGEBERT_DATASETS"]))
+    cwd = Path.cwd()
+    paths += [cwd / "shared" / "datasets", cwd.parent / "shared" / "datasets"]
+    repo = Path(__file__).resolve().parent.parent
+    paths.append(repo.parent / "shared" / "datasets")
+    return paths
+
+
+def resolve_dataset(name: str) -> Path:
+    """A staged data set's folder by name (e.g. `sst2`, `airline_sentiment`)."""
+    for root in dataset_search_path():
+        candidate = root / name
+        if (candidate / "labels.json").is_file():
+            return candidate
+    known = sorted(
+        {p.name for root in dataset_search_path() if root.is_dir() for p in root.iterdir()
+         if (p / "labels.json").is_file()}
+    )
+    raise EdgebertError(
+        f"unknown dataset '{name}': known here: {', '.join(known) or 'none'} "
+        "(set EDGEBERT_DATASETS to a folder of staged sets)"
+    )
+
+
+def find_split_file(folder: Path, split: str) -> Path | None:
+    for suffix in DATA_SUFFIXES:
+        candidate = folder / f"{split}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_label_names(path: Path) -> list[str]:
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgebertError(f"{path}: cannot read label list ({exc})") from None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise EdgebertError(f"{path}: expected a JSON list of label names")
+    if len(set(names)) != len(names):
+        raise EdgebertError(f"{path}: label names repeat")
+    return names
+
+
+def _raw_records(path: Path, text_field: str, label_field: str):
+    """Yield (line number, text, label) from a JSONL or CSV/TSV file."""
+    if not path.is_file():
+        raise EdgebertError(f"data file not found: {path}")
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            if path.suffix == ".jsonl":
+                for line_no, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise EdgebertError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
+                    if not isinstance(record, dict):
+                        raise EdgebertError(f"{path}:{line_no}: expected a JSON object")
+                    for key in (text_field, label_field):
+                        if key not in record:
+                            raise EdgebertError(f"{path}:{line_no}: missing field '{key}'")
+                    yield line_no, record[text_field], record[label_field]
+            else:
+                reader = csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
+                columns = reader.fieldnames or []
+                for key in (text_field, label_field):
+                    if key not in columns:
+                        raise EdgebertError(
+                            f"{path}:1: no '{key}' column (columns: {', '.join(columns) or 'none'})"
+                        )
+                for record in reader:
+                    yield reader.line_num, record[text_field], record[label_field]
+    except UnicodeDecodeError as exc:
+        raise EdgebertError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def read_split(
+    path: Path,
+    label_names: Sequence[str],
+    clean: Callable[[str], str],
+    text_field: str = "text",
+    label_field: str = "label",
+) -> Split:
+    """Read, clean and validate one file; reject empty texts and unknown labels by line."""
+    index = {name: i for i, name in enumerate(label_names)}
+    texts: list[str] = []
+    labels: list[int] = []
+    label_kind: type | None = None
+    for line_no, text, label in _raw_records(path, text_field, label_field):
+        if not isinstance(text, str):
+            raise EdgebertError(f"{path}:{line_no}: '{text_field}' must be a string")
+        cleaned = clean(text)
+        if not cleaned.strip():
+            raise EdgebertError(f"{path}:{line_no}: empty text after cleaning")
+        if isinstance(label, bool) or not isinstance(label, (int, str)):
+            raise EdgebertError(f"{path}:{line_no}: label {label!r} is neither an int nor a name")
+        if isinstance(label, str) and label.strip().lstrip("-").isdigit() and label not in index:
+            label = int(label)  # CSV cells are strings; "2" means index 2
+        kind = type(label)
+        if label_kind is None:
+            label_kind = kind
+        elif kind is not label_kind:
+            raise EdgebertError(
+                f"{path}:{line_no}: mixed label types (earlier rows use {label_kind.__name__})"
+            )
+        if isinstance(label, int):
+            if not 0 <= label < len(label_names):
+                raise EdgebertError(
+                    f"{path}:{line_no}: label {label} out of range 0..{len(label_names) - 1}"
+                )
+            labels.append(label)
+        else:
+            if label not in index:
+                raise EdgebertError(
+                    f"{path}:{line_no}: unknown label '{label}' (labels: {', '.join(label_names)})"
+                )
+            labels.append(index[label])
+        texts.append(cleaned)
+    if not texts:
+        raise EdgebertError(f"{path}: no rows")
+    return Split(texts, labels, str(path))
+
+
+def subsample(split: Split, max_rows: int | None, seed: int) -> Split:
+    """A stratified, seeded subset, so a small run keeps the class balance of the full set."""
+    if max_rows is None or max_rows >= len(split):
+        return split
+    indices = list(range(len(split)))
+    try:
+        kept, _ = train_test_split(
+            indices, train_size=max_rows, stratify=split.labels, random_state=seed
+        )
+    except ValueError:  # a class too rare to stratify at this size
+        kept, _ = train_test_split(indices, train_size=max_rows, random_state=seed)
+    kept = sorted(kept)
+    return Split([split.texts[i] for i in kept], [split.labels[i] for i in kept], split.source)
+
+
+def carve_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Stratified train/validation split for sets that ship no validation file."""
+    indices = list(range(len(train)))
+    kept, held = train_test_split(
+        indices, test_size=fraction, stratify=train.labels, random_state=seed
+    )
+    pick = lambda ids, tag: Split(  # noqa: E731
+        [train.texts[i] for i in sorted(ids)], [train.labels[i] for i in sorted(ids)],
+        f"{train.source} ({tag})",
+    )
+    return pick(kept, "train part"), pick(held, f"held-out {fraction:.0%}")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """Token ids per row, unpadded; `collate` pads each batch to its own longest row."""
+
+    def __init__(self, input_ids: list[list[int]], labels: list[int]):
+        self.input_ids = input_ids
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Tokenize with the fast tokenizer in batch mode; return ids and how many rows were cut.
+
+    Truncation keeps the final special token (e.g. [SEP]) so a cut row still looks like a
+    sentence to the model.
+    """
+    ids = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)[
+        "input_ids"
+    ]
+    truncated = 0
+    out = []
+    for row in ids:
+        if len(row) > max_length:
+            truncated += 1
+            row = row[: max_length - 1] + row[-1:]
+        out.append(row)
+    return out, truncated
+
+
+def make_collate(pad_token_id: int):
+    """Dynamic padding: each batch is padded only to its own longest row."""
+
+    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+        input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
+            attention[i, : len(row["input_ids"])] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
+        }
+
+    return collate
+
+
+def _label_names_for(cfg, folder: Path | None, train_path: Path) -> list[str]:
+    if isinstance(cfg.labels, list):
+        if len(set(cfg.labels)) != len(cfg.labels):
+            raise EdgebertError("data.labels: label names repeat")
+        return list(cfg.labels)
+    if isinstance(cfg.labels, Path):
+        return read_label_names(cfg.labels)
+    for candidate in ([folder / "labels.json"] if folder else []) + [
+        train_path.parent / "labels.json"
+    ]:
+        if candidate.is_file():
+            return read_label_names(candidate)
+    raise EdgebertError(
+        f"data.labels: no label names for {train_path}: add a labels.json beside it "
+        "or list them under data.labels"
+    )
+
+
+def load_task_data(cfg, seed: int) -> TaskData:
+    """Everything a recipe's `data:` section names, cleaned and validated.
+
+    `cfg` is the recipe's DataConfig (duck-typed to keep this module free of the recipe model).
+    """
+    from compress.cleaning import make_cleaner
+
+    clean = make_cleaner(cfg.clean)
+    folder = resolve_dataset(cfg.dataset) if cfg.dataset else None
+    paths: dict[str, Path | None] = {}
+    for split in SPLIT_NAMES:
+        explicit = getattr(cfg, split)
+        paths[split] = explicit if explicit is not None else (
+            find_split_file(folder, split) if folder else None
+        )
+    if paths["train"] is None:
+        raise EdgebertError(f"dataset '{cfg.dataset}' has no train split")
+    label_names = _label_names_for(cfg, folder, paths["train"])
+    read = lambda p: read_split(p, label_names, clean, cfg.text_field, cfg.label_field)  # noqa: E731
+    train = read(paths["train"])
+    validation = read(paths["validation"]) if paths["validation"] else None
+    test = read(paths["test"]) if paths["test"] else None
+    if validation is None:
+        train, validation = carve_validation(train, cfg.validation_fraction, seed)
+    train = subsample(train, cfg.max_train_rows, seed)
+    validation = subsample(validation, cfg.max_eval_rows, seed)
+    if test is not None:
+        test = subsample(test, cfg.max_eval_rows, seed)
+    files = [p for p in paths.values() if p is not None]
+    return TaskData(label_names, train, validation, test, files)

@@ -1,0 +1,85 @@
+"""Loading and saving classifiers in Hugging Face layout, safetensors only.
+
+A saved model directory is self-describing: `config.json` carries `id2label`, and
+`edgebert.json` carries the cleaning steps and max length, so `predict`, `export` and `bench`
+treat text exactly as training did.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import transformers
+from safetensors import SafetensorError
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from compress.errors import EdgebertError
+from compress.models import check_model_dir
+from compress.rundir import replace_dir_atomic, write_json_atomic
+
+transformers.logging.set_verbosity_error()
+
+META_FILE = "edgebert.json"
+
+
+def load_tokenizer(model_dir: Path):
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
+    except (OSError, ValueError) as exc:
+        raise EdgebertError(f"{model_dir}: cannot load tokenizer ({_first_line(exc)})") from None
+
+
+def load_classifier(model_dir: Path, label_names: Sequence[str] | None = None):
+    """Load a sequence classifier; with `label_names`, (re)build the head for those labels.
+
+    A checkpoint whose head has another number of labels (e.g. a sentence encoder, or a teacher
+    trained on another task) gets a fresh head of the right size.
+    """
+    check_model_dir(model_dir)
+    kwargs: dict = {"use_safetensors": True}
+    if label_names is not None:
+        kwargs.update(
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+            ignore_mismatched_sizes=True,
+        )
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), **kwargs)
+    except (OSError, ValueError, SafetensorError, RuntimeError, KeyError) as exc:
+        raise EdgebertError(f"{model_dir}: cannot load model ({_first_line(exc)})") from None
+    return model
+
+
+def read_meta(model_dir: Path) -> dict:
+    path = Path(model_dir) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EdgebertError(f"{path}: unreadable ({exc})") from None
+
+
+def label_names_of(model) -> list[str]:
+    id2label = model.config.id2label
+    return [id2label[i] for i in range(len(id2label))]
+
+
+def save_classifier(model, tokenizer, target: Path, meta: dict) -> Path:
+    """Write model (safetensors), tokenizer and edgebert.json, then swap into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    write_json_atomic(tmp / META_FILE, meta)
+    replace_dir_atomic(tmp, target)
+    return target
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

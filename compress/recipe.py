@@ -1,0 +1,334 @@
+"""Recipe format: YAML -> validated pydantic model, with errors that name field and line.
+
+The stage list is a discriminated union built from the stage registry at validation time, so a
+new stage module only registers itself; nothing here changes. Validation happens before any work
+starts: a typo in stage 4 must not cost the user a finished stage 1.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+
+from bench.metrics import METRIC_NAMES
+from compress.cleaning import CLEANERS
+from compress.errors import EdgebertError
+
+CleanStep = Literal[tuple(CLEANERS)]  # type: ignore[valid-type]
+MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
+
+
+class Strict(BaseModel):
+    """Base of every recipe section: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class EarlyStopping(Strict):
+    metric: MetricName = "accuracy"
+    patience: int = Field(2, ge=1, description="epochs without improvement before stopping")
+
+
+class TrainingConfig(Strict):
+    """Optimiser and schedule of one training phase."""
+
+    lr: float = Field(5e-5, gt=0, le=1.0, description="peak learning rate of AdamW")
+    batch_size: int = Field(32, ge=1, le=4096)
+    eval_batch_size: int = Field(64, ge=1, le=4096)
+    epochs: int = Field(3, ge=1, le=1000)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps warming up")
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    grad_accum: int = Field(1, ge=1, le=1024, description="batches per optimiser step")
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    seed: int | None = Field(None, description="defaults to the recipe's seed")
+    early_stopping: EarlyStopping | None = None
+
+
+class DataConfig(Strict):
+    """Where the labelled texts come from and how they are cleaned and tokenized."""
+
+    dataset: str | None = Field(None, description="a staged set by name, e.g. sst2")
+    train: Path | None = None
+    validation: Path | None = None
+    test: Path | None = None
+    labels: list[str] | Path | None = Field(
+        None, description="label names in index order, or a labels.json path"
+    )
+    text_field: str = "text"
+    label_field: str = "label"
+    clean: list[CleanStep] = Field(default_factory=list)  # type: ignore[valid-type]
+    max_length: int = Field(128, ge=8, le=512)
+    max_train_rows: int | None = Field(None, ge=1)
+    max_eval_rows: int | None = Field(None, ge=1)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if self.dataset is None and self.train is None:
+            raise ValueError("give either 'dataset' (a staged set) or 'train' (a file)")
+        if self.dataset is not None and self.train is not None:
+            raise ValueError("give 'dataset' or 'train', not both")
+        return self
+
+
+class StageConfig(Strict):
+    """Fields every stage has; each registered stage subclasses this with `type: Literal[...]`."""
+
+    name: str | None = Field(None, description="label for `@name` references; defaults to type")
+
+
+def _tag_of_single_key(value: Any) -> str | None:
+    if isinstance(value, dict) and len(value) == 1:
+        return next(iter(value))
+    if isinstance(value, BaseModel):
+        return next(iter(type(value).model_fields))
+    return None
+
+
+def modifier_list_type():
+    """`with:` entries: one-key mappings such as `{distill: {...}}`, by the modifier registry."""
+    from compress.stages.registry import MODIFIERS
+
+    if not MODIFIERS:
+        return list[dict[str, Any]]
+    members = []
+    for name, cls in sorted(MODIFIERS.items()):
+        wrapper = create_model(
+            f"With_{name}", __base__=Strict, **{name: (cls.Config, ...)}
+        )
+        members.append(Annotated[wrapper, Tag(name)])
+    return list[Annotated[Union[tuple(members)], Discriminator(_tag_of_single_key)]]
+
+
+def build_recipe_model() -> type[BaseModel]:
+    """The Recipe model for the stages registered now."""
+    from compress.stages.registry import STAGES
+
+    stage_union = Annotated[
+        Union[tuple(Annotated[cls.Config, Tag(name)] for name, cls in sorted(STAGES.items()))],
+        Field(discriminator="type"),
+    ]
+
+    class Recipe(Strict):
+        """A whole edgebert run: data, then stages in order."""
+
+        name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
+        task: Literal["text-classification"] = "text-classification"
+        seed: int = 42
+        data: DataConfig
+        stages: list[stage_union] = Field(min_length=1)  # type: ignore[valid-type]
+
+        @model_validator(mode="after")
+        def _stage_order(self) -> "Recipe":
+            from compress.stages.registry import check_stage_order
+
+            check_stage_order(self.stages)
+            return self
+
+    return Recipe
+
+
+# --- loading with line numbers -------------------------------------------------------------
+
+
+def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:
+    """Walk a composed YAML tree along a pydantic error location; stop where the path ends."""
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == key), None)
+            if match is None:
+                match = next((k for k, _ in node.value if k.value == key), None)
+                return match or node
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            if key >= len(node.value):
+                return node
+            node = node.value[key]
+        else:
+            # pydantic inserts union tags (stage type names) into locations; skip them.
+            continue
+    return node
+
+
+def _readable_loc(loc: tuple, allowed_tags: set[str]) -> str:
+    parts: list[str] = []
+    for key in loc:
+        if isinstance(key, int):
+            parts[-1:] = [f"{parts[-1] if parts else ''}[{key}]"]
+        elif key in allowed_tags and parts and parts[-1].endswith("]"):
+            continue  # union tag, not a field
+        else:
+            parts.append(str(key))
+    return ".".join(parts) or "(recipe)"
+
+
+def _expected(error: dict, model: type[BaseModel], loc: tuple) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        field = str(loc[-1])
+        siblings = _fields_at(model, loc[:-1])
+        close = difflib.get_close_matches(field, siblings, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown field{hint}; expected one of: {', '.join(sorted(siblings))}"
+    if kind == "missing":
+        return "required field is missing"
+    message = error["msg"]
+    if kind == "union_tag_invalid":
+        ctx = error.get("ctx", {})
+        tag = ctx.get("tag", "")
+        options = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+        close = difflib.get_close_matches(tag, options, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"unknown type '{tag}'{hint}; expected one of: {ctx.get('expected_tags')}"
+    received = error.get("input")
+    if kind not in ("value_error",) and not isinstance(received, (dict, list)):
+        message += f", got {received!r}"
+    return message
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the sub-model a location points into (for 'did you mean')."""
+    from typing import get_args, get_origin
+
+    current: Any = model
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if fields is None:
+            return []
+        if key in fields:
+            current = _unwrap_model(fields[key].annotation, None)
+            continue
+        current = _unwrap_model(current, key)
+        if current is None:
+            return []
+    fields = getattr(current, "model_fields", None)
+    if fields is None:
+        return []
+    return [f.alias or name for name, f in fields.items()]
+
+
+def _unwrap_model(annotation: Any, tag: str | None) -> Any:
+    """Find the pydantic model inside list/Optional/Union annotations (by tag if given)."""
+    from typing import get_args
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if tag is None:
+            return annotation
+        fields = annotation.model_fields
+        if "type" in fields and tag in get_args(fields["type"].annotation):
+            return annotation
+        if tag in fields and len(fields) == 1:
+            return annotation
+        return None
+    for arg in get_args(annotation):
+        found = _unwrap_model(arg, tag)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(
+    exc: ValidationError, model: type[BaseModel], root: yaml.Node | None, source: str
+) -> str:
+    """First error as `file:line: field.path: what was expected` (+ how many more)."""
+    from compress.stages.registry import MODIFIERS, STAGES
+
+    tags = set(STAGES) | set(MODIFIERS) | {f"With_{m}" for m in MODIFIERS}
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    node = _node_at(root, loc)
+    line = f":{node.start_mark.line + 1}" if node is not None else ""
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}{line}: {_readable_loc(loc, tags)}: {_expected(first, model, loc)}{more}"
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`--set stages.0.training.epochs=1`: dotted path into the raw mapping, YAML-typed value."""
+    for item in overrides:
+        if "=" not in item:
+            raise EdgebertError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        target: Any = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if isinstance(target, list) and part.isdigit() and int(part) < len(target):
+                target = target[int(part)]
+            elif isinstance(target, dict):
+                target = target.setdefault(part, {})
+            else:
+                raise EdgebertError(f"--set {key}: '{part}' does not lead into the recipe")
+        leaf = parts[-1]
+        parsed = yaml.safe_load(value) if value else value
+        if isinstance(target, list) and leaf.isdigit() and int(leaf) < len(target):
+            target[int(leaf)] = parsed
+        elif isinstance(target, dict):
+            target[leaf] = parsed
+        else:
+            raise EdgebertError(f"--set {key}: '{leaf}' does not lead into the recipe")
+    return raw
+
+
+def load_recipe(path: Path | str, overrides: list[str] | None = None):
+    """Read, override and validate a recipe; every failure is one EdgebertError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgebertError(f"recipe not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise EdgebertError(f"{path}: not UTF-8 text") from None
+    return parse_recipe(text, str(path), overrides, base_dir=path.parent)
+
+
+def parse_recipe(text: str, source: str, overrides: list[str] | None = None, base_dir=None):
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise EdgebertError(f"{source}{where}: broken YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise EdgebertError(f"{source}: a recipe must be a mapping with name, data and stages")
+    raw = apply_overrides(raw, overrides or [])
+    model = build_recipe_model()
+    try:
+        recipe = model.model_validate(raw)
+    except ValidationError as exc:
+        raise EdgebertError(format_validation_error(exc, model, root, source)) from None
+    if base_dir is not None:
+        _resolve_paths(recipe.data, Path(base_dir))
+    return recipe
+
+
+def _resolve_paths(data: DataConfig, base: Path) -> None:
+    """Relative data paths are relative to the recipe's folder, or to the working directory."""
+    for field in ("train", "validation", "test", "labels"):
+        value = getattr(data, field)
+        if isinstance(value, Path) and not value.is_absolute():
+            beside_recipe = base / value
+            if beside_recipe.exists() or not value.exists():
+                setattr(data, field, beside_recipe)
+
+
+def recipe_json_schema() -> dict:
+    """The JSON Schema of the recipe format (`edgebert schema`)."""
+    return build_recipe_model().model_json_schema()

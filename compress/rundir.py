@@ -1,0 +1,99 @@
+"""The run directory and atomic writes.
+
+Layout of `runs/<name>-<timestamp>/`:
+    recipe.resolved.yaml   the validated recipe with every default filled in
+    manifest.json          versions, seed, data hashes, git commit, machine, status
+    metrics.json           one entry per stage
+    run.log                what the console showed
+    stages/NN-<name>/      each stage's metrics.json, model/ (safetensors), ONNX files, reports
+Every file is written to a temporary name and renamed, so a crash never leaves a half-written
+file that a later step would load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from compress.errors import EdgebertError
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; honour the umask
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def replace_dir_atomic(tmp_dir: Path, target: Path) -> None:
+    """Swap a fully written directory into place; the old one is removed only afterwards."""
+    os.chmod(tmp_dir, 0o777 & ~_umask())
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(tmp_dir, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class RunDir:
+    """One run's directory; all stage outputs go below it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    @classmethod
+    def create(cls, base: Path, name: str) -> "RunDir":
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        root = base / f"{name}-{stamp}"
+        suffix = 1
+        while root.exists():
+            suffix += 1
+            root = base / f"{name}-{stamp}-{suffix}"
+        try:
+            root.mkdir(parents=True)
+        except OSError as exc:
+            raise EdgebertError(f"cannot create run directory {root}: {exc.strerror}") from None
+        return cls(root)
+
+    def stage_dir(self, index: int, name: str) -> Path:
+        path = self.root / "stages" / f"{index:02d}-{name}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_json(self, relative: str, obj: Any) -> Path:
+        path = self.root / relative
+        write_json_atomic(path, obj)
+        return path
+
+    def log(self, line: str) -> None:
+        with (self.root / "run.log").open("a", encoding="utf-8") as handle:
+            handle.write(f"{time.strftime('%H:%M:%S')} {line}\n")

@@ -1,0 +1,6 @@
+"""Stage modules. Importing this package registers every stage type.
+
+Modifiers are imported before the training stages, whose `with:` field is typed by them.
+"""
+
+from compress.stages import finetune  # noqa: F401  (registers finetune and train)

@@ -1,0 +1,109 @@
+"""`finetune` / `train`: one training run of a classifier, with modifiers acting inside it.
+
+`finetune` is the usual teacher step; `train` is the same loop, named for runs whose `with:`
+list (distill, prune, qat) does the real work on a student.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from bench.metrics import classification_metrics
+from compress.modeling import load_classifier, load_tokenizer, save_classifier
+from compress.recipe import MetricName, StageConfig, TrainingConfig, modifier_list_type
+from compress.stages.base import Stage
+from compress.stages.registry import MODIFIERS, register_stage
+from compress.training import TrainingPhase, batched_logits
+from compress.data import encode
+
+_Modifiers = modifier_list_type()
+
+
+class FinetuneConfig(StageConfig):
+    type: Literal["finetune"]
+    model: str = Field(description="minilm-l6, mpnet-base, a model directory, or @stage")
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    select_best: MetricName = "accuracy"  # type: ignore[valid-type]
+    with_: _Modifiers = Field(default_factory=list, alias="with")  # type: ignore[valid-type]
+
+
+class TrainConfig(FinetuneConfig):
+    type: Literal["train"]  # type: ignore[assignment]
+
+
+@register_stage
+class FinetuneStage(Stage):
+    type_name = "finetune"
+    Config = FinetuneConfig
+
+    def setup(self, ctx) -> None:
+        self.model_dir = ctx.resolve_model_ref(self.config.model)
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.model = load_classifier(self.model_dir, ctx.data.label_names)
+        self.modifiers = [
+            MODIFIERS[name](cfg)
+            for entry in self.config.with_
+            for name, cfg in (
+                entry.items() if isinstance(entry, dict) else [(k, getattr(entry, k)) for k in
+                                                               type(entry).model_fields]
+            )
+        ]
+
+    def run(self, ctx) -> dict:
+        data, recipe = ctx.data, ctx.recipe
+        ctx.log(
+            f"[{self.name}] {self.config.model} on {len(data.train)} train / "
+            f"{len(data.validation)} validation rows, {self.model.num_parameters():,} parameters"
+        )
+        phase = TrainingPhase(
+            model=self.model,
+            tokenizer=self.tokenizer,
+            train_texts=data.train.texts,
+            train_labels=data.train.labels,
+            eval_texts=data.validation.texts,
+            eval_labels=data.validation.labels,
+            label_names=data.label_names,
+            training=self.config.training,
+            max_length=recipe.data.max_length,
+            select_best=self.config.select_best,
+            modifiers=self.modifiers,
+            log=ctx.log,
+            seed=self.config.training.seed if self.config.training.seed is not None else recipe.seed,
+            extra={"ctx": ctx},
+        )
+        result = phase.fit()
+        self.model = phase.model
+        result["parameters"] = self.model.num_parameters()
+        result["validation"] = phase.evaluate()
+        if data.test is not None:
+            ids, _ = encode(self.tokenizer, data.test.texts, recipe.data.max_length)
+            logits = batched_logits(
+                self.model, ids, self.config.training.eval_batch_size, phase.pad_id
+            )
+            result["test"] = classification_metrics(
+                data.test.labels, logits.argmax(-1), data.label_names
+            )
+        self.result = result
+        return result
+
+    def finish(self, ctx) -> None:
+        target = ctx.run_dir.stage_dir(self.index, self.name) / "model"
+        meta = {
+            "task": ctx.recipe.task,
+            "labels": ctx.data.label_names,
+            "clean": list(ctx.recipe.data.clean),
+            "max_length": ctx.recipe.data.max_length,
+            "source_model": self.config.model,
+            "stage": self.name,
+        }
+        save_classifier(self.model, self.tokenizer, target, meta)
+        ctx.publish_model(self.name, target)
+        ctx.log(f"[{self.name}] saved {target}")
+
+
+@register_stage
+class TrainStage(FinetuneStage):
+    type_name = "train"
+    Config = TrainConfig

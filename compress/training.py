@@ -1,0 +1,205 @@
+"""The one training loop. Modifiers (distill, prune, QAT) plug in through their hooks.
+
+Plain PyTorch: AdamW with weight decay off for biases and norms, linear warmup then decay,
+gradient accumulation and clipping, evaluation after each epoch, best checkpoint kept by the
+recipe's metric, optional early stopping.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from transformers import get_linear_schedule_with_warmup, set_seed
+
+from bench.metrics import classification_metrics
+from compress.data import EncodedDataset, encode, make_collate
+
+
+def batched_logits(
+    model, input_ids: list[list[int]], batch_size: int, pad_token_id: int
+) -> np.ndarray:
+    """Logits for many rows, batched by length so padding stays small, in input order."""
+    order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
+    collate = make_collate(pad_token_id)
+    out: list[np.ndarray | None] = [None] * len(input_ids)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = collate([{"input_ids": input_ids[i], "labels": 0} for i in chunk])
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+            for i, row in zip(chunk, logits.float().numpy()):
+                out[i] = row
+    model.train(was_training)
+    return np.stack(out)  # type: ignore[arg-type]
+
+
+@dataclass
+class TrainingPhase:
+    """One training run: model, data, optimiser, and the modifiers acting on it.
+
+    Modifiers read and change its fields (`model`, `step`, `epoch`, `total_steps`, `extra`).
+    """
+
+    model: Any
+    tokenizer: Any
+    train_texts: list[str]
+    train_labels: list[int]
+    eval_texts: list[str]
+    eval_labels: list[int]
+    label_names: list[str]
+    training: Any  # recipe TrainingConfig
+    max_length: int
+    select_best: str = "accuracy"
+    modifiers: list = field(default_factory=list)
+    log: Any = print
+    seed: int = 42
+    step: int = 0
+    epoch: int = 0
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.train_ids, self.train_truncated = encode(
+            self.tokenizer, self.train_texts, self.max_length
+        )
+        self.eval_ids, self.eval_truncated = encode(
+            self.tokenizer, self.eval_texts, self.max_length
+        )
+        self.pad_id = self.tokenizer.pad_token_id or 0
+
+    def evaluate(self, model=None) -> dict:
+        logits = batched_logits(
+            model or self.model, self.eval_ids, self.training.eval_batch_size, self.pad_id
+        )
+        return classification_metrics(self.eval_labels, logits.argmax(-1), self.label_names)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+        groups = [
+            {"params": decay, "weight_decay": self.training.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=self.training.lr)
+
+    def fit(self) -> dict:
+        """Train, keep the best epoch by `select_best`, run modifiers' finish; return metrics."""
+        cfg = self.training
+        set_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        loader = torch.utils.data.DataLoader(
+            EncodedDataset(self.train_ids, self.train_labels),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=make_collate(self.pad_id),
+        )
+        self.steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        for modifier in self.modifiers:
+            modifier.setup(self)
+        optimizer = self._optimizer()
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps
+        )
+        best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
+        self.model.train()
+        started = time.perf_counter()
+        seen = 0
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} rows/s"),
+            TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+        )
+        with progress:
+            task = progress.add_task("train", total=self.total_steps, loss=math.nan, rate=0.0)
+            for epoch in range(1, cfg.epochs + 1):
+                self.epoch = epoch
+                running = 0.0
+                for micro, batch in enumerate(loader, 1):
+                    outputs = self.model(**batch)
+                    loss = outputs.loss
+                    for modifier in self.modifiers:
+                        loss = modifier.loss(self, batch, outputs, loss)
+                    (loss / cfg.grad_accum).backward()
+                    running = loss.item() if running == 0.0 else 0.9 * running + 0.1 * loss.item()
+                    seen += batch["input_ids"].shape[0]
+                    if micro % cfg.grad_accum and micro != len(loader):
+                        continue
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    self.step += 1
+                    for modifier in self.modifiers:
+                        modifier.on_step(self)
+                    rate = seen / (time.perf_counter() - started)
+                    progress.update(task, advance=1, loss=running, rate=rate)
+                    if self.step >= self.total_steps:
+                        break
+                metrics = self.evaluate()
+                metrics.update(epoch=epoch, step=self.step, train_loss=running)
+                self.history.append(metrics)
+                for modifier in self.modifiers:
+                    modifier.on_epoch_end(self, metrics)
+                score = metrics[self.select_best]
+                self.log(
+                    f"epoch {epoch}: loss {running:.4f}  accuracy {metrics['accuracy']:.4f}  "
+                    f"macro_f1 {metrics['macro_f1']:.4f}"
+                )
+                if score > best_score:
+                    best_score, best_epoch, stale = score, epoch, 0
+                    best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    stale += 1
+                if self.step >= self.total_steps:
+                    break
+                if cfg.early_stopping and stale >= cfg.early_stopping.patience:
+                    self.log(f"early stopping: no better {self.select_best} for {stale} epochs")
+                    break
+        if best_state is not None and best_epoch != self.epoch:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        modifier_metrics: dict[str, dict] = {}
+        for modifier in self.modifiers:
+            modifier_metrics[modifier.type_name] = modifier.finish(self)
+        return {
+            "best_epoch": best_epoch,
+            f"best_{self.select_best}": best_score,
+            "epochs_run": self.epoch,
+            "steps": self.step,
+            "train_rows": len(self.train_ids),
+            "train_truncated": self.train_truncated,
+            "eval_truncated": self.eval_truncated,
+            "train_seconds": round(time.perf_counter() - started, 2),
+            "history": [
+                {k: h[k] for k in ("epoch", "step", "train_loss", "accuracy", "macro_f1")}
+                for h in self.history
+            ],
+            "modifiers": modifier_metrics,
+        }
