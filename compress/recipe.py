@@ -55,6 +55,8 @@ class TrainingConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
     seed: int | None = Field(None, description="defaults to the recipe's seed")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present")
+    bf16: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU)")
     early_stopping: EarlyStopping | None = None
 
 
@@ -145,11 +147,13 @@ def build_recipe_model() -> type[BaseModel]:
 # --- loading with line numbers -------------------------------------------------------------
 
 
-def _node_at(node: yaml.Node | None, loc: tuple) -> yaml.Node | None:
+def _node_at(node: yaml.Node | None, loc: tuple, tags: set[str]) -> yaml.Node | None:
     """Walk a composed YAML tree along a pydantic error location; stop where the path ends."""
     for key in loc:
         if isinstance(node, yaml.MappingNode):
             match = next((v for k, v in node.value if k.value == key), None)
+            if match is None and key in tags:
+                continue  # pydantic puts union tags (stage type names) into locations
             if match is None:
                 match = next((k for k, _ in node.value if k.value == key), None)
                 return match or node
@@ -176,12 +180,22 @@ def _readable_loc(loc: tuple, allowed_tags: set[str]) -> str:
     return ".".join(parts) or "(recipe)"
 
 
+# Names users bring from other trainers, mapped to ours (for "did you mean").
+COMMON_MISTAKES = {
+    "learning_rate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs",
+    "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum", "warmup": "warmup_ratio",
+    "max_seq_length": "max_length", "labels_file": "labels", "steps": "stages",
+}
+
+
 def _expected(error: dict, model: type[BaseModel], loc: tuple) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         field = str(loc[-1])
         siblings = _fields_at(model, loc[:-1])
-        close = difflib.get_close_matches(field, siblings, n=1)
+        close = [COMMON_MISTAKES[field]] if COMMON_MISTAKES.get(field) in siblings else []
+        close = close or difflib.get_close_matches(field, siblings, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"unknown field{hint}; expected one of: {', '.join(sorted(siblings))}"
     if kind == "missing":
@@ -253,7 +267,9 @@ def format_validation_error(
     errors = exc.errors()
     first = errors[0]
     loc = tuple(first["loc"])
-    node = _node_at(root, loc)
+    if first["type"] == "union_tag_invalid":
+        loc = loc + (str(first.get("ctx", {}).get("discriminator", "type")).strip("'"),)
+    node = _node_at(root, loc, tags)
     line = f":{node.start_mark.line + 1}" if node is not None else ""
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{source}{line}: {_readable_loc(loc, tags)}: {_expected(first, model, loc)}{more}"

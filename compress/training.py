@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,6 +35,7 @@ def batched_logits(
 ) -> np.ndarray:
     """Logits for many rows, batched by length so padding stays small, in input order."""
     order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
+    device = next(model.parameters()).device
     collate = make_collate(pad_token_id)
     out: list[np.ndarray | None] = [None] * len(input_ids)
     was_training = model.training
@@ -43,8 +45,9 @@ def batched_logits(
             chunk = order[start : start + batch_size]
             batch = collate([{"input_ids": input_ids[i], "labels": 0} for i in chunk])
             logits = model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+            ).logits.cpu()
             for i, row in zip(chunk, logits.float().numpy()):
                 out[i] = row
     model.train(was_training)
@@ -105,6 +108,16 @@ class TrainingPhase:
         ]
         return torch.optim.AdamW(groups, lr=self.training.lr)
 
+    def _device(self) -> torch.device:
+        wanted = self.training.device
+        if wanted == "cuda" and not torch.cuda.is_available():
+            from compress.errors import EdgebertError
+
+            raise EdgebertError("training.device: cuda requested but no CUDA device is visible")
+        if wanted == "auto":
+            wanted = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device(wanted)
+
     def fit(self) -> dict:
         """Train, keep the best epoch by `select_best`, run modifiers' finish; return metrics."""
         cfg = self.training
@@ -121,6 +134,11 @@ class TrainingPhase:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
+        device = self._device()
+        self.model.to(device)
+        autocast = torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
+        )
         for modifier in self.modifiers:
             modifier.setup(self)
         optimizer = self._optimizer()
@@ -135,6 +153,7 @@ class TrainingPhase:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} rows/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+            console=Console(stderr=True),
         )
         with progress:
             task = progress.add_task("train", total=self.total_steps, loss=math.nan, rate=0.0)
@@ -142,10 +161,12 @@ class TrainingPhase:
                 self.epoch = epoch
                 running = 0.0
                 for micro, batch in enumerate(loader, 1):
-                    outputs = self.model(**batch)
-                    loss = outputs.loss
-                    for modifier in self.modifiers:
-                        loss = modifier.loss(self, batch, outputs, loss)
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    with autocast:
+                        outputs = self.model(**batch)
+                        loss = outputs.loss
+                        for modifier in self.modifiers:
+                            loss = modifier.loss(self, batch, outputs, loss)
                     (loss / cfg.grad_accum).backward()
                     running = loss.item() if running == 0.0 else 0.9 * running + 0.1 * loss.item()
                     seen += batch["input_ids"].shape[0]
@@ -184,7 +205,7 @@ class TrainingPhase:
                     break
         if best_state is not None and best_epoch != self.epoch:
             self.model.load_state_dict(best_state)
-        self.model.eval()
+        self.model.to("cpu").eval()
         modifier_metrics: dict[str, dict] = {}
         for modifier in self.modifiers:
             modifier_metrics[modifier.type_name] = modifier.finish(self)
@@ -197,6 +218,7 @@ class TrainingPhase:
             "train_truncated": self.train_truncated,
             "eval_truncated": self.eval_truncated,
             "train_seconds": round(time.perf_counter() - started, 2),
+            "device": str(device),
             "history": [
                 {k: h[k] for k in ("epoch", "step", "train_loss", "accuracy", "macro_f1")}
                 for h in self.history

@@ -1,0 +1,101 @@
+"""Shared fixtures: a tiny random BERT with a real WordPiece tokenizer, and tiny data sets.
+
+Everything is built in a temp folder from a config, so the default suite needs no weights
+package and runs in seconds per test.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+SAMPLE = Path(__file__).resolve().parent.parent / "compress" / "samples" / "sst2-sample"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return path
+
+
+def sample_rows(split: str, n: int, seed: int = 0) -> list[dict]:
+    rows = [json.loads(line) for line in (SAMPLE / f"{split}.jsonl").read_text().splitlines()]
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT classifier with a 600-token WordPiece vocab, saved as safetensors."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    import torch
+
+    root = tmp_path_factory.mktemp("tiny-bert")
+    texts = [r["text"] for r in sample_rows("train", 3000)]
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(texts, vocab_size=600, min_frequency=2)
+    wordpiece.save_model(str(root))
+    tokenizer = BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
+        num_labels=2, id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(str(root), safe_serialization=True)
+    tokenizer.save_pretrained(str(root))
+    return root
+
+
+@pytest.fixture()
+def tiny_data(tmp_path) -> Path:
+    """A folder with train/validation JSONL (400 / 100 SST-2 rows) and labels.json."""
+    folder = tmp_path / "data"
+    write_jsonl(folder / "train.jsonl", sample_rows("train", 400))
+    write_jsonl(folder / "validation.jsonl", sample_rows("validation", 100))
+    (folder / "labels.json").write_text('["negative", "positive"]')
+    return folder
+
+
+def tiny_recipe(model_dir: Path, data: Path, **training) -> str:
+    settings = {"lr": 5e-4, "batch_size": 16, "epochs": 2, "seed": 1} | training
+    return f"""
+name: tiny
+seed: 7
+data:
+  train: {data / 'train.jsonl'}
+  validation: {data / 'validation.jsonl'}
+  clean: [strip_html, nfkc, collapse_whitespace]
+  max_length: 32
+stages:
+  - type: finetune
+    model: {model_dir}
+    training: {json.dumps(settings)}
+    select_best: macro_f1
+"""
+
+
+@pytest.fixture()
+def run_cli(monkeypatch, capsys):
+    """Run `edgebert ARGS...` in-process; return (exit code, stdout, stderr)."""
+    from compress.cli import main
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["edgebert", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke

@@ -1,0 +1,121 @@
+"""End-to-end runs of a tiny recipe through the engine and the CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_recipe
+
+
+def test_run_writes_a_complete_run_directory(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data))
+    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "manifest.json", "metrics.json", "recipe.resolved.yaml", "run.log", "stages"
+    ]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["seed"] == 7
+    assert set(manifest["data_sha256"]) == {str(tiny_data / "train.jsonl"), str(tiny_data / "validation.jsonl")}
+    assert manifest["packages"]["torch"].startswith("2.13.0")
+    resolved = yaml.safe_load((run_dir / "recipe.resolved.yaml").read_text())
+    assert resolved["stages"][0]["training"]["warmup_ratio"] == 0.1  # defaults filled in
+    stage = run_dir / "stages" / "00-finetune"
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["validation"]["n"] == 100 and 0.0 <= metrics["validation"]["accuracy"] <= 1.0
+    assert metrics["epochs_run"] == 2 and metrics["train_rows"] == 400
+    model_files = {p.name for p in (stage / "model").iterdir()}
+    assert {"model.safetensors", "config.json", "edgebert.json", "tokenizer.json"} <= model_files
+    assert not any(name.endswith((".bin", ".pt", ".tmp")) for name in model_files)
+    meta = json.loads((stage / "model" / "edgebert.json").read_text())
+    assert meta["clean"] == ["strip_html", "nfkc", "collapse_whitespace"] and meta["max_length"] == 32
+
+    code, out, err = run_cli("predict", stage / "model", "<b>a  wonderful, moving film</b>")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["label"] in ("negative", "positive")
+    assert sum(result["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_two_runs_with_the_same_seed_give_the_same_metrics(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data, epochs=1))
+    outputs = []
+    for _ in range(2):
+        code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+        assert code == 0, err
+        outputs.append(json.loads((tmp_path / "runs" / out.strip().split("/")[-1] / "metrics.json").read_text()))
+    for metrics in outputs:
+        metrics["finetune"].pop("train_seconds"), metrics["finetune"].pop("wall_seconds")
+    assert outputs[0] == outputs[1]
+
+
+def test_bad_data_fails_before_a_run_directory_exists(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    (tiny_data / "train.jsonl").write_text('{"text": "ok", "label": 1}\n{"text": "x", "label": 9}\n')
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data))
+    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 2
+    assert err.strip().endswith("train.jsonl:2: label 9 out of range 0..1")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.yaml"], "recipe not found: missing.yaml"),
+        (["run", "no-such-recipe"], "recipe not found: no-such-recipe"),
+        (["predict", "/nonexistent", "hi"], "model directory not found: /nonexistent"),
+        (["predict", "/tmp"], "give either a text or --file"),
+    ],
+)
+def test_cli_errors_are_one_line_with_non_zero_exit(run_cli, args, message):
+    code, out, err = run_cli(*args)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_unknown_model_and_model_without_weights(tmp_path, tiny_data, run_cli):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(tiny_recipe(tmp_path / "nothing-here", tiny_data).replace(str(tmp_path / "nothing-here"), "bert-huge"))
+    code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 2 and "unknown model 'bert-huge'" in err
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    recipe.write_text(tiny_recipe(empty, tiny_data))
+    code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 2 and "no .safetensors weights" in err
+
+
+def test_corrupt_safetensors_is_a_one_line_error(tmp_path, tiny_model_dir, run_cli):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in tiny_model_dir.iterdir():
+        (broken / item.name).write_bytes(item.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    code, _, err = run_cli("predict", broken, "hello")
+    assert code == 2 and "cannot load model" in err and err.count("\n") == 1
+
+
+def test_version_and_schema(run_cli):
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == "edgebert 0.1.0"
+    code, out, _ = run_cli("schema")
+    assert code == 0 and json.loads(out)["title"] == "Recipe"
+
+
+def test_installed_console_script_reports_errors_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {dataset: sst2-sample}\nstages:\n  - {type: finetune, model: m, training: {lr: zero}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "compress.cli", "run", str(bad)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == f"edgebert: error: {bad}:4: stages[0].training.lr: Input should be a valid number, unable to parse string as a number, got 'zero'\n"

@@ -1,0 +1,97 @@
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from compress.data import make_collate
+from compress.modeling import load_classifier, load_tokenizer
+from compress.recipe import TrainingConfig
+from compress.training import TrainingPhase
+from tests.conftest import sample_rows
+
+
+def make_phase(model_dir, **training):
+    rows = sample_rows("train", 64, seed=1)
+    val = sample_rows("validation", 32, seed=1)
+    return TrainingPhase(
+        model=load_classifier(model_dir, ["negative", "positive"]),
+        tokenizer=load_tokenizer(model_dir),
+        train_texts=[r["text"] for r in rows], train_labels=[r["label"] for r in rows],
+        eval_texts=[r["text"] for r in val], eval_labels=[r["label"] for r in val],
+        label_names=["negative", "positive"],
+        training=TrainingConfig(**({"lr": 1e-3, "batch_size": 16, "epochs": 1, "warmup_ratio": 0} | training)),
+        max_length=32, log=lambda *_: None, seed=5,
+    )
+
+
+def fixed_batch_loss(phase) -> float:
+    batch = make_collate(phase.pad_id)(
+        [{"input_ids": i, "labels": l} for i, l in zip(phase.train_ids[:16], phase.train_labels[:16])]
+    )
+    phase.model.eval()
+    with torch.no_grad():
+        return phase.model(**batch).loss.item()
+
+
+def test_two_steps_lower_the_loss_on_the_trained_batch(tiny_model_dir):
+    phase = make_phase(tiny_model_dir, max_steps=2, batch_size=64, epochs=2)
+    before = fixed_batch_loss(phase)
+    result = phase.fit()
+    after = fixed_batch_loss(phase)
+    assert result["steps"] == 2
+    assert after < before - 1e-3
+
+
+def test_grad_accumulation_counts_optimizer_steps(tiny_model_dir):
+    phase = make_phase(tiny_model_dir, batch_size=8, grad_accum=4, epochs=2)
+    result = phase.fit()
+    assert result["steps"] == 2 * (64 // 8 // 4)
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+
+
+def test_same_seed_gives_identical_weights(tiny_model_dir):
+    a, b = make_phase(tiny_model_dir, max_steps=3), make_phase(tiny_model_dir, max_steps=3)
+    a.fit(), b.fit()
+    for (name, p), (_, q) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(p, q), name
+
+
+class CountingModifier:
+    type_name = "counting"
+
+    def __init__(self):
+        self.calls = {"setup": 0, "loss": 0, "on_step": 0, "on_epoch_end": 0, "finish": 0}
+
+    def setup(self, phase):
+        self.calls["setup"] += 1
+
+    def loss(self, phase, batch, outputs, loss):
+        self.calls["loss"] += 1
+        return loss * 0.0 + loss  # same value, still differentiable
+
+    def on_step(self, phase):
+        self.calls["on_step"] += 1
+
+    def on_epoch_end(self, phase, metrics):
+        self.calls["on_epoch_end"] += 1
+
+    def finish(self, phase):
+        self.calls["finish"] += 1
+        return {"seen_steps": phase.step}
+
+
+def test_modifier_hooks_are_called_in_lifecycle_order(tiny_model_dir):
+    modifier = CountingModifier()
+    phase = make_phase(tiny_model_dir, batch_size=16, epochs=2)
+    phase.modifiers = [modifier]
+    result = phase.fit()
+    assert modifier.calls == {"setup": 1, "loss": 8, "on_step": 8, "on_epoch_end": 2, "finish": 1}
+    assert result["modifiers"] == {"counting": {"seen_steps": 8}}
+
+
+def test_early_stopping_and_best_epoch(tiny_model_dir):
+    phase = make_phase(tiny_model_dir, lr=1e-9, epochs=5, early_stopping={"metric": "accuracy", "patience": 1})
+    result = phase.fit()
+    # lr ~ 0: nothing improves after epoch 1, so training stops after epoch 2
+    assert result["epochs_run"] == 2 and result["best_epoch"] == 1
