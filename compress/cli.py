@@ -94,6 +94,94 @@ def predict(
         typer.echo(f"warning: {warning}", err=True)
 
 
+def _parse_list(value: str, what: str, cast=int) -> list:
+    try:
+        return [cast(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise EdgebertError(f"{what}: expected a comma-separated list, got {value!r}") from None
+
+
+def _eval_texts(dataset: Optional[str], split: str, texts_file: Optional[Path]):
+    """(texts, labels or None, label) from a staged data set, a text file, or the shipped sample."""
+    from compress.cleaning import make_cleaner
+    from compress.data import find_split_file, read_label_names, read_split, resolve_dataset
+    from compress.predict import read_texts
+
+    if texts_file is not None:
+        return read_texts(texts_file), None, str(texts_file)
+    folder = resolve_dataset(dataset or "sst2-sample")
+    path = find_split_file(folder, split)
+    if path is None:
+        raise EdgebertError(f"dataset '{folder.name}' has no '{split}' split")
+    clean = make_cleaner(["nfkc", "remove_control", "collapse_whitespace"])
+    rows = read_split(path, read_label_names(folder / "labels.json"), clean)
+    return rows.texts, rows.labels, f"{folder.name} {split}"
+
+
+@app.command("export")
+def export_command(
+    model_dir: Path = typer.Argument(..., help="a saved classifier directory"),
+    out: Path = typer.Option(..., "--out", help="output directory"),
+    quantize: str = typer.Option("", "--quantize", help="comma list: dynamic,static"),
+    ort: bool = typer.Option(False, "--ort", help="also write the ORT mobile .ort file"),
+    texts: Optional[Path] = typer.Option(None, "--texts", help="parity/calibration texts file"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="parity texts from a staged set"),
+    parity_rows: int = typer.Option(512, "--parity-rows", min=1),
+    min_label_agreement: float = typer.Option(0.99, "--min-label-agreement", min=0, max=1),
+) -> None:
+    """Export a classifier to ONNX (+ fused graph, INT8, .ort) and check parity."""
+    from export.pipeline import ExportOptions, export_model
+
+    modes = _parse_list(quantize, "--quantize", str)
+    parity_texts, _, _ = _eval_texts(dataset, "validation", texts)
+    options = ExportOptions(
+        quantize=modes, ort_format=ort, parity_rows=parity_rows,
+        min_label_agreement=min_label_agreement,
+    )
+    result = export_model(model_dir, out, parity_texts, options, log=lambda m: typer.echo(m, err=True))
+    for name, path in result.files.items():
+        typer.echo(f"{name}\t{result.sizes[name] / 1e6:.1f} MB\t{path}")
+    if result.failures:
+        raise EdgebertError("; ".join(result.failures))
+
+
+@app.command("bench")
+def bench_command(
+    models: list[str] = typer.Argument(..., help="model paths, optionally NAME=PATH"),
+    batch: str = typer.Option("1,32", "--batch", help="batch sizes, comma list"),
+    seq: str = typer.Option("128", "--seq", help="sequence lengths, comma list"),
+    threads: int = typer.Option(2, "--threads", min=1),
+    provider: str = typer.Option("cpu", "--provider", help="cpu or cuda"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="staged set for accuracy"),
+    split: str = typer.Option("validation", "--split"),
+    texts: Optional[Path] = typer.Option(None, "--texts", help="unlabelled texts (no accuracy)"),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="name to compute ratios to"),
+    min_seconds: float = typer.Option(2.0, "--min-seconds", min=0.01),
+    out: Path = typer.Option(Path("bench-report"), "--out", help="report directory"),
+) -> None:
+    """Benchmark models side by side; writes report.json, report.md and report.html."""
+    from bench.report import write_reports
+    from bench.runner import run_benchmark
+
+    named: dict[str, Path] = {}
+    for spec in models:
+        name, _, path = spec.rpartition("=")
+        path_obj = Path(path)
+        name = name or (path_obj.stem if path_obj.suffix else path_obj.name)
+        if name in named:
+            raise EdgebertError(f"two models are named '{name}': use NAME=PATH")
+        named[name] = path_obj
+    eval_texts, labels, label = _eval_texts(dataset, split, texts)
+    report = run_benchmark(
+        named, eval_texts, labels, dataset=label, batch_sizes=_parse_list(batch, "--batch"),
+        seq_lengths=_parse_list(seq, "--seq"), threads=threads, provider=provider,
+        baseline=baseline, min_seconds=min_seconds,
+    )
+    paths = write_reports(report, out)
+    typer.echo(paths["markdown"].read_text(encoding="utf-8"))
+    typer.echo(f"reports: {out}")
+
+
 @app.command()
 def schema(out: Optional[Path] = typer.Option(None, "--out", help="write to a file")) -> None:
     """Print the JSON Schema of the recipe format."""

@@ -24,6 +24,7 @@ class RunContext:
     console: Console
     models: dict[str, Path] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, Path]] = field(default_factory=dict)  # stage -> variant -> file
     last_model: Path | None = None
 
     def resolve_model_ref(self, ref: str) -> Path:

@@ -6,19 +6,17 @@ Enough to tell, months later, whether two runs are comparable.
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import platform
 import subprocess
 import time
 from pathlib import Path
 
+from bench.machine import machine_info
 from compress import __version__
 
 PACKAGES = (
     "torch", "transformers", "tokenizers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
     "torch-pruning", "accelerate", "scikit-learn", "numpy", "pydantic",
 )
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -46,30 +44,6 @@ def git_commit() -> str | None:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def machine_info() -> dict:
-    """CPU model, core count and the instruction sets that decide INT8 speed."""
-    info = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": None,
-        "cpu_flags": [],
-    }
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name") and info["cpu_model"] is None:
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-            if line.startswith(("flags", "Features")):
-                present = set(line.split(":", 1)[1].split())
-                info["cpu_flags"] = [f for f in CPU_FLAGS if f in present]
-                break
-    except OSError:
-        pass
-    return info
 
 
 def build_manifest(seed: int, data_hashes: dict[str, str], recipe_sha256: str) -> dict:

@@ -214,47 +214,43 @@ def _expected(error: dict, model: type[BaseModel], loc: tuple) -> str:
     return message
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Every pydantic model inside list/Optional/Union/Annotated annotations."""
+    from typing import get_args
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _has_tag(model: type[BaseModel], tag: str) -> bool:
+    from typing import get_args
+
+    fields = model.model_fields
+    if "type" in fields and tag in get_args(fields["type"].annotation):
+        return True
+    return list(fields) == [tag]
+
+
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the sub-model a location points into (for 'did you mean')."""
-    from typing import get_args, get_origin
-
     current: Any = model
     for key in loc:
         if isinstance(key, int):
             continue
-        fields = getattr(current, "model_fields", None)
-        if fields is None:
-            return []
-        if key in fields:
-            current = _unwrap_model(fields[key].annotation, None)
+        candidates = _models_in(current)
+        tagged = [m for m in candidates if _has_tag(m, key)]
+        if tagged and key not in tagged[0].model_fields:
+            current = tagged[0]
             continue
-        current = _unwrap_model(current, key)
-        if current is None:
+        owner = next((m for m in candidates if key in m.model_fields), None)
+        if owner is None:
             return []
-    fields = getattr(current, "model_fields", None)
-    if fields is None:
+        current = owner.model_fields[key].annotation
+    models = _models_in(current)
+    if len(models) != 1:
         return []
-    return [f.alias or name for name, f in fields.items()]
-
-
-def _unwrap_model(annotation: Any, tag: str | None) -> Any:
-    """Find the pydantic model inside list/Optional/Union annotations (by tag if given)."""
-    from typing import get_args
-
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        if tag is None:
-            return annotation
-        fields = annotation.model_fields
-        if "type" in fields and tag in get_args(fields["type"].annotation):
-            return annotation
-        if tag in fields and len(fields) == 1:
-            return annotation
-        return None
-    for arg in get_args(annotation):
-        found = _unwrap_model(arg, tag)
-        if found is not None:
-            return found
-    return None
+    return [f.alias or name for name, f in models[0].model_fields.items()]
 
 
 def format_validation_error(

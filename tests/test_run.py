@@ -119,3 +119,61 @@ def test_installed_console_script_reports_errors_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr == f"edgebert: error: {bad}:4: stages[0].training.lr: Input should be a valid number, unable to parse string as a number, got 'zero'\n"
+
+
+def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    recipe = tmp_path / "full.yaml"
+    recipe.write_text(
+        tiny_recipe(tiny_model_dir, tiny_data, epochs=1)
+        + """  - type: export
+    quantize: [dynamic]
+    formats: [onnx, ort]
+    parity: {rows: 64, min_label_agreement: 0.5}
+  - type: bench
+    torch_fp32: ["@finetune"]
+    baseline: "finetune:torch_fp32"
+    batch_sizes: [1]
+    seq_lengths: [16]
+    threads: 1
+    min_seconds: 0.02
+"""
+    )
+    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics) == ["finetune", "export", "bench"]
+    assert set(metrics["export"]["files"]) == {"fp32", "fp32_fused", "dynamic_int8", "dynamic_int8_ort"}
+    assert metrics["export"]["parity"]["fp32"]["passed"]
+    assert metrics["bench"]["models"] == [
+        "finetune:torch_fp32", "export:fp32", "export:fp32_fused", "export:dynamic_int8",
+        "export:dynamic_int8_ort",
+    ]
+    report = json.loads((run_dir / "stages" / "02-bench" / "report.json").read_text())
+    assert report["stages"][0]["stage"] == "finetune" and len(report["stages"]) == 2
+    assert (run_dir / "stages" / "02-bench" / "report.html").is_file()
+
+
+def test_parity_failure_fails_the_export_stage_with_numbers(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    recipe = tmp_path / "strict.yaml"
+    recipe.write_text(
+        tiny_recipe(tiny_model_dir, tiny_data, epochs=1)
+        + "  - type: export\n    optimize: false\n    parity: {rows: 16, max_abs_diff: 1.0e-12}\n"
+    )
+    code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("edgebert: error: [export] fp32 parity failed")
+    assert "[export] fp32 parity failed: max |dlogit|" in err and "(limit 1e-12)" in err
+    manifest = json.loads(next((tmp_path / "runs").glob("*/manifest.json")).read_text())
+    assert manifest["status"].startswith("failed: EdgebertError")
+    # the finished training stage is kept
+    assert next((tmp_path / "runs").glob("*/stages/00-finetune/model/model.safetensors")).is_file()
+
+
+def test_export_before_training_is_refused(tmp_path, tiny_data):
+    from compress.errors import EdgebertError
+    from compress.recipe import parse_recipe
+
+    text = f"name: x\ndata: {{train: {tiny_data / 'train.jsonl'}}}\nstages:\n  - type: export\n"
+    with pytest.raises(EdgebertError, match="no training stage comes before export"):
+        parse_recipe(text, "r.yaml")

@@ -3,4 +3,4 @@
 Modifiers are imported before the training stages, whose `with:` field is typed by them.
 """
 
-from compress.stages import finetune  # noqa: F401  (registers finetune and train)
+from compress.stages import bench, export, finetune  # noqa: F401  (each registers itself)

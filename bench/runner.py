@@ -1,0 +1,138 @@
+"""`edgebert bench`: time and score several models side by side, through one code path."""
+
+from __future__ import annotations
+
+import gc
+import io
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import psutil
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from bench.errors import BenchError
+from bench.latency import interleaved_timings, latency_stats
+from bench.machine import machine_info
+from bench.metrics import classification_metrics
+from bench.runtime import ModelRunner, open_model
+from bench.schema import Accuracy, BenchReport, Latency, Machine, ModelResult, StageRow
+
+
+def zipped_size(path: Path) -> int:
+    """Bytes after zip deflate: what an app bundle or OTA update actually carries."""
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for file in files:
+            archive.write(file, file.name)
+    return buffer.tell()
+
+
+def _texts_for(n: int, pool: Sequence[str]) -> list[str]:
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def run_benchmark(
+    models: dict[str, Path],
+    texts: Sequence[str],
+    labels: Sequence[int] | None = None,
+    dataset: str = "texts",
+    batch_sizes: Sequence[int] = (1, 32),
+    seq_lengths: Sequence[int] = (128,),
+    threads: int = 2,
+    provider: str = "cpu",
+    baseline: str | None = None,
+    min_seconds: float = 2.0,
+    min_runs: int = 10,
+    stages: list[dict] | None = None,
+    console: Console | None = None,
+) -> BenchReport:
+    """Load every model, score it on (texts, labels), then time all of them interleaved.
+
+    Latency inputs are real texts padded/truncated to each fixed sequence length, so every model
+    sees identical feeds. Accuracy uses dynamic padding (what `predict` does).
+    """
+    import onnxruntime
+
+    if not models:
+        raise BenchError("no models to benchmark")
+    if not texts:
+        raise BenchError("no texts to benchmark on")
+    if baseline is not None and baseline not in models:
+        raise BenchError(f"baseline '{baseline}' is not among the models: {', '.join(models)}")
+    if any(b < 1 for b in batch_sizes) or any(s < 8 or s > 512 for s in seq_lengths):
+        raise BenchError("batch sizes must be >= 1 and sequence lengths within 8..512")
+    console = console or Console(stderr=True)
+    process = psutil.Process()
+    runners: dict[str, ModelRunner] = {}
+    results: dict[str, ModelResult] = {}
+    predictions: dict[str, np.ndarray] = {}
+    for name, path in models.items():
+        gc.collect()
+        before = process.memory_info().rss
+        runner = open_model(path, threads=threads, provider=provider)
+        runner.run(runner.encode(_texts_for(max(batch_sizes), texts), pad_to=max(seq_lengths)))
+        growth = (process.memory_info().rss - before) / 2**20
+        runners[name] = runner
+        accuracy = None
+        if labels is not None:
+            preds = runner.logits(texts).argmax(-1)
+            predictions[name] = preds
+            metrics = classification_metrics(labels, preds, runner.label_names)
+            metrics.pop("n")
+            accuracy = Accuracy(dataset=dataset, n=len(labels), **metrics)
+        results[name] = ModelResult(
+            name=name, path=str(path), kind=runner.kind, provider=provider,
+            size_bytes=runner.size_bytes, zipped_bytes=zipped_size(runner.path),
+            rss_growth_mb=round(growth, 1), latency=[], accuracy=accuracy,
+        )
+        console.print(f"loaded {name} ({runner.kind}, {runner.size_bytes / 1e6:.1f} MB)", markup=False)
+    if baseline is not None and predictions:
+        for name, preds in predictions.items():
+            results[name].accuracy.label_agreement_with_baseline = float(  # type: ignore[union-attr]
+                (preds == predictions[baseline]).mean()
+            )
+    grid = [(b, s) for s in seq_lengths for b in batch_sizes]
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), console=console) as progress:
+        task = progress.add_task("bench", total=len(grid))
+        for batch_size, seq_length in grid:
+            progress.update(task, description=f"batch {batch_size} x seq {seq_length}")
+            batch_texts = _texts_for(batch_size, texts)
+            feeds = {name: r.encode(batch_texts, pad_to=seq_length) for name, r in runners.items()}
+            calls = {name: (lambda r=r, f=feeds[name]: r.run(f)) for name, r in runners.items()}
+            timings = interleaved_timings(calls, min_runs=min_runs, min_seconds=min_seconds)
+            for name, runner in runners.items():
+                tokenize = []
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    runner.encode(batch_texts, pad_to=seq_length)
+                    tokenize.append((time.perf_counter() - t0) * 1000)
+                summary = latency_stats(timings[name])
+                results[name].latency.append(
+                    Latency(
+                        batch_size=batch_size, seq_length=seq_length, **summary,
+                        throughput_seq_per_s=batch_size * 1000.0 / summary["mean_ms"],
+                        tokenize_p50_ms=float(np.median(tokenize)),
+                    )
+                )
+            if baseline is not None:
+                base = results[baseline].latency[-1].p50_ms
+                for result in results.values():
+                    result.latency[-1].ratio_to_baseline_p50 = base / result.latency[-1].p50_ms
+            progress.advance(task)
+    info = machine_info()
+    return BenchReport(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        machine=Machine(
+            platform=info["platform"], machine=info["machine"], cpu_model=info["cpu_model"],
+            cpu_count=info["cpu_count"], cpu_flags=info["cpu_flags"], threads=threads,
+            onnxruntime=onnxruntime.__version__,
+        ),
+        baseline=baseline,
+        models=list(results.values()),
+        stages=[StageRow(**row) for row in stages or []],
+    )

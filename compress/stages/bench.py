@@ -1,0 +1,75 @@
+"""`bench` stage: time and score what the run made, next to the baselines a user would pick."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from bench.report import write_reports
+from bench.runner import run_benchmark
+from compress.recipe import StageConfig
+from compress.stages.base import Stage
+from compress.stages.registry import register_stage
+from export.onnx_export import export_onnx
+from export.quantize import optimum_dynamic_int8
+
+
+class BenchConfig(StageConfig):
+    type: Literal["bench"]
+    exports: list[str] = Field(
+        default_factory=list,
+        description="export stages whose files to time (default: every export stage so far)",
+    )
+    torch_fp32: list[str] = Field(
+        default_factory=list, description="models (@stage) also timed in PyTorch fp32"
+    )
+    optimum_dynamic_int8: list[str] = Field(
+        default_factory=list, description="models (@stage) quantized by Optimum as the peer"
+    )
+    baseline: str | None = Field(None, description="entry that ratios are computed against")
+    split: Literal["validation", "test"] = "validation"
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1)
+    seq_lengths: list[int] = Field(default_factory=lambda: [128], min_length=1)
+    threads: int = Field(2, ge=1, le=256)
+    min_seconds: float = Field(2.0, gt=0, description="timed seconds per model and shape")
+
+
+@register_stage
+class BenchStage(Stage):
+    type_name = "bench"
+    Config = BenchConfig
+
+    def run(self, ctx) -> dict:
+        cfg = self.config
+        out_dir = ctx.run_dir.stage_dir(self.index, self.name)
+        models: dict[str, Path] = {}
+        for ref in cfg.torch_fp32:
+            models[f"{ref.lstrip('@')}:torch_fp32"] = ctx.resolve_model_ref(ref)
+        for ref in cfg.optimum_dynamic_int8:
+            onnx_dir = out_dir / f"{ref.lstrip('@')}-optimum"
+            export_onnx(ctx.resolve_model_ref(ref), onnx_dir)
+            models[f"{ref.lstrip('@')}:optimum_dynamic_int8"] = optimum_dynamic_int8(onnx_dir, onnx_dir)
+        for stage in cfg.exports or list(ctx.artifacts):
+            for variant, path in ctx.artifacts.get(stage, {}).items():
+                models[f"{stage}:{variant}"] = path
+        split = ctx.data.split(cfg.split)
+        stage_rows = [
+            {
+                "stage": name,
+                "accuracy": result.get("validation", {}).get("accuracy"),
+                "macro_f1": result.get("validation", {}).get("macro_f1"),
+                "parameters": result.get("parameters"),
+                "wall_seconds": result.get("wall_seconds"),
+            }
+            for name, result in ctx.results.items()
+        ]
+        report = run_benchmark(
+            models, split.texts, split.labels, dataset=f"{ctx.recipe.data.dataset or 'data'} {cfg.split}",
+            batch_sizes=cfg.batch_sizes, seq_lengths=cfg.seq_lengths, threads=cfg.threads,
+            baseline=cfg.baseline, min_seconds=cfg.min_seconds, stages=stage_rows,
+        )
+        paths = write_reports(report, out_dir)
+        ctx.log(f"[{self.name}] reports: {paths['markdown']}")
+        return {"reports": {k: str(v) for k, v in paths.items()}, "models": list(models)}

@@ -1,0 +1,105 @@
+"""PyTorch classifier directory -> ONNX (opset pinned, dynamic batch and sequence axes).
+
+Optimum's exporter does the tracing (TorchScript-based, the reliable path for BERT today), so the
+output folder loads as-is with `optimum.onnxruntime.ORTModelForSequenceClassification`. ORT's
+transformer optimizer then fuses attention, LayerNorm and GELU into a second file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from export.errors import ExportError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+OPSET = 18
+SIDE_FILES = ("edgebert.json",)
+
+
+def check_classifier_dir(model_dir: Path) -> dict:
+    """Refuse what is not a saved sequence classifier, before any slow work."""
+    if not model_dir.is_dir():
+        raise ExportError(f"model directory not found: {model_dir}")
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise ExportError(f"{model_dir}: no config.json")
+    if not any(model_dir.glob("*.safetensors")):
+        raise ExportError(f"{model_dir}: no .safetensors weights (pickled weights are refused)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{config_path}: unreadable ({exc})") from None
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ExportError(
+            f"{model_dir}: not a sequence classifier (architectures: {architectures or 'none'})"
+        )
+    return config
+
+
+def export_onnx(model_dir: Path, out_dir: Path, opset: int = OPSET) -> Path:
+    """Export to `out_dir/model.onnx` with tokenizer and config beside it; returns the path."""
+    from optimum.exporters.onnx import main_export
+
+    check_classifier_dir(model_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".export-"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("optimum").setLevel(logging.ERROR)
+            main_export(
+                str(model_dir), output=str(tmp), task="text-classification", opset=opset,
+                do_validation=False, device="cpu",
+            )
+        for name in SIDE_FILES:
+            if (model_dir / name).is_file():
+                shutil.copy(model_dir / name, tmp / name)
+        for item in tmp.iterdir():
+            os.replace(item, out_dir / item.name)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"{model_dir}: ONNX export failed ({str(exc).splitlines()[0][:300]})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / "model.onnx"
+
+
+def optimize_onnx(onnx_path: Path, out_path: Path, model_type: str = "bert") -> Path:
+    """ORT transformer optimizer: fused attention / LayerNorm / GELU, saved as a new file.
+
+    MPNet's relative position bias defeats the attention fusion; the file is still valid, just
+    less fused (measured in bench, not assumed).
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+        optimized = optimize_model(
+            str(onnx_path), model_type=model_type, num_heads=0, hidden_size=0, opt_level=1,
+            use_gpu=False, only_onnxruntime=False,
+        )
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    optimized.save_model_to_file(str(tmp))
+    os.replace(tmp, out_path)
+    return out_path
+
+
+def fused_op_counts(onnx_path: Path) -> dict[str, int]:
+    """How many nodes of each op type the graph has (tests and reports read fusions here)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts

@@ -1,0 +1,114 @@
+"""Latency statistics, the interleaved runner and the three report formats."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bench.errors import BenchError
+from bench.latency import interleaved_timings, latency_stats
+from bench.report import SCHEMA_FILE, pareto_front, report_json_schema, write_reports
+from bench.runner import run_benchmark
+from bench.schema import BenchReport
+from tests.conftest import sample_rows
+
+ROWS = sample_rows("validation", 48, seed=3)
+
+
+def test_latency_stats_on_known_samples():
+    s = latency_stats([float(v) for v in range(1, 101)])  # 1..100 ms
+    assert s["n"] == 100
+    assert s["p50_ms"] == pytest.approx(50.5)
+    assert s["p90_ms"] == pytest.approx(90.1)
+    assert s["p99_ms"] == pytest.approx(99.01)
+    assert s["mean_ms"] == pytest.approx(50.5)
+    assert s["stdev_ms"] == pytest.approx(29.0115, abs=1e-4)
+    # 95% t-interval: 50.5 -+ 1.9842 * 29.0115 / 10
+    assert s["ci95_low_ms"] == pytest.approx(50.5 - 5.7565, abs=1e-3)
+    assert s["ci95_high_ms"] == pytest.approx(50.5 + 5.7565, abs=1e-3)
+    single = latency_stats([4.0])
+    assert single["ci95_low_ms"] == single["ci95_high_ms"] == 4.0
+    with pytest.raises(ValueError):
+        latency_stats([])
+
+
+def test_interleaved_timings_alternate_models():
+    order = []
+    samples = interleaved_timings(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+        warmup=1, min_runs=3, min_seconds=0.0,
+    )
+    assert order == ["a", "b"] * 4  # one warm-up each, then a, b, a, b, a, b
+    assert [len(v) for v in samples.values()] == [3, 3]
+
+
+def test_pareto_front():
+    points = {"big": (100.0, 0.90), "small": (10.0, 0.85), "bad": (50.0, 0.80), "tiny": (5.0, 0.70)}
+    assert pareto_front(points) == ["tiny", "small", "big"]
+
+
+@pytest.fixture(scope="module")
+def report(tiny_model_dir, tmp_path_factory):
+    from export.onnx_export import export_onnx
+
+    onnx_path = export_onnx(tiny_model_dir, tmp_path_factory.mktemp("onnx"))
+    return run_benchmark(
+        {"torch": tiny_model_dir, "onnx": onnx_path},
+        [r["text"] for r in ROWS], [r["label"] for r in ROWS], dataset="sample",
+        batch_sizes=[1, 4], seq_lengths=[16, 32], threads=1, baseline="torch",
+        min_seconds=0.05, min_runs=5,
+        stages=[{"stage": "finetune", "accuracy": 0.5, "macro_f1": 0.4, "parameters": 123}],
+    )
+
+
+def test_benchmark_fills_every_field(report):
+    assert [m.name for m in report.models] == ["torch", "onnx"]
+    for model in report.models:
+        assert [(l.batch_size, l.seq_length) for l in model.latency] == [(1, 16), (4, 16), (1, 32), (4, 32)]
+        for lat in model.latency:
+            assert lat.n >= 5 and 0 < lat.min_ms <= lat.p50_ms <= lat.p90_ms <= lat.p99_ms
+            assert lat.throughput_seq_per_s == pytest.approx(lat.batch_size * 1000 / lat.mean_ms)
+            assert lat.tokenize_p50_ms > 0 and lat.ratio_to_baseline_p50 > 0
+        assert model.size_bytes > 0 and 0 < model.zipped_bytes < model.size_bytes * 1.01
+        assert model.accuracy.n == 48 and sum(map(sum, model.accuracy.confusion_matrix)) == 48
+    torch_model, onnx_model = report.models
+    assert all(l.ratio_to_baseline_p50 == 1.0 for l in torch_model.latency)
+    assert onnx_model.accuracy.label_agreement_with_baseline == 1.0  # fp32 export: same labels
+    assert report.machine.threads == 1 and report.machine.onnxruntime
+
+
+def test_reports_validate_and_render(report, tmp_path):
+    paths = write_reports(report, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert BenchReport.model_validate(data) == report
+    assert json.loads(SCHEMA_FILE.read_text()) == report_json_schema()  # published schema is current
+    page = paths["html"].read_text()
+    assert 'src="data:image/png;base64,' in page and '<table id="models">' in page
+    assert page.count("<tr>") == 1 + 8 + 1 + 1  # models header + 8 rows, stages header + 1 row
+    markdown = paths["markdown"].read_text()
+    assert "| onnx | onnx |" in markdown and "| finetune | 0.5000 | 0.4000 | 123 |" in markdown
+
+
+def test_bad_bench_inputs(tiny_model_dir, tmp_path):
+    texts = [r["text"] for r in ROWS]
+    with pytest.raises(BenchError, match="model not found"):
+        run_benchmark({"x": tmp_path / "none.onnx"}, texts)
+    with pytest.raises(BenchError, match="unknown provider 'gpu'"):
+        run_benchmark({"x": tiny_model_dir}, texts, provider="gpu")
+    with pytest.raises(BenchError, match="baseline 'y' is not among"):
+        run_benchmark({"x": tiny_model_dir}, texts, baseline="y")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(BenchError, match="not a model"):
+        run_benchmark({"x": tmp_path / "notes.txt"}, texts)
+
+
+def test_cuda_provider_is_refused_cleanly_without_a_gpu(tiny_model_dir, tmp_path):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    from export.onnx_export import export_onnx
+
+    onnx_path = export_onnx(tiny_model_dir, tmp_path)
+    with pytest.raises(BenchError, match="provider 'cuda' is not available"):
+        run_benchmark({"x": onnx_path}, ["a text"], provider="cuda")

@@ -1,0 +1,123 @@
+"""ONNX export, PTQ, parity and the .ort format on a tiny random BERT."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.errors import ExportError
+from export.onnx_export import OPSET, export_onnx, fused_op_counts
+from export.parity import compare_logits
+from export.pipeline import ExportOptions, export_model
+from tests.conftest import sample_rows
+
+TEXTS = [r["text"] for r in sample_rows("validation", 64, seed=2)]
+TRAIN_TEXTS = [r["text"] for r in sample_rows("train", 64, seed=2)]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    options = ExportOptions(
+        quantize=["dynamic", "static"], ort_format=True, ort_variant="static_int8",
+        calibration_rows=32, parity_rows=64, min_label_agreement=0.9,
+    )
+    return export_model(tiny_model_dir, out, TEXTS, options, log=lambda _: None,
+                        calibration_texts=TRAIN_TEXTS)
+
+
+def test_fp32_export_matches_pytorch(exported):
+    import onnx
+
+    model = onnx.load(str(exported.files["fp32"]))
+    assert model.opset_import[0].version == OPSET
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    assert dims["input_ids"] == ["batch_size", "sequence_length"]  # dynamic axes
+    for name in ("fp32", "fp32_fused"):
+        parity = exported.parity[name]
+        assert parity["max_abs_diff"] < 1e-4 and parity["label_agreement"] == 1.0 and parity["passed"]
+
+
+def test_fused_graph_has_transformer_fusions(exported):
+    ops = exported.op_counts["fp32_fused"]
+    assert ops.get("Attention", 0) == 2 and ops.get("SkipLayerNormalization", 0) >= 2
+
+
+def test_ptq_models_run_integer_kernels(exported):
+    dynamic = exported.op_counts["dynamic_int8"]
+    assert dynamic.get("MatMulInteger", 0) + dynamic.get("DynamicQuantizeMatMul", 0) >= 12
+    static = exported.op_counts["static_int8"]
+    assert static.get("QuantizeLinear", 0) > 10 and static.get("DequantizeLinear", 0) > 10
+    assert exported.sizes["dynamic_int8"] < exported.sizes["fp32"]
+    for name in ("dynamic_int8", "static_int8"):
+        assert exported.parity[name]["label_agreement"] >= 0.9
+
+
+def test_ort_file_loads_and_matches_its_onnx(exported):
+    from bench.runtime import open_model
+
+    ort_file = exported.files["static_int8_ort"]
+    assert ort_file.suffix == ".ort" and ort_file.with_name("model_static_int8.required_operators.config").is_file()
+    a = open_model(ort_file).logits(TEXTS)
+    b = open_model(exported.files["static_int8"]).logits(TEXTS)
+    assert (a.argmax(-1) == b.argmax(-1)).all()
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_export_dir_loads_in_optimum_as_is(exported):
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    model = ORTModelForSequenceClassification.from_pretrained(str(exported.out_dir), file_name="model.onnx")
+    tokenizer = AutoTokenizer.from_pretrained(str(exported.out_dir))
+    logits = model(**tokenizer(TEXTS[:4], padding=True, return_tensors="pt")).logits.detach().numpy()
+    from bench.runtime import open_model
+
+    reference = open_model(exported.files["fp32"]).run(open_model(exported.files["fp32"]).encode(TEXTS[:4]))
+    assert np.abs(logits - reference).max() < 1e-4
+
+
+def test_parity_thresholds_fail_with_numbers():
+    ref = np.array([[1.0, 0.0], [0.0, 1.0]])
+    result = compare_logits(ref, ref + [[0.0, 2.0], [0.0, 0.0]], max_abs_diff=1e-4, min_label_agreement=0.99)
+    assert not result.passed and result.max_abs_diff == 2.0 and result.label_agreement == 0.5
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, tiny_model_dir):
+    with pytest.raises(ExportError, match="model directory not found"):
+        export_onnx(tmp_path / "missing", tmp_path / "out")
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config["architectures"] = ["BertModel"]
+    (encoder / "config.json").write_text(json.dumps(config))
+    (encoder / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
+    with pytest.raises(ExportError, match=r"not a sequence classifier \(architectures: \['BertModel'\]\)"):
+        export_onnx(encoder, tmp_path / "out")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage")
+    from export.quantize import quantize_dynamic_int8
+
+    with pytest.raises(ExportError, match="not a valid ONNX model"):
+        quantize_dynamic_int8(corrupt, tmp_path / "q.onnx")
+    from bench.errors import BenchError
+    from bench.runtime import open_model
+
+    (tmp_path / "tokenizer.json").write_bytes((tiny_model_dir / "tokenizer.json").read_bytes())
+    for name in ("tokenizer_config.json", "config.json", "vocab.txt", "special_tokens_map.json"):
+        (tmp_path / name).write_bytes((tiny_model_dir / name).read_bytes())
+    with pytest.raises(BenchError, match="corrupt.onnx: cannot load"):
+        open_model(corrupt)
+
+
+def test_cli_export_writes_files_and_reports_sizes(tmp_path, tiny_model_dir, run_cli):
+    code, out, err = run_cli("export", tiny_model_dir, "--out", tmp_path / "x", "--quantize", "dynamic",
+                             "--parity-rows", "32", "--min-label-agreement", "0.5")
+    assert code == 0, err
+    names = [line.split("\t")[0] for line in out.strip().splitlines()]
+    assert names == ["fp32", "fp32_fused", "dynamic_int8"]
+    code, _, err = run_cli("export", tmp_path / "nope", "--out", tmp_path / "y")
+    assert code == 2 and err.count("\n") == 1 and "model directory not found" in err
+    code, _, err = run_cli("export", tiny_model_dir, "--out", tmp_path / "z", "--quantize", "fp4")
+    assert code == 2 and "quantize mode 'fp4'" in err
