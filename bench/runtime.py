@@ -134,15 +134,8 @@ def open_model(path: Path | str, threads: int | None = None, provider: str = "cp
     if kind == "onnx" and path.is_dir():
         path = path / "model.onnx"
     folder = path if path.is_dir() else path.parent
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), use_fast=True)
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"{folder}: no usable tokenizer beside the model ({exc})") from None
     runner = ModelRunner(
-        path=path, kind=kind, tokenizer=tokenizer, label_names=read_label_names(folder),
-        max_length=read_max_length(folder),
+        path=path, kind=kind, tokenizer=None, label_names=[], max_length=read_max_length(folder)
     )
     if kind == "torch":
         import torch
@@ -155,26 +148,45 @@ def open_model(path: Path | str, threads: int | None = None, provider: str = "cp
                 str(folder), use_safetensors=True
             ).eval()
         except (OSError, ValueError, RuntimeError) as exc:
-            raise BenchError(f"{folder}: cannot load model ({str(exc).splitlines()[0]})") from None
+            raise BenchError(f"{folder}: cannot load model ({_short(exc)})") from None
         runner.input_names = ["input_ids", "attention_mask"]
-        return runner
+    else:
+        runner.session, runner.input_names = _onnx_session(path, threads, provider)
+    runner.label_names = read_label_names(folder)
+    runner.tokenizer = _tokenizer(folder)
+    return runner
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), use_fast=True)
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{folder}: no usable tokenizer beside the model ({_short(exc)})") from None
+
+
+def _onnx_session(path: Path, threads: int | None, provider: str):
     import onnxruntime as ort
 
     wanted = PROVIDERS[provider]
     if wanted not in ort.get_available_providers():
         raise BenchError(f"provider '{provider}' is not available in this onnxruntime build")
     try:
-        runner.session = ort.InferenceSession(
+        session = ort.InferenceSession(
             str(path), sess_options=session_options(threads), providers=[wanted]
         )
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        raise BenchError(f"{path}: cannot load ({str(exc).splitlines()[0][:200]})") from None
-    runner.input_names = [i.name for i in runner.session.get_inputs()]
-    if "input_ids" not in runner.input_names or "logits" not in [
-        o.name for o in runner.session.get_outputs()
-    ]:
+        raise BenchError(f"{path}: cannot load ({_short(exc)})") from None
+    input_names = [i.name for i in session.get_inputs()]
+    if "input_ids" not in input_names or "logits" not in [o.name for o in session.get_outputs()]:
         raise BenchError(
-            f"{path}: expected inputs input_ids/attention_mask and output logits, got "
-            f"{runner.input_names}"
+            f"{path}: expected inputs input_ids/attention_mask and output logits, got {input_names}"
         )
-    return runner
+    return session, input_names

@@ -52,16 +52,31 @@ def find_recipe(spec: str) -> Path:
 
 @app.command()
 def run(
-    recipe: str = typer.Argument(..., help="recipe YAML, or a shipped recipe name"),
+    recipe: Optional[str] = typer.Argument(None, help="recipe YAML, or a shipped recipe name"),
     set_: list[str] = typer.Option([], "--set", help="override a field: key.path=value"),
     out: Path = typer.Option(Path("runs"), "--out", help="parent folder of the run directory"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="exact run directory to use"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --run-dir"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue a killed run"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate recipe and data, then stop"),
 ) -> None:
-    """Run a recipe end to end and write a run directory."""
+    """Run a recipe end to end and write a run directory (or resume one)."""
     from compress.data import load_task_data
-    from compress.engine import run_recipe
+    from compress.engine import RESOLVED_RECIPE, run_recipe
     from compress.recipe import load_recipe
 
+    if resume is not None:
+        if recipe is not None or set_ or run_dir is not None:
+            raise EdgebertError("--resume takes the recipe from the run directory: give no "
+                                "RECIPE, --set or --run-dir with it")
+        if not (resume / RESOLVED_RECIPE).is_file():
+            raise EdgebertError(f"{resume}: not a run directory (no {RESOLVED_RECIPE})")
+        parsed = load_recipe(resume / RESOLVED_RECIPE)
+        run_recipe(parsed, out, run_dir=resume, resume=True)
+        typer.echo(str(resume))
+        return
+    if recipe is None:
+        raise EdgebertError("give a RECIPE (a YAML file or a shipped recipe name) or --resume")
     parsed = load_recipe(find_recipe(recipe), set_)
     if dry_run:
         data = load_task_data(parsed.data, parsed.seed)
@@ -71,8 +86,8 @@ def run(
             f"labels {data.label_names}"
         )
         return
-    run_dir = run_recipe(parsed, out)
-    typer.echo(str(run_dir.root))
+    made = run_recipe(parsed, out, run_dir=run_dir, overwrite=overwrite)
+    typer.echo(str(made.root))
 
 
 @app.command()
@@ -217,9 +232,10 @@ def main() -> None:
         sys.exit(3)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, limit: int = 600) -> str:
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ class RunContext:
     results: dict[str, dict] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Path]] = field(default_factory=dict)  # stage -> variant -> file
     last_model: Path | None = None
+    resuming: bool = False
 
     def resolve_model_ref(self, ref: str) -> Path:
         """`@name` (a model an earlier stage made), `@previous`, a known name, or a path."""
@@ -46,5 +47,5 @@ class RunContext:
         self.last_model = path
 
     def log(self, message: str) -> None:
-        self.console.print(message, markup=False, highlight=False)
+        self.console.print(message, markup=False, highlight=False, soft_wrap=True)
         self.run_dir.log(message)

@@ -1,8 +1,15 @@
-"""Runs a validated recipe: loads data, makes the run directory, drives the stages in order."""
+"""Runs a validated recipe: loads data, makes (or resumes) the run directory, drives stages.
+
+`state.json` in the run directory records each completed stage and what it published, so a run
+killed at any point continues with `edgebert run --resume RUN_DIR`: completed stages are not
+redone, and a training stage continues from its last checkpoint.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -12,50 +19,115 @@ from transformers import set_seed
 
 from compress.context import RunContext
 from compress.data import file_sha256, load_task_data
+from compress.errors import EdgebertError
 from compress.manifest import build_manifest
 from compress.rundir import RunDir, write_text_atomic
 from compress.stages.registry import build_stage
 
+STATE_FILE = "state.json"
+RESOLVED_RECIPE = "recipe.resolved.yaml"
 
-def run_recipe(recipe, out_base: Path, console: Console | None = None) -> RunDir:
+
+def _snapshot(ctx: RunContext, completed: int) -> dict:
+    return {
+        "completed_stages": completed,
+        "models": {k: str(v) for k, v in ctx.models.items()},
+        "artifacts": {s: {k: str(v) for k, v in a.items()} for s, a in ctx.artifacts.items()},
+        "results": ctx.results,
+        "last_model": str(ctx.last_model) if ctx.last_model else None,
+    }
+
+
+def _restore(ctx: RunContext, state: dict) -> int:
+    ctx.models = {k: Path(v) for k, v in state["models"].items()}
+    ctx.artifacts = {s: {k: Path(v) for k, v in a.items()} for s, a in state["artifacts"].items()}
+    ctx.results = state["results"]
+    ctx.last_model = Path(state["last_model"]) if state["last_model"] else None
+    return int(state["completed_stages"])
+
+
+def prepare_run_dir(out_base: Path, name: str, run_dir: Path | None, overwrite: bool) -> RunDir:
+    """A new timestamped directory, or the exact one asked for (refusing to clobber work)."""
+    if run_dir is None:
+        return RunDir.create(out_base, name)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise EdgebertError(
+                f"run directory {run_dir} already exists: use --resume {run_dir} to continue it "
+                "or --overwrite to replace it"
+            )
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgebertError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    return RunDir(run_dir)
+
+
+def run_recipe(
+    recipe,
+    out_base: Path,
+    console: Console | None = None,
+    run_dir: Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> RunDir:
     """Execute every stage; the run directory records the outcome even on failure."""
     console = console or Console(stderr=True)
     set_seed(recipe.seed)
     # Data problems are input problems: surface them before any directory or work exists.
     data = load_task_data(recipe.data, recipe.seed)
-    run_dir = RunDir.create(out_base, recipe.name)
-    resolved = recipe.model_dump(mode="json", by_alias=True)
-    resolved_text = yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
-    write_text_atomic(run_dir.root / "recipe.resolved.yaml", resolved_text)
-    manifest = build_manifest(
-        recipe.seed,
-        {str(p): file_sha256(p) for p in data.files},
-        hashlib.sha256(resolved_text.encode()).hexdigest(),
-    )
-    run_dir.write_json("manifest.json", manifest)
-    ctx = RunContext(recipe=recipe, run_dir=run_dir, data=data, console=console)
-    ctx.log(f"run directory: {run_dir.root}")
-    summary: dict[str, dict] = {}
+    hashes = {str(p): file_sha256(p) for p in data.files}
+    if resume:
+        assert run_dir is not None
+        rd = RunDir(run_dir)
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("data_sha256") != hashes:
+            raise EdgebertError(f"{run_dir}: the data files changed since this run started")
+        state_path = run_dir / STATE_FILE
+        state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else None
+        manifest.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    else:
+        rd = prepare_run_dir(out_base, recipe.name, run_dir, overwrite)
+        resolved = recipe.model_dump(mode="json", by_alias=True)
+        resolved_text = yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
+        write_text_atomic(rd.root / RESOLVED_RECIPE, resolved_text)
+        manifest = build_manifest(
+            recipe.seed, hashes, hashlib.sha256(resolved_text.encode()).hexdigest()
+        )
+        state = None
+    manifest["status"] = "running"
+    rd.write_json("manifest.json", manifest)
+    ctx = RunContext(recipe=recipe, run_dir=rd, data=data, console=console, resuming=resume)
+    completed = _restore(ctx, state) if state else 0
+    ctx.log(f"run directory: {rd.root}" + (f" (resuming after {completed} stages)" if resume else ""))
     try:
         for index, config in enumerate(recipe.stages):
+            if index < completed:
+                continue
             stage = build_stage(config, index)
             started = time.perf_counter()
             stage.setup(ctx)
             metrics = stage.run(ctx)
             stage.finish(ctx)
             metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
-            run_dir.write_json(f"stages/{index:02d}-{stage.name}/metrics.json", metrics)
-            summary[stage.name] = metrics
+            stage_dir = rd.stage_dir(index, stage.name)
+            rd.write_json(f"stages/{index:02d}-{stage.name}/metrics.json", metrics)
             ctx.results[stage.name] = metrics
-            run_dir.write_json("metrics.json", summary)
+            rd.write_json("metrics.json", ctx.results)
+            rd.write_json(STATE_FILE, _snapshot(ctx, index + 1))
+            shutil.rmtree(stage_dir / "checkpoint", ignore_errors=True)  # its model is saved
         manifest["status"] = "completed"
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
-        raise
+        raise EdgebertError(
+            f"interrupted; continue with: edgebert run --resume {rd.root}"
+        ) from None
     except BaseException as exc:
-        manifest["status"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        manifest["status"] = f"failed: {type(exc).__name__}: {first}"
         raise
     finally:
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        run_dir.write_json("manifest.json", manifest)
-    return run_dir
+        rd.write_json("manifest.json", manifest)
+    return rd

@@ -54,6 +54,9 @@ class TrainingConfig(Strict):
     grad_accum: int = Field(1, ge=1, le=1024, description="batches per optimiser step")
     max_grad_norm: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    checkpoint_steps: int | None = Field(
+        200, ge=1, description="save a resumable checkpoint every N steps (and every epoch)"
+    )
     seed: int | None = Field(None, description="defaults to the recipe's seed")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present")
     bf16: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU)")
@@ -90,7 +93,10 @@ class DataConfig(Strict):
 class StageConfig(Strict):
     """Fields every stage has; each registered stage subclasses this with `type: Literal[...]`."""
 
-    name: str | None = Field(None, description="label for `@name` references; defaults to type")
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60,
+        description="label for `@name` references and the stage folder; defaults to type",
+    )
 
 
 def _tag_of_single_key(value: Any) -> str | None:
@@ -337,8 +343,8 @@ def _resolve_paths(data: DataConfig, base: Path) -> None:
         value = getattr(data, field)
         if isinstance(value, Path) and not value.is_absolute():
             beside_recipe = base / value
-            if beside_recipe.exists() or not value.exists():
-                setattr(data, field, beside_recipe)
+            chosen = beside_recipe if beside_recipe.exists() or not value.exists() else value
+            setattr(data, field, chosen.resolve())
 
 
 def recipe_json_schema() -> dict:

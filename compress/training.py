@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from rich.progress import (
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from bench.metrics import classification_metrics
+from compress.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from compress.data import EncodedDataset, encode, make_collate
 
 
@@ -118,8 +121,27 @@ class TrainingPhase:
             wanted = "cuda" if torch.cuda.is_available() else "cpu"
         return torch.device(wanted)
 
-    def fit(self) -> dict:
-        """Train, keep the best epoch by `select_best`, run modifiers' finish; return metrics."""
+    def _schedule(self, optimizer):
+        return get_linear_schedule_with_warmup(
+            optimizer, int(self.training.warmup_ratio * self.total_steps), self.total_steps
+        )
+
+    def _trainer_state(self, optimizer, scheduler, epoch_generator: torch.Tensor) -> dict:
+        return {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "epoch_generator": epoch_generator,
+            "modifiers": {m.type_name: m.state_dict() for m in self.modifiers},
+        }
+
+    def fit(self, checkpoint_dir: Path | None = None) -> dict:
+        """Train, keep the best epoch by `select_best`, run modifiers' finish; return metrics.
+
+        With `checkpoint_dir`, state is saved every `checkpoint_steps` optimizer steps, after
+        every epoch and on Ctrl-C; if a checkpoint is already there, training resumes from it and
+        reaches the same weights as an uninterrupted run (same batches, same RNG draws).
+        """
         cfg = self.training
         set_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
@@ -142,25 +164,78 @@ class TrainingPhase:
         for modifier in self.modifiers:
             modifier.setup(self)
         optimizer = self._optimizer()
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(cfg.warmup_ratio * self.total_steps), self.total_steps
-        )
+        scheduler = self._schedule(optimizer)
         best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
+        running, seen, start_epoch, skip_batches = 0.0, 0, 1, 0
+        resume_generator = None
+        if checkpoint_dir is not None and (checkpoint_dir / "state.json").is_file():
+            model_state, best_state, trainer, counters = load_checkpoint(checkpoint_dir)
+            for modifier in self.modifiers:
+                modifier.load_state_dict(self, trainer["modifiers"].get(modifier.type_name, {}))
+            self.model.load_state_dict(model_state)
+            self.model.to(device)
+            optimizer = self._optimizer()
+            scheduler = self._schedule(optimizer)
+            optimizer.load_state_dict(trainer["optimizer"])
+            scheduler.load_state_dict(trainer["scheduler"])
+            self.step = counters["step"]
+            self.history = counters["history"]
+            best_score, best_epoch, stale = counters["best_score"], counters["best_epoch"], counters["stale"]
+            running, seen = counters["running_loss"], counters["seen"]
+            if counters["epoch_done"]:
+                start_epoch = counters["epoch"] + 1
+            else:
+                start_epoch, skip_batches = counters["epoch"], counters["batches_done"]
+                resume_generator = trainer["epoch_generator"]
+            set_rng_state(trainer["rng"])
+            self.log(f"resumed from {checkpoint_dir} at epoch {start_epoch}, step {self.step}")
+        interrupted = _InterruptFlag()
+
+        def save(epoch: int, batches_done: int, epoch_done: bool, epoch_generator) -> None:
+            if checkpoint_dir is None:
+                return
+            save_checkpoint(
+                checkpoint_dir, self.model, best_state,
+                self._trainer_state(optimizer, scheduler, epoch_generator),
+                {
+                    "step": self.step, "epoch": epoch, "batches_done": batches_done,
+                    "epoch_done": epoch_done, "best_score": best_score, "best_epoch": best_epoch,
+                    "stale": stale, "running_loss": running, "seen": seen,
+                    "history": self.history,
+                },
+            )
+
         self.model.train()
         started = time.perf_counter()
-        seen = 0
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} rows/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
             console=Console(stderr=True),
         )
-        with progress:
-            task = progress.add_task("train", total=self.total_steps, loss=math.nan, rate=0.0)
-            for epoch in range(1, cfg.epochs + 1):
+        seen_at_start = seen
+        finished = self.step >= self.total_steps
+        with progress, interrupted:
+            task = progress.add_task(
+                "train", total=self.total_steps, completed=self.step, loss=running, rate=0.0
+            )
+            for epoch in range(start_epoch, cfg.epochs + 1):
+                if finished:
+                    break
                 self.epoch = epoch
-                running = 0.0
-                for micro, batch in enumerate(loader, 1):
+                if resume_generator is not None:
+                    generator.set_state(resume_generator)
+                epoch_generator = generator.get_state()
+                batches = iter(loader)
+                rng_after_skip = torch.get_rng_state() if resume_generator is not None else None
+                for _ in range(skip_batches):
+                    next(batches)
+                if rng_after_skip is not None:
+                    torch.set_rng_state(rng_after_skip)
+                micro = skip_batches
+                resume_generator, skip_batches = None, 0
+                for batch in batches:
+                    micro += 1
                     batch = {k: v.to(device) for k, v in batch.items()}
                     with autocast:
                         outputs = self.model(**batch)
@@ -179,13 +254,22 @@ class TrainingPhase:
                     self.step += 1
                     for modifier in self.modifiers:
                         modifier.on_step(self)
-                    rate = seen / (time.perf_counter() - started)
-                    progress.update(task, advance=1, loss=running, rate=rate)
+                    rate = (seen - seen_at_start) / (time.perf_counter() - started)
+                    progress.update(task, completed=self.step, loss=running, rate=rate)
                     if self.step >= self.total_steps:
+                        finished = True
                         break
+                    if interrupted.flag or (
+                        cfg.checkpoint_steps and self.step % cfg.checkpoint_steps == 0
+                    ):
+                        save(epoch, micro, False, epoch_generator)
+                    if interrupted.flag:
+                        raise KeyboardInterrupt
                 metrics = self.evaluate()
                 metrics.update(epoch=epoch, step=self.step, train_loss=running)
-                self.history.append(metrics)
+                self.history.append(
+                    {k: metrics[k] for k in ("epoch", "step", "train_loss", "accuracy", "macro_f1")}
+                )
                 for modifier in self.modifiers:
                     modifier.on_epoch_end(self, metrics)
                 score = metrics[self.select_best]
@@ -198,11 +282,12 @@ class TrainingPhase:
                     best_state = copy.deepcopy(self.model.state_dict())
                 else:
                     stale += 1
-                if self.step >= self.total_steps:
-                    break
                 if cfg.early_stopping and stale >= cfg.early_stopping.patience:
                     self.log(f"early stopping: no better {self.select_best} for {stale} epochs")
-                    break
+                    finished = True
+                save(epoch, micro, True, epoch_generator)
+                if interrupted.flag:
+                    raise KeyboardInterrupt
         if best_state is not None and best_epoch != self.epoch:
             self.model.load_state_dict(best_state)
         self.model.to("cpu").eval()
@@ -219,9 +304,32 @@ class TrainingPhase:
             "eval_truncated": self.eval_truncated,
             "train_seconds": round(time.perf_counter() - started, 2),
             "device": str(device),
-            "history": [
-                {k: h[k] for k in ("epoch", "step", "train_loss", "accuracy", "macro_f1")}
-                for h in self.history
-            ],
+            "history": self.history,
             "modifiers": modifier_metrics,
         }
+
+
+class _InterruptFlag:
+    """Turns Ctrl-C into a flag the loop checks after each optimiser step, so the checkpoint
+    written on the way out is consistent (never mid-backward)."""
+
+    def __init__(self):
+        self.flag = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.flag:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False

@@ -17,7 +17,7 @@ def test_run_writes_a_complete_run_directory(tmp_path, tiny_model_dir, tiny_data
     assert code == 0, err
     run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "manifest.json", "metrics.json", "recipe.resolved.yaml", "run.log", "stages"
+        "manifest.json", "metrics.json", "recipe.resolved.yaml", "run.log", "stages", "state.json"
     ]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["seed"] == 7

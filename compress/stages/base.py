@@ -81,3 +81,11 @@ class Modifier:
     def finish(self, phase: "TrainingPhase") -> dict:
         """Return metrics worth recording (e.g. sparsity reached)."""
         return {}
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue (tensors and plain values only)."""
+        return {}
+
+    def load_state_dict(self, phase: "TrainingPhase", state: dict) -> None:
+        """Restore `state_dict()` output; called before the model's weights are restored, so
+        a modifier that reshapes the model (pruning) can reshape it first."""

@@ -73,7 +73,7 @@ class FinetuneStage(Stage):
             seed=self.config.training.seed if self.config.training.seed is not None else recipe.seed,
             extra={"ctx": ctx},
         )
-        result = phase.fit()
+        result = phase.fit(ctx.run_dir.stage_dir(self.index, self.name) / "checkpoint")
         self.model = phase.model
         result["parameters"] = self.model.num_parameters()
         result["validation"] = phase.evaluate()

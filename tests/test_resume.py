@@ -1,0 +1,144 @@
+"""A run killed with SIGKILL mid-training resumes and ends exactly where an uninterrupted run
+ends; Ctrl-C stops cleanly with a checkpoint; completed stages are not redone."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_recipe
+
+SLOW_RUNNER = textwrap.dedent(
+    """
+    import sys, time, torch
+    step = torch.optim.AdamW.step
+    def slow(self, *args, **kwargs):
+        time.sleep(0.03)
+        return step(self, *args, **kwargs)
+    torch.optim.AdamW.step = slow
+    from compress.cli import main
+    sys.argv = ["edgebert"] + sys.argv[1:]
+    main()
+    """
+)
+
+
+def two_stage_recipe(tmp_path, model_dir, data) -> Path:
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        tiny_recipe(model_dir, data, epochs=1)
+        + "  - type: train\n"
+        + "    name: student\n"
+        + "    model: '@finetune'\n"
+        + "    training: {lr: 3.0e-4, batch_size: 8, epochs: 3, seed: 3, checkpoint_steps: 10}\n"
+    )
+    return path
+
+
+def weights_digest(run_dir: Path, stage: str) -> str:
+    return hashlib.sha256((run_dir / "stages" / stage / "model" / "model.safetensors").read_bytes()).hexdigest()
+
+
+def final_metrics(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())["student"]
+    return {k: metrics[k] for k in ("validation", "history", "steps", "best_epoch")}
+
+
+def start_slow_run(recipe: Path, run_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUNNER, "run", str(recipe), "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for_checkpoint(run_dir: Path, min_step: int, proc: subprocess.Popen, timeout: float = 120) -> int:
+    state = run_dir / "stages" / "01-student" / "checkpoint" / "state.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if state.is_file():
+            try:
+                step = json.loads(state.read_text())["step"]
+            except (ValueError, OSError):
+                step = 0
+            if step >= min_step:
+                return step
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint in time")
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    recipe = two_stage_recipe(tmp_path, tiny_model_dir, tiny_data)
+    code, _, err = run_cli("run", recipe, "--run-dir", tmp_path / "straight")
+    assert code == 0, err
+
+    killed = tmp_path / "killed"
+    proc = start_slow_run(recipe, killed)
+    step = wait_for_checkpoint(killed, 60, proc)  # epoch 2 of 3 (50 steps per epoch)
+    first_stage_weights = weights_digest(killed, "00-finetune")
+    first_stage_mtime = (killed / "stages/00-finetune/model/model.safetensors").stat().st_mtime_ns
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads((killed / "manifest.json").read_text())["status"] == "running"
+    assert not (killed / "stages/01-student/model").exists()
+
+    code, out, err = run_cli("run", "--resume", killed)
+    assert code == 0, err
+    assert "resuming after 1 stages" in err and f"resumed from" in err
+    assert (killed / "stages/00-finetune/model/model.safetensors").stat().st_mtime_ns == first_stage_mtime
+    assert weights_digest(killed, "00-finetune") == first_stage_weights
+    assert final_metrics(killed) == final_metrics(tmp_path / "straight")
+    assert weights_digest(killed, "01-student") == weights_digest(tmp_path / "straight", "01-student")
+    manifest = json.loads((killed / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and len(manifest["resumed"]) == 1
+    assert not (killed / "stages/01-student/checkpoint").exists()  # removed once the stage is done
+    assert step >= 60
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_model_dir, tiny_data):
+    recipe = two_stage_recipe(tmp_path, tiny_model_dir, tiny_data)
+    run_dir = tmp_path / "interrupted"
+    proc = start_slow_run(recipe, run_dir)
+    wait_for_checkpoint(run_dir, 15, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.strip().splitlines()[-1] == f"edgebert: error: interrupted; continue with: edgebert run --resume {run_dir}"
+    assert "Traceback" not in err
+    state = json.loads((run_dir / "stages/01-student/checkpoint/state.json").read_text())
+    assert state["step"] >= 15 and not state["epoch_done"]
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "interrupted"
+
+
+def test_existing_run_dir_needs_resume_or_overwrite(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data, epochs=1))
+    target = tmp_path / "run"
+    assert run_cli("run", recipe, "--run-dir", target)[0] == 0
+    code, _, err = run_cli("run", recipe, "--run-dir", target)
+    assert code == 2 and f"run directory {target} already exists: use --resume" in err
+    code, _, err = run_cli("run", recipe, "--run-dir", target, "--overwrite")
+    assert code == 0, err
+    code, _, err = run_cli("run", "--resume", tmp_path)
+    assert code == 2 and "not a run directory" in err
+
+
+def test_damaged_checkpoint_is_a_one_line_error(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    recipe = two_stage_recipe(tmp_path, tiny_model_dir, tiny_data)
+    run_dir = tmp_path / "damaged"
+    proc = start_slow_run(recipe, run_dir)
+    wait_for_checkpoint(run_dir, 10, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    weights = run_dir / "stages/01-student/checkpoint/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    code, _, err = run_cli("run", "--resume", run_dir)
+    assert code == 2
+    assert "checkpoint" in err and "is damaged" in err and "remove it to restart the stage" in err
