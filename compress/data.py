@@ -234,7 +234,7 @@ class EncodedDataset(torch.utils.data.Dataset):
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i], "row": i}
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[int]], int]:
@@ -266,11 +266,14 @@ def make_collate(pad_token_id: int):
         for i, row in enumerate(rows):
             input_ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
             attention[i, : len(row["input_ids"])] = 1
-        return {
+        batch = {
             "input_ids": input_ids,
             "attention_mask": attention,
             "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
         }
+        if "row" in rows[0]:  # which training rows these are (for cached teacher logits)
+            batch["row"] = torch.tensor([r["row"] for r in rows], dtype=torch.long)
+        return batch
 
     return collate
 

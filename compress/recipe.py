@@ -176,13 +176,15 @@ def _node_at(node: yaml.Node | None, loc: tuple, tags: set[str]) -> yaml.Node | 
 
 def _readable_loc(loc: tuple, allowed_tags: set[str]) -> str:
     parts: list[str] = []
+    previous: object = None
     for key in loc:
         if isinstance(key, int):
             parts[-1:] = [f"{parts[-1] if parts else ''}[{key}]"]
-        elif key in allowed_tags and parts and parts[-1].endswith("]"):
-            continue  # union tag, not a field
+        elif key in allowed_tags and isinstance(previous, int):
+            pass  # union tag right after a list index: not a field
         else:
             parts.append(str(key))
+        previous = key
     return ".".join(parts) or "(recipe)"
 
 

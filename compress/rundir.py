@@ -64,6 +64,19 @@ def replace_dir_atomic(tmp_dir: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_replaced_dir(target: Path) -> None:
+    """Undo a swap that a kill interrupted between its two renames: put the old copy back.
+
+    `replace_dir_atomic` moves the old directory aside before moving the new one in; a SIGKILL
+    between the two leaves only `.<name>.old-<pid>`, which is complete and is restored here.
+    """
+    if target.exists():
+        return
+    leftovers = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if leftovers:
+        os.replace(leftovers[-1], target)
+
+
 class RunDir:
     """One run's directory; all stage outputs go below it."""
 

@@ -11,6 +11,7 @@ import copy
 import math
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 from bench.metrics import classification_metrics
 from compress.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from compress.data import EncodedDataset, encode, make_collate
+from compress.rundir import recover_replaced_dir
 
 
 def batched_logits(
@@ -83,6 +85,9 @@ class TrainingPhase:
     steps_per_epoch: int = 0
     history: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    forward_kwargs: dict = field(default_factory=dict)  # e.g. output_hidden_states for distill
+    extra_parameters: list = field(default_factory=list)  # trained too (e.g. projections)
+    structure_changed: bool = False  # set by modifiers that reshape the model (pruning)
 
     def __post_init__(self) -> None:
         self.train_ids, self.train_truncated = encode(
@@ -105,6 +110,7 @@ class TrainingPhase:
             if not param.requires_grad:
                 continue
             (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+        decay += [p for p in self.extra_parameters if p.requires_grad]
         groups = [
             {"params": decay, "weight_decay": self.training.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
@@ -168,6 +174,8 @@ class TrainingPhase:
         best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
         running, seen, start_epoch, skip_batches = 0.0, 0, 1, 0
         resume_generator = None
+        if checkpoint_dir is not None:
+            recover_replaced_dir(checkpoint_dir)
         if checkpoint_dir is not None and (checkpoint_dir / "state.json").is_file():
             model_state, best_state, trainer, counters = load_checkpoint(checkpoint_dir)
             for modifier in self.modifiers:
@@ -238,7 +246,10 @@ class TrainingPhase:
                     micro += 1
                     batch = {k: v.to(device) for k, v in batch.items()}
                     with autocast:
-                        outputs = self.model(**batch)
+                        outputs = self.model(
+                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            labels=batch["labels"], **self.forward_kwargs,
+                        )
                         loss = outputs.loss
                         for modifier in self.modifiers:
                             loss = modifier.loss(self, batch, outputs, loss)
@@ -272,6 +283,19 @@ class TrainingPhase:
                 )
                 for modifier in self.modifiers:
                     modifier.on_epoch_end(self, metrics)
+                if self.structure_changed:
+                    # New modules mean new parameters: rebuild the optimiser, keep the schedule
+                    # position, and compare only epochs that share the new shape.
+                    self.structure_changed = False
+                    optimizer = self._optimizer()
+                    scheduler = self._schedule(optimizer)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # "step() before optimizer.step()"
+                        for _ in range(self.step):
+                            scheduler.step()
+                    metrics.update(self.evaluate())
+                    best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
+                    self.history[-1].update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
                 score = metrics[self.select_best]
                 self.log(
                     f"epoch {epoch}: loss {running:.4f}  accuracy {metrics['accuracy']:.4f}  "

@@ -142,3 +142,16 @@ def test_damaged_checkpoint_is_a_one_line_error(tmp_path, tiny_model_dir, tiny_d
     code, _, err = run_cli("run", "--resume", run_dir)
     assert code == 2
     assert "checkpoint" in err and "is damaged" in err and "remove it to restart the stage" in err
+
+
+def test_a_kill_between_the_two_renames_of_a_checkpoint_swap_is_recovered(tmp_path):
+    from compress.rundir import recover_replaced_dir
+
+    target = tmp_path / "checkpoint"
+    old = tmp_path / ".checkpoint.old-123"
+    old.mkdir()
+    (old / "state.json").write_text('{"step": 40}')
+    recover_replaced_dir(target)
+    assert json.loads((target / "state.json").read_text()) == {"step": 40} and not old.exists()
+    recover_replaced_dir(target)  # nothing to do the second time
+    assert target.is_dir()

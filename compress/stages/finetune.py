@@ -17,6 +17,19 @@ from compress.stages.base import Stage
 from compress.stages.registry import MODIFIERS, register_stage
 from compress.training import TrainingPhase, batched_logits
 from compress.data import encode
+from compress.errors import EdgebertError
+from compress.stages.prune import encoder_layers
+
+
+def drop_layers(model, keep: list[int], field: str) -> None:
+    """Student = teacher with layers dropped: keep the listed encoder layers, in order."""
+    layers = encoder_layers(model)
+    if sorted(set(keep)) != keep or keep[0] < 0 or keep[-1] >= len(layers):
+        raise EdgebertError(
+            f"{field}: expected increasing layer numbers within 0..{len(layers) - 1}, got {keep}"
+        )
+    model.base_model.encoder.layer = type(layers)(layers[i] for i in keep)
+    model.config.num_hidden_layers = len(keep)
 
 _Modifiers = modifier_list_type()
 
@@ -25,6 +38,9 @@ class FinetuneConfig(StageConfig):
     type: Literal["finetune"]
     model: str = Field(description="minilm-l6, mpnet-base, a model directory, or @stage")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    keep_layers: list[int] | None = Field(
+        None, min_length=1, description="keep only these encoder layers (0-based), e.g. [0, 2, 4]"
+    )
     select_best: MetricName = "accuracy"  # type: ignore[valid-type]
     with_: _Modifiers = Field(default_factory=list, alias="with")  # type: ignore[valid-type]
 
@@ -42,6 +58,8 @@ class FinetuneStage(Stage):
         self.model_dir = ctx.resolve_model_ref(self.config.model)
         self.tokenizer = load_tokenizer(self.model_dir)
         self.model = load_classifier(self.model_dir, ctx.data.label_names)
+        if self.config.keep_layers is not None:
+            drop_layers(self.model, self.config.keep_layers, f"stages[{self.index}].keep_layers")
         self.modifiers = [
             MODIFIERS[name](cfg)
             for entry in self.config.with_
@@ -71,7 +89,7 @@ class FinetuneStage(Stage):
             modifiers=self.modifiers,
             log=ctx.log,
             seed=self.config.training.seed if self.config.training.seed is not None else recipe.seed,
-            extra={"ctx": ctx},
+            extra={"ctx": ctx, "stage_dir": ctx.run_dir.stage_dir(self.index, self.name)},
         )
         result = phase.fit(ctx.run_dir.stage_dir(self.index, self.name) / "checkpoint")
         self.model = phase.model

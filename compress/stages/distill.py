@@ -1,0 +1,264 @@
+"""`distill` modifier: a teacher's soft labels (and optionally hidden states and attention
+maps) teach the model being trained.
+
+loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + (1 - alpha) * CE
+       + hidden.weight * MSE(proj(h_s), h_t) + attention.weight * KL(A_t || A_s)
+on a uniform layer map (student layer i <-> teacher layer i * L_t / L_s), TinyBERT/MiniLM style.
+Teacher logits are computed once over the training set and kept on disk (the teacher forward
+pass is then paid once, not every epoch) unless hidden/attention transfer needs the teacher
+every step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from safetensors.torch import load_file, save_file
+
+from compress.data import encode
+from compress.errors import EdgebertError
+from compress.modeling import load_classifier, load_tokenizer
+from compress.recipe import Strict
+from compress.stages.base import Modifier
+from compress.stages.registry import register_modifier
+from compress.training import batched_logits
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened distributions, times T^2 (Hinton et al.),
+    averaged over the batch."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1),
+        reduction="batchmean",
+    ) * (t * t)
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
+    """(student, teacher) hidden-state indices; 0 is the embedding output on both sides."""
+    return [(i, round(i * teacher_layers / student_layers)) for i in range(student_layers + 1)]
+
+
+def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(A_t || A_s) per query row, over real (unpadded) query positions; heads are averaged
+    first when the head counts differ."""
+    if student.shape[1] != teacher.shape[1]:
+        student, teacher = student.mean(1, keepdim=True), teacher.mean(1, keepdim=True)
+    eps = 1e-8
+    kl = (teacher * ((teacher + eps).log() - (student + eps).log())).sum(-1)  # [B, H, L]
+    weights = mask[:, None, :].float().expand_as(kl)
+    return (kl * weights).sum() / weights.sum().clamp(min=1)
+
+
+class HiddenTransfer(Strict):
+    weight: float = Field(1.0, gt=0)
+    projection: bool = Field(True, description="learn a linear map when widths differ")
+
+
+class AttentionTransfer(Strict):
+    weight: float = Field(1.0, gt=0)
+
+
+class DistillConfig(Strict):
+    teacher: str | None = Field(None, description="@stage, a model directory or a model name")
+    teacher_logits: Path | None = Field(
+        None, description="precomputed teacher logits (.npz with train_logits)"
+    )
+    temperature: float = Field(2.0, gt=0, le=100)
+    alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label term")
+    hidden: HiddenTransfer | None = None
+    attention: AttentionTransfer | None = None
+    cache_logits: bool = Field(True, description="teacher logits computed once, kept on disk")
+    retokenize: bool = Field(False, description="allow a teacher with another tokenizer")
+
+    @model_validator(mode="after")
+    def _needs_a_teacher(self) -> "DistillConfig":
+        if self.teacher is None and self.teacher_logits is None:
+            raise ValueError("distill needs 'teacher' (a model or @stage) or 'teacher_logits'")
+        if self.teacher is None and (self.hidden or self.attention):
+            raise ValueError("hidden/attention transfer needs a 'teacher' model, not only logits")
+        return self
+
+
+@register_modifier
+class Distill(Modifier):
+    type_name = "distill"
+    Config = DistillConfig
+
+    def setup(self, phase) -> None:
+        cfg = self.config
+        ctx = phase.extra["ctx"]
+        self.device = next(phase.model.parameters()).device
+        self.cached: torch.Tensor | None = None
+        self.teacher = None
+        self.projections = None
+        started = time.perf_counter()
+        if cfg.teacher_logits is not None and cfg.teacher is None:
+            self.cached = self._load_precomputed(cfg.teacher_logits, phase)
+        else:
+            self._setup_teacher(ctx, phase)
+        self.setup_seconds = round(time.perf_counter() - started, 2)
+        phase.log(f"distill: teacher ready in {self.setup_seconds} s"
+                  + (" (logits cached)" if self.cached is not None else " (live every step)"))
+
+    def _setup_teacher(self, ctx, phase) -> None:
+        cfg = self.config
+        try:
+            teacher_dir = ctx.resolve_model_ref(cfg.teacher)
+        except EdgebertError as exc:
+            raise EdgebertError(f"distill.teacher: {exc}") from None
+        teacher = load_classifier(teacher_dir)
+        if teacher.config.num_labels != len(phase.label_names):
+            raise EdgebertError(
+                f"distill.teacher: {teacher_dir} predicts {teacher.config.num_labels} labels, "
+                f"the task has {len(phase.label_names)}"
+            )
+        teacher_tokenizer = load_tokenizer(teacher_dir)
+        same = teacher_tokenizer.get_vocab() == phase.tokenizer.get_vocab()
+        if not same and not cfg.retokenize:
+            raise EdgebertError(
+                "distill.retokenize: teacher and student tokenizers differ; set retokenize: "
+                "true to tokenize the texts separately for the teacher"
+            )
+        if not same and (cfg.hidden or cfg.attention):
+            raise EdgebertError(
+                "distill.hidden/attention: token-level transfer needs the same tokenizer"
+            )
+        teacher_ids = phase.train_ids if same else encode(
+            teacher_tokenizer, phase.train_texts, phase.max_length
+        )[0]
+        teacher.to(self.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if cfg.cache_logits and not (cfg.hidden or cfg.attention):
+            self.cached = self._cached_logits(ctx, teacher, teacher_ids, teacher_tokenizer, teacher_dir, phase)
+            return
+        self.teacher = teacher
+        self.teacher_ids = teacher_ids
+        self.teacher_pad = teacher_tokenizer.pad_token_id or 0
+        self.same_tokenizer = same
+        if cfg.hidden or cfg.attention:
+            self._setup_transfer(phase, teacher)
+
+    def _cached_logits(self, ctx, teacher, ids, tokenizer, teacher_dir: Path, phase) -> torch.Tensor:
+        weights = sorted(teacher_dir.glob("*.safetensors"))
+        key = hashlib.sha256()
+        for w in weights:
+            key.update(f"{w}:{w.stat().st_size}:{w.stat().st_mtime_ns}".encode())
+        key.update(repr(ids).encode())
+        digest = key.hexdigest()[:16]
+        stage_dir = phase.extra.get("stage_dir") or ctx.run_dir.root
+        cache = Path(stage_dir) / f"teacher_logits-{digest}.safetensors"
+        if cache.is_file():
+            return load_file(str(cache))["logits"].to(self.device)
+        logits = batched_logits(teacher, ids, phase.training.eval_batch_size, tokenizer.pad_token_id or 0)
+        tensor = torch.from_numpy(logits)
+        save_file({"logits": tensor}, str(cache))
+        del teacher
+        return tensor.to(self.device)
+
+    def _load_precomputed(self, path: Path, phase) -> torch.Tensor:
+        if not path.is_file():
+            raise EdgebertError(f"distill.teacher_logits: file not found: {path}")
+        try:
+            with np.load(path) as archive:
+                logits = archive["train_logits"]
+                digest = str(archive["train_texts_sha256"]) if "train_texts_sha256" in archive else None
+        except (OSError, KeyError, ValueError) as exc:
+            raise EdgebertError(f"distill.teacher_logits: {path}: unreadable ({exc})") from None
+        expected = hashlib.sha256("\n".join(phase.train_texts).encode()).hexdigest()
+        if logits.shape != (len(phase.train_texts), len(phase.label_names)) or (
+            digest is not None and digest != expected
+        ):
+            raise EdgebertError(
+                f"distill.teacher_logits: {path} was made for other training rows "
+                f"(shape {logits.shape}, texts hash {str(digest)[:12]}, expected {expected[:12]})"
+            )
+        return torch.from_numpy(logits.astype(np.float32)).to(self.device)
+
+    def _setup_transfer(self, phase, teacher) -> None:
+        cfg = self.config
+        student_cfg, teacher_cfg = phase.model.config, teacher.config
+        self.map = layer_map(student_cfg.num_hidden_layers, teacher_cfg.num_hidden_layers)
+        phase.forward_kwargs["output_hidden_states"] = bool(cfg.hidden)
+        if cfg.attention:
+            phase.forward_kwargs["output_attentions"] = True
+            for model in (phase.model, teacher):
+                if hasattr(model, "set_attn_implementation"):
+                    model.set_attn_implementation("eager")
+                else:  # pragma: no cover - older transformers
+                    model.config._attn_implementation = "eager"
+        if cfg.hidden:
+            s_width, t_width = student_cfg.hidden_size, teacher_cfg.hidden_size
+            if s_width != t_width and not cfg.hidden.projection:
+                raise EdgebertError(
+                    f"distill.hidden.projection: student width {s_width} differs from teacher "
+                    f"width {t_width}; set projection: true"
+                )
+            if s_width != t_width:
+                self.projections = torch.nn.ModuleList(
+                    torch.nn.Linear(s_width, t_width) for _ in self.map
+                ).to(self.device)
+                phase.extra_parameters.extend(self.projections.parameters())
+
+    def loss(self, phase, batch, outputs, loss):
+        cfg = self.config
+        if self.cached is not None:
+            teacher_logits = self.cached[batch["row"].to(self.cached.device)].to(outputs.logits.device)
+            teacher_out = None
+        else:
+            teacher_out = self._teacher_forward(batch)
+            teacher_logits = teacher_out.logits
+        total = cfg.alpha * kd_loss(outputs.logits.float(), teacher_logits.float(), cfg.temperature)
+        total = total + (1 - cfg.alpha) * loss
+        if teacher_out is not None and cfg.hidden:
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            terms = []
+            for k, (s_i, t_i) in enumerate(self.map):
+                student_h = outputs.hidden_states[s_i]
+                if self.projections is not None:
+                    student_h = self.projections[k](student_h)
+                diff = (student_h - teacher_out.hidden_states[t_i]) ** 2 * mask
+                terms.append(diff.sum() / (mask.sum() * student_h.shape[-1]))
+            total = total + cfg.hidden.weight * torch.stack(terms).mean()
+        if teacher_out is not None and cfg.attention:
+            terms = [
+                attention_kl(outputs.attentions[s_i - 1], teacher_out.attentions[t_i - 1], batch["attention_mask"])
+                for s_i, t_i in self.map[1:]
+            ]
+            total = total + cfg.attention.weight * torch.stack(terms).mean()
+        return total
+
+    def _teacher_forward(self, batch):
+        cfg = self.config
+        with torch.no_grad():
+            if self.same_tokenizer:
+                ids, mask = batch["input_ids"], batch["attention_mask"]
+            else:
+                from compress.data import make_collate
+
+                rows = [{"input_ids": self.teacher_ids[i], "labels": 0} for i in batch["row"].tolist()]
+                collated = make_collate(self.teacher_pad)(rows)
+                ids, mask = collated["input_ids"].to(self.device), collated["attention_mask"].to(self.device)
+            return self.teacher(
+                input_ids=ids, attention_mask=mask,
+                output_hidden_states=bool(cfg.hidden), output_attentions=bool(cfg.attention),
+            )
+
+    def finish(self, phase) -> dict:
+        self.teacher = None
+        self.cached = None
+        return {"teacher_setup_seconds": self.setup_seconds}
+
+    def state_dict(self) -> dict:
+        return {"projections": self.projections.state_dict()} if self.projections is not None else {}
+
+    def load_state_dict(self, phase, state: dict) -> None:
+        if self.projections is not None and "projections" in state:
+            self.projections.load_state_dict(state["projections"])

@@ -1,0 +1,364 @@
+"""Pruning modifiers.
+
+`prune_structured` removes whole attention heads and FFN neurons, so the model really shrinks:
+- heads go through the model's own `prune_heads`, which records `config.pruned_heads`; a saved
+  model therefore reloads (and exports) with plain `from_pretrained` (the per-layer head counts
+  live in the config, the single most reported failure of structured pruning);
+- FFN neurons go through torch-pruning's dependency graph (intermediate rows and the matching
+  output columns together), the same count in every layer, so `config.intermediate_size` stays
+  one number that `from_pretrained` understands.
+Importance is first-order Taylor (|w * dL/dw|, summed over a few training batches) or weight
+magnitude. Ratios can be reached one-shot or over several epochs with training in between.
+
+`prune_unstructured` is gradual magnitude pruning (Zhu & Gupta cubic schedule), masks applied
+after every step so pruned weights never come back within the run, made permanent at finish.
+Unstructured sparsity gives size (compressed file) and no speed on ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from compress.data import make_collate
+from compress.errors import EdgebertError
+from compress.recipe import Strict
+from compress.stages.base import Modifier
+from compress.stages.registry import register_modifier
+
+
+def encoder_layers(model) -> torch.nn.ModuleList:
+    """The transformer blocks of a BERT-family classifier (BERT, RoBERTa, MPNet, XLM-R...)."""
+    encoder = getattr(model.base_model, "encoder", None)
+    layers = getattr(encoder, "layer", None)
+    if layers is None:
+        raise EdgebertError(
+            f"{type(model).__name__}: pruning and layer dropping need an encoder.layer stack"
+        )
+    return layers
+
+
+def _attention_parts(layer):
+    """(self-attention module with query/key/value, output projection Linear)."""
+    attention = layer.attention
+    inner = getattr(attention, "self", None) or getattr(attention, "attn", None)
+    output = getattr(getattr(attention, "output", None), "dense", None) or getattr(inner, "o", None)
+    return inner, output
+
+
+def _ffn_parts(layer) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+    return layer.intermediate.dense, layer.output.dense
+
+
+def heads_per_layer(model) -> list[int]:
+    return [_attention_parts(layer)[0].num_attention_heads for layer in encoder_layers(model)]
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def score_importance(phase, method: str, batches: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per layer: a score per remaining head and per FFN neuron (higher = keep)."""
+    model = phase.model
+    layers = encoder_layers(model)
+    grads_needed = method == "taylor"
+    accum: dict[int, torch.Tensor] = {}
+    if grads_needed:
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        collate = make_collate(phase.pad_id)
+        device = next(model.parameters()).device
+        size = phase.training.batch_size
+        for b in range(batches):
+            rows = list(range(b * size, min((b + 1) * size, len(phase.train_ids))))
+            if not rows:
+                break
+            batch = collate([{"input_ids": phase.train_ids[i], "labels": phase.train_labels[i]} for i in rows])
+            out = model(**{k: v.to(device) for k, v in batch.items()})
+            out.loss.backward()
+        model.train()
+
+    def weight_score(param: torch.Tensor) -> torch.Tensor:
+        if grads_needed:
+            grad = param.grad if param.grad is not None else torch.zeros_like(param)
+            return (param.detach() * grad).abs()
+        return param.detach().abs()
+
+    head_scores, neuron_scores = [], []
+    for layer in layers:
+        inner, out_proj = _attention_parts(layer)
+        heads = inner.num_attention_heads
+        size = inner.attention_head_size
+        total = torch.zeros(heads, device=out_proj.weight.device)
+        for name in ("query", "key", "value", "q", "k", "v"):
+            lin = getattr(inner, name, None)
+            if lin is not None:
+                total += weight_score(lin.weight).view(heads, size, -1).sum((1, 2))
+                total += weight_score(lin.bias).view(heads, size).sum(1)
+        total += weight_score(out_proj.weight).view(out_proj.weight.shape[0], heads, size).sum((0, 2))
+        head_scores.append(total.cpu())
+        up, down = _ffn_parts(layer)
+        neurons = weight_score(up.weight).sum(1) + weight_score(up.bias) + weight_score(down.weight).sum(0)
+        neuron_scores.append(neurons.cpu())
+    if grads_needed:
+        model.zero_grad(set_to_none=True)
+    return head_scores, neuron_scores
+
+
+def _original_head_index(model, layer_index: int, current: int) -> int:
+    """`prune_heads` takes head numbers of the unpruned layer; map a current index back."""
+    pruned = set(model.config.pruned_heads.get(layer_index, [])) if model.config.pruned_heads else set()
+    original = [h for h in range(model.config.num_attention_heads) if h not in pruned]
+    return original[current]
+
+
+def prune_heads(model, scores: list[torch.Tensor], remove: int, min_per_layer: int = 1) -> int:
+    """Remove the `remove` least important heads across all layers; returns how many went."""
+    candidates = []
+    for layer_index, layer_scores in enumerate(scores):
+        keep_floor = min_per_layer
+        order = torch.argsort(layer_scores)
+        removable = max(0, len(layer_scores) - keep_floor)
+        candidates += [(float(layer_scores[i]), layer_index, int(i)) for i in order[:removable]]
+    candidates.sort()
+    plan: dict[int, list[int]] = {}
+    for _, layer_index, current in candidates[:remove]:
+        plan.setdefault(layer_index, []).append(_original_head_index(model, layer_index, current))
+    if plan:
+        model.prune_heads(plan)
+    return sum(len(v) for v in plan.values())
+
+
+def prune_ffn(model, scores: list[torch.Tensor], remove_per_layer: int) -> None:
+    """Remove the same number of least important neurons from every layer's FFN."""
+    import torch_pruning as tp
+
+    if remove_per_layer <= 0:
+        return
+    device = next(model.parameters()).device
+    example = {
+        "input_ids": torch.ones((1, 4), dtype=torch.long, device=device),
+        "attention_mask": torch.ones((1, 4), dtype=torch.long, device=device),
+    }
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    for layer, layer_scores in zip(encoder_layers(model), scores):
+        idxs = torch.argsort(layer_scores)[:remove_per_layer].tolist()
+        graph.get_pruning_group(layer.intermediate.dense, tp.prune_linear_out_channels, idxs=idxs).prune()
+    model.config.intermediate_size = encoder_layers(model)[0].intermediate.dense.out_features
+
+
+def shrink_ffn_to(model, size: int) -> None:
+    """Give every FFN `size` neurons (for resuming: weights are loaded right after)."""
+    for layer in encoder_layers(model):
+        up, down = _ffn_parts(layer)
+        if up.out_features == size:
+            continue
+        new_up = torch.nn.Linear(up.in_features, size).to(up.weight.device)
+        new_down = torch.nn.Linear(size, down.out_features).to(down.weight.device)
+        layer.intermediate.dense, layer.output.dense = new_up, new_down
+    model.config.intermediate_size = size
+
+
+class PruneStructuredConfig(Strict):
+    heads: float = Field(0.0, ge=0, lt=1, description="fraction of attention heads removed")
+    ffn: float = Field(0.0, ge=0, lt=1, description="fraction of FFN neurons removed")
+    importance: Literal["taylor", "magnitude"] = "taylor"
+    start_epoch: int = Field(1, ge=1, description="first pruning at the end of this epoch")
+    end_epoch: int | None = Field(None, ge=1, description="full ratio at the end of this epoch")
+    scoring_batches: int = Field(8, ge=1, le=1000)
+    min_heads_per_layer: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _epochs(self) -> "PruneStructuredConfig":
+        if self.end_epoch is not None and self.end_epoch < self.start_epoch:
+            raise ValueError("end_epoch must not come before start_epoch")
+        if self.heads == 0 and self.ffn == 0:
+            raise ValueError("nothing to prune: set 'heads' and/or 'ffn' above 0")
+        return self
+
+
+@register_modifier
+class PruneStructured(Modifier):
+    type_name = "prune_structured"
+    Config = PruneStructuredConfig
+
+    def setup(self, phase) -> None:
+        cfg = self.config
+        model = phase.model
+        layers = encoder_layers(model)
+        self.total_heads = model.config.num_attention_heads * len(layers)
+        self.original_ffn = _ffn_parts(layers[0])[0].out_features
+        self.before = count_parameters(model)
+        self.end = cfg.end_epoch or cfg.start_epoch
+        if self.end > phase.training.epochs:
+            raise EdgebertError(
+                f"prune_structured.end_epoch: {self.end} is after the last epoch "
+                f"({phase.training.epochs})"
+            )
+        self.events: list[dict] = []
+        self.model = model
+
+    def _target(self, epoch: int) -> float:
+        cfg = self.config
+        if epoch < cfg.start_epoch:
+            return 0.0
+        return min(1.0, (epoch - cfg.start_epoch + 1) / (self.end - cfg.start_epoch + 1))
+
+    def on_epoch_end(self, phase, metrics) -> None:
+        fraction = self._target(phase.epoch)
+        if fraction == 0.0 or not (self.config.start_epoch <= phase.epoch <= self.end):
+            return
+        cfg = self.config
+        model = phase.model
+        head_scores, neuron_scores = score_importance(phase, cfg.importance, cfg.scoring_batches)
+        remaining_heads = sum(len(s) for s in head_scores)
+        want_heads = self.total_heads - round(self.total_heads * cfg.heads * fraction)
+        removed = prune_heads(model, head_scores, remaining_heads - want_heads, cfg.min_heads_per_layer)
+        current_ffn = _ffn_parts(encoder_layers(model)[0])[0].out_features
+        want_ffn = self.original_ffn - round(self.original_ffn * cfg.ffn * fraction)
+        prune_ffn(model, neuron_scores, current_ffn - want_ffn)
+        phase.structure_changed = True
+        event = {
+            "epoch": phase.epoch, "heads_removed": removed,
+            "heads_left": sum(heads_per_layer(model)),
+            "ffn_size": want_ffn, "parameters": count_parameters(model),
+        }
+        self.events.append(event)
+        phase.log(
+            f"prune_structured: epoch {phase.epoch}: {event['heads_left']}/{self.total_heads} heads, "
+            f"FFN {want_ffn}/{self.original_ffn}, {event['parameters']:,} parameters"
+        )
+
+    def finish(self, phase) -> dict:
+        model = phase.model
+        return {
+            "parameters_before": self.before,
+            "parameters_after": count_parameters(model),
+            "heads_per_layer": heads_per_layer(model),
+            "intermediate_size": model.config.intermediate_size,
+            "pruned_heads": {str(k): sorted(v) for k, v in (model.config.pruned_heads or {}).items()},
+            "events": self.events,
+        }
+
+    def state_dict(self) -> dict:
+        config = self.model.config
+        return {
+            "events": self.events,
+            "pruned_heads": {str(k): sorted(v) for k, v in (config.pruned_heads or {}).items()},
+            "ffn_size": config.intermediate_size,
+        }
+
+    def load_state_dict(self, phase, state: dict) -> None:
+        """Reshape a fresh model to the checkpoint's structure before its weights are loaded."""
+        self.events = list(state.get("events", []))
+        if state.get("pruned_heads"):
+            phase.model.prune_heads({int(k): v for k, v in state["pruned_heads"].items()})
+        if state.get("ffn_size"):
+            shrink_ffn_to(phase.model, state["ffn_size"])
+
+
+class PruneUnstructuredConfig(Strict):
+    initial_sparsity: float = Field(0.0, ge=0, lt=1)
+    final_sparsity: float = Field(0.5, gt=0, lt=1)
+    start_step: int = Field(0, ge=0)
+    end_step: int | None = Field(None, ge=1, description="default: 70% of the training steps")
+    frequency: int = Field(50, ge=1, description="update masks every N steps")
+    scope: Literal["per_layer", "global"] = "per_layer"
+    targets: str = Field(
+        r"encoder\.layer\.\d+\..*(query|key|value|dense|q|k|v|o)\.weight$",
+        description="regex over parameter names",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> "PruneUnstructuredConfig":
+        if self.final_sparsity < self.initial_sparsity:
+            raise ValueError("final_sparsity must be >= initial_sparsity")
+        return self
+
+
+def cubic_sparsity(step: int, initial: float, final: float, start: int, end: int) -> float:
+    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0))^3."""
+    if step <= start:
+        return initial
+    if step >= end:
+        return final
+    progress = (step - start) / (end - start)
+    return final + (initial - final) * (1 - progress) ** 3
+
+
+@register_modifier
+class PruneUnstructured(Modifier):
+    type_name = "prune_unstructured"
+    Config = PruneUnstructuredConfig
+
+    def setup(self, phase) -> None:
+        cfg = self.config
+        pattern = re.compile(cfg.targets)
+        self.params = {
+            name: p for name, p in phase.model.named_parameters() if pattern.search(name)
+        }
+        if not self.params:
+            raise EdgebertError(f"prune_unstructured.targets: no parameter matches {cfg.targets!r}")
+        self.end = cfg.end_step or max(cfg.start_step + 1, int(0.7 * phase.total_steps))
+        self.masks: dict[str, torch.Tensor] = {}
+        self.sparsity = 0.0
+        if cfg.initial_sparsity > 0:
+            self._update(cfg.initial_sparsity)
+
+    def _update(self, sparsity: float) -> None:
+        self.sparsity = sparsity
+        with torch.no_grad():
+            if self.config.scope == "global":
+                scores = torch.cat([p.detach().abs().flatten().cpu() for p in self.params.values()])
+                k = int(sparsity * scores.numel())
+                threshold = scores.kthvalue(k).values if k > 0 else torch.tensor(-1.0)
+                for name, p in self.params.items():
+                    self.masks[name] = (p.detach().abs() > threshold.to(p.device))
+            else:
+                for name, p in self.params.items():
+                    k = int(sparsity * p.numel())
+                    if k == 0:
+                        self.masks[name] = torch.ones_like(p, dtype=torch.bool)
+                        continue
+                    threshold = p.detach().abs().flatten().kthvalue(k).values
+                    self.masks[name] = p.detach().abs() > threshold
+            self._apply()
+
+    def _apply(self) -> None:
+        with torch.no_grad():
+            for name, p in self.params.items():
+                if name in self.masks:
+                    p.mul_(self.masks[name])
+
+    def on_step(self, phase) -> None:
+        cfg = self.config
+        step = phase.step
+        if cfg.start_step <= step <= self.end and (step % cfg.frequency == 0 or step == self.end):
+            self._update(cubic_sparsity(step, cfg.initial_sparsity, cfg.final_sparsity, cfg.start_step, self.end))
+        else:
+            self._apply()
+
+    def finish(self, phase) -> dict:
+        self._apply()
+        per_layer = {
+            name: round(float((p == 0).float().mean()), 4) for name, p in self.params.items()
+        }
+        zeros = sum(int((p == 0).sum()) for p in self.params.values())
+        total = sum(p.numel() for p in self.params.values())
+        return {
+            "target_sparsity": self.sparsity,
+            "achieved_sparsity": round(zeros / total, 4),
+            "per_layer": per_layer,
+        }
+
+    def state_dict(self) -> dict:
+        return {"masks": {k: v.cpu() for k, v in self.masks.items()}, "sparsity": self.sparsity}
+
+    def load_state_dict(self, phase, state: dict) -> None:
+        device = next(phase.model.parameters()).device
+        self.masks = {k: v.to(device) for k, v in state.get("masks", {}).items()}
+        self.sparsity = state.get("sparsity", 0.0)

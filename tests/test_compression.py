@@ -1,0 +1,155 @@
+"""Distillation, structured and unstructured pruning, alone and composed in one recipe."""
+
+import json
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+from compress.stages.distill import attention_kl, kd_loss, layer_map
+from compress.stages.prune import cubic_sparsity, heads_per_layer, prune_ffn, prune_heads
+from tests.conftest import tiny_recipe
+
+
+def test_kd_loss_matches_a_hand_computed_value():
+    student = torch.tensor([[1.0, 0.0]])
+    teacher = torch.tensor([[0.0, 1.0]])
+    t = 2.0
+    z = math.exp(0.0) + math.exp(0.5)
+    p_t = [math.exp(0.0) / z, math.exp(0.5) / z]  # softmax(teacher / T)
+    zs = math.exp(0.5) + math.exp(0.0)
+    log_p_s = [0.5 - math.log(zs), 0.0 - math.log(zs)]  # log_softmax(student / T)
+    expected = sum(p * (math.log(p) - q) for p, q in zip(p_t, log_p_s)) * t * t
+    assert kd_loss(student, teacher, t).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(4 * 0.5 * (0.62245933 - 0.37754067), rel=1e-6)  # = 0.4898373
+    assert kd_loss(teacher, teacher, t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_layer_map_and_attention_kl():
+    assert layer_map(3, 6) == [(0, 0), (1, 2), (2, 4), (3, 6)]
+    assert layer_map(6, 6)[-1] == (6, 6)
+    att = torch.softmax(torch.randn(2, 4, 5, 5), -1)
+    mask = torch.ones(2, 5)
+    assert attention_kl(att, att, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert attention_kl(torch.softmax(torch.randn(2, 2, 5, 5), -1), att, mask).item() > 0  # 2 vs 4 heads
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [(0, 0.0), (10, 0.0), (35, 0.4625), (60, 0.7), (100, 0.7992), (110, 0.8), (150, 0.8)],
+)
+def test_cubic_sparsity_schedule(step, expected):
+    # start 10, end 110 (100 steps), 0 -> 0.8: s = 0.8 - 0.8 * (1 - (t - 10) / 100) ** 3
+    assert cubic_sparsity(step, 0.0, 0.8, 10, 110) == pytest.approx(expected)
+
+
+def test_pruned_model_has_expected_shapes_and_reloads_with_same_logits(tmp_path):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, num_labels=3)
+    model = BertForSequenceClassification(config).eval()
+    before = sum(p.numel() for p in model.parameters())
+    head_scores = [torch.tensor([4.0, 1.0, 3.0, 2.0]), torch.tensor([0.5, 5.0, 6.0, 7.0])]
+    assert prune_heads(model, head_scores, remove=3) == 3  # 0.5, 1.0, 2.0
+    assert heads_per_layer(model) == [2, 3]
+    assert model.config.pruned_heads == {1: [0], 0: [1, 3]} or model.config.pruned_heads == {0: [1, 3], 1: [0]}
+    prune_ffn(model, [torch.arange(64.0), torch.arange(64.0).flip(0)], remove_per_layer=24)
+    layer0 = model.bert.encoder.layer[0]
+    assert layer0.intermediate.dense.weight.shape == (40, 32) and layer0.output.dense.weight.shape == (32, 40)
+    assert layer0.attention.self.query.weight.shape == (16, 32)  # 2 heads x 8
+    assert model.config.intermediate_size == 40
+    assert sum(p.numel() for p in model.parameters()) < before
+    ids = torch.randint(0, 50, (3, 7))
+    expected = model(input_ids=ids).logits
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path, use_safetensors=True).eval()
+    assert heads_per_layer(again) == [2, 3]
+    assert torch.allclose(again(input_ids=ids).logits, expected, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def wide_teacher_dir(tiny_model_dir, tmp_path_factory):
+    """A 48-wide, 3-layer teacher sharing the tiny tokenizer."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("wide-teacher")
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    torch.manual_seed(1)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=48, num_hidden_layers=3,
+                        num_attention_heads=4, intermediate_size=96, max_position_embeddings=128,
+                        num_labels=2, id2label={0: "negative", 1: "positive"},
+                        label2id={"negative": 0, "positive": 1})
+    BertForSequenceClassification(config).save_pretrained(str(root), safe_serialization=True)
+    tokenizer.save_pretrained(str(root))
+    return root
+
+
+def composed_recipe(model_dir, teacher_dir, data, with_block: str) -> str:
+    return tiny_recipe(teacher_dir, data, epochs=1) + f"""  - type: train
+    name: student
+    model: {model_dir}
+    training: {{lr: 5.0e-4, batch_size: 16, epochs: 3, seed: 2, checkpoint_steps: 20}}
+    with:
+{with_block}"""
+
+
+def test_distill_prune_and_sparsity_compose_in_one_recipe(tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli):
+    recipe = tmp_path / "compose.yaml"
+    recipe.write_text(composed_recipe(tiny_model_dir, wide_teacher_dir, tiny_data, """\
+      - distill: {teacher: "@finetune", temperature: 2.0, alpha: 0.5, hidden: {weight: 0.1}, attention: {weight: 0.1}}
+      - prune_structured: {heads: 0.5, ffn: 0.5, start_epoch: 1, end_epoch: 2, importance: taylor, scoring_batches: 2}
+      - prune_unstructured: {final_sparsity: 0.5, start_step: 5, end_step: 40, frequency: 5}
+  - type: export
+    quantize: [dynamic]
+    parity: {rows: 64, min_label_agreement: 0.5}
+"""))
+    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    student = metrics["student"]
+    pruned = student["modifiers"]["prune_structured"]
+    assert pruned["heads_per_layer"] and sum(pruned["heads_per_layer"]) == 4  # 8 heads -> 4
+    assert pruned["intermediate_size"] == 32 and pruned["parameters_after"] < pruned["parameters_before"]
+    assert [e["epoch"] for e in pruned["events"]] == [1, 2]
+    sparsity = student["modifiers"]["prune_unstructured"]
+    assert sparsity["target_sparsity"] == pytest.approx(0.5) and sparsity["achieved_sparsity"] >= 0.45
+    assert student["parameters"] == pruned["parameters_after"]
+    assert metrics["export"]["parity"]["fp32"]["passed"]
+    saved = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/01-student/model")
+    assert saved.config.intermediate_size == 32 and sum(heads_per_layer(saved)) == 4
+
+
+def test_distill_from_cached_logits_and_layer_dropping(tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli):
+    recipe = tmp_path / "cached.yaml"
+    text = composed_recipe(wide_teacher_dir, wide_teacher_dir, tiny_data, """\
+      - distill: {teacher: "@finetune", temperature: 3.0, alpha: 0.8}
+""").replace("    model: " + str(wide_teacher_dir) + "\n    training: {lr: 5.0e-4", "    model: '@finetune'\n    keep_layers: [0, 2]\n    training: {lr: 5.0e-4")
+    recipe.write_text(text)
+    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 0, err
+    assert "(logits cached)" in err
+    run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
+    assert len(list((run_dir / "stages/01-student").glob("teacher_logits-*.safetensors"))) == 1
+    saved = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/01-student/model")
+    assert saved.config.num_hidden_layers == 2
+
+
+@pytest.mark.parametrize(
+    ("with_block", "message"),
+    [
+        ("      - prune_structured: {heads: 1.5}\n", "stages[1].with[0].prune_structured.heads: Input should be less than 1"),
+        ("      - prune_unstructured: {final_sparsity: 1.2}\n", "prune_unstructured.final_sparsity: Input should be less than 1"),
+        ("      - distill: {temperature: 2.0}\n", "distill needs 'teacher'"),
+        ("      - distill: {teacher: /nonexistent/run}\n", "distill.teacher: unknown model '/nonexistent/run'"),
+        ("      - distill: {teacher: '@finetune', hidden: {projection: false}}\n", "distill.hidden.projection: student width 32 differs from teacher width 48"),
+        ("      - distil: {teacher: '@finetune'}\n", "unknown type 'distil' (did you mean 'distill'?)"),
+    ],
+)
+def test_bad_compression_settings_name_the_field(tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli, with_block, message):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(composed_recipe(tiny_model_dir, wide_teacher_dir, tiny_data, with_block))
+    code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 2
+    assert message in err.strip().splitlines()[-1]
