@@ -88,6 +88,7 @@ class TrainingPhase:
     forward_kwargs: dict = field(default_factory=dict)  # e.g. output_hidden_states for distill
     extra_parameters: list = field(default_factory=list)  # trained too (e.g. projections)
     structure_changed: bool = False  # set by modifiers that reshape the model (pruning)
+    restart_selection: bool = False  # set when earlier epochs stop being comparable (QAT on)
 
     def __post_init__(self) -> None:
         self.train_ids, self.train_truncated = encode(
@@ -301,7 +302,12 @@ class TrainingPhase:
                     f"epoch {epoch}: loss {running:.4f}  accuracy {metrics['accuracy']:.4f}  "
                     f"macro_f1 {metrics['macro_f1']:.4f}"
                 )
-                if score > best_score:
+                if self.restart_selection:
+                    # This epoch ended with a different model (e.g. QAT switched on): it is no
+                    # candidate, and later epochs are compared only with each other.
+                    self.restart_selection = False
+                    best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
+                elif score > best_score:
                     best_score, best_epoch, stale = score, epoch, 0
                     best_state = copy.deepcopy(self.model.state_dict())
                 else:

@@ -153,3 +153,40 @@ def test_bad_compression_settings_name_the_field(tmp_path, tiny_model_dir, wide_
     code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
     assert code == 2
     assert message in err.strip().splitlines()[-1]
+
+
+def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli):
+    import collections
+
+    import onnx
+    import onnxruntime as ort
+
+    recipe = tmp_path / "qat.yaml"
+    recipe.write_text(composed_recipe(tiny_model_dir, wide_teacher_dir, tiny_data, """\
+      - distill: {teacher: "@finetune", temperature: 2.0, alpha: 0.5}
+      - qat: {start_epoch: 2, freeze_observers_after: 0.5}
+  - type: bench
+    batch_sizes: [1]
+    seq_lengths: [16]
+    threads: 1
+    min_seconds: 0.02
+"""))
+    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 0, err
+    run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    qat = metrics["student"]["modifiers"]["qat"]
+    assert qat["enabled"] and qat["ort_label_agreement_with_fake_quant"] >= 0.95
+    assert metrics["student"]["best_epoch"] >= 2  # epoch 1 (float) is no QAT candidate
+    graph = onnx.load(qat["onnx"])
+    ops = collections.Counter(n.op_type for n in graph.graph.node)
+    assert ops["QuantizeLinear"] >= 12 and ops["DequantizeLinear"] >= 12  # 6 Linear x 2 layers
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(qat["onnx"], options, providers=["CPUExecutionProvider"])
+    fused = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert fused["MatMulIntegerToFloat"] == 12 and fused["MatMul"] < 12
+    assert "student:qat_int8" in metrics["bench"]["models"]
+    # the saved checkpoint is plain float weights again
+    saved = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/01-student/model")
+    assert type(saved.bert.encoder.layer[0].attention.self.query) is torch.nn.Linear

@@ -89,7 +89,10 @@ class FinetuneStage(Stage):
             modifiers=self.modifiers,
             log=ctx.log,
             seed=self.config.training.seed if self.config.training.seed is not None else recipe.seed,
-            extra={"ctx": ctx, "stage_dir": ctx.run_dir.stage_dir(self.index, self.name)},
+            extra={
+                "ctx": ctx, "stage_name": self.name,
+                "stage_dir": ctx.run_dir.stage_dir(self.index, self.name),
+            },
         )
         result = phase.fit(ctx.run_dir.stage_dir(self.index, self.name) / "checkpoint")
         self.model = phase.model
