@@ -58,6 +58,9 @@ class TrainingConfig(Strict):
         200, ge=1, description="save a resumable checkpoint every N steps (and every epoch)"
     )
     seed: int | None = Field(None, description="defaults to the recipe's seed")
+    threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads for training (1 makes CPU runs bit-exact)"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present")
     bf16: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU)")
     early_stopping: EarlyStopping | None = None

@@ -149,6 +149,16 @@ class TrainingPhase:
         every epoch and on Ctrl-C; if a checkpoint is already there, training resumes from it and
         reaches the same weights as an uninterrupted run (same batches, same RNG draws).
         """
+        threads = torch.get_num_threads()
+        if self.training.threads:
+            torch.set_num_threads(self.training.threads)
+        try:
+            return self._fit(checkpoint_dir)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, checkpoint_dir: Path | None) -> dict:
+        """The loop itself; `fit` wraps it with the thread setting."""
         cfg = self.training
         set_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)

@@ -83,6 +83,14 @@ stages:
 """
 
 
+def run_ok(run_cli, recipe: Path, out: Path) -> tuple[Path, dict, str]:
+    """Run a recipe that must succeed; return (run directory, its metrics.json, stderr)."""
+    code, stdout, err = run_cli("run", recipe, "--out", out)
+    assert code == 0, err
+    run_dir = out / stdout.strip().split("/")[-1]
+    return run_dir, json.loads((run_dir / "metrics.json").read_text()), err
+
+
 @pytest.fixture()
 def run_cli(monkeypatch, capsys):
     """Run `edgebert ARGS...` in-process; return (exit code, stdout, stderr)."""

@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig, BertFor
 
 from compress.stages.distill import attention_kl, kd_loss, layer_map
 from compress.stages.prune import cubic_sparsity, heads_per_layer, prune_ffn, prune_heads
-from tests.conftest import tiny_recipe
+from tests.conftest import run_ok, tiny_recipe
 
 
 def test_kd_loss_matches_a_hand_computed_value():
@@ -104,10 +104,7 @@ def test_distill_prune_and_sparsity_compose_in_one_recipe(tmp_path, tiny_model_d
     quantize: [dynamic]
     parity: {rows: 64, min_label_agreement: 0.5}
 """))
-    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
-    assert code == 0, err
-    run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     student = metrics["student"]
     pruned = student["modifiers"]["prune_structured"]
     assert pruned["heads_per_layer"] and sum(pruned["heads_per_layer"]) == 4  # 8 heads -> 4
@@ -127,10 +124,8 @@ def test_distill_from_cached_logits_and_layer_dropping(tmp_path, tiny_model_dir,
       - distill: {teacher: "@finetune", temperature: 3.0, alpha: 0.8}
 """).replace("    model: " + str(wide_teacher_dir) + "\n    training: {lr: 5.0e-4", "    model: '@finetune'\n    keep_layers: [0, 2]\n    training: {lr: 5.0e-4")
     recipe.write_text(text)
-    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
-    assert code == 0, err
+    run_dir, _, err = run_ok(run_cli, recipe, tmp_path / "runs")
     assert "(logits cached)" in err
-    run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
     assert len(list((run_dir / "stages/01-student").glob("teacher_logits-*.safetensors"))) == 1
     saved = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/01-student/model")
     assert saved.config.num_hidden_layers == 2
@@ -171,10 +166,7 @@ def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(tmp_path
     threads: 1
     min_seconds: 0.02
 """))
-    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
-    assert code == 0, err
-    run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     qat = metrics["student"]["modifiers"]["qat"]
     assert qat["enabled"] and qat["ort_label_agreement_with_fake_quant"] >= 0.95
     assert metrics["student"]["best_epoch"] >= 2  # epoch 1 (float) is no QAT candidate

@@ -37,7 +37,7 @@ def two_stage_recipe(tmp_path, model_dir, data) -> Path:
         + "  - type: train\n"
         + "    name: student\n"
         + "    model: '@finetune'\n"
-        + "    training: {lr: 3.0e-4, batch_size: 8, epochs: 3, seed: 3, checkpoint_steps: 10}\n"
+        + "    training: {lr: 3.0e-4, batch_size: 8, epochs: 3, seed: 3, checkpoint_steps: 10, threads: 1}\n"
     )
     return path
 

@@ -7,15 +7,13 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import tiny_recipe
+from tests.conftest import run_ok, tiny_recipe
 
 
 def test_run_writes_a_complete_run_directory(tmp_path, tiny_model_dir, tiny_data, run_cli):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data))
-    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
-    assert code == 0, err
-    run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
+    run_dir, _, _ = run_ok(run_cli, recipe, tmp_path / "runs")
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "manifest.json", "metrics.json", "recipe.resolved.yaml", "run.log", "stages", "state.json"
     ]
@@ -47,9 +45,7 @@ def test_two_runs_with_the_same_seed_give_the_same_metrics(tmp_path, tiny_model_
     recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data, epochs=1))
     outputs = []
     for _ in range(2):
-        code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
-        assert code == 0, err
-        outputs.append(json.loads((tmp_path / "runs" / out.strip().split("/")[-1] / "metrics.json").read_text()))
+        outputs.append(run_ok(run_cli, recipe, tmp_path / "runs")[1])
     for metrics in outputs:
         metrics["finetune"].pop("train_seconds"), metrics["finetune"].pop("wall_seconds")
     assert outputs[0] == outputs[1]
@@ -138,10 +134,7 @@ def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, t
     min_seconds: 0.02
 """
     )
-    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
-    assert code == 0, err
-    run_dir = tmp_path / "runs" / out.strip().split("/")[-1]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     assert list(metrics) == ["finetune", "export", "bench"]
     assert set(metrics["export"]["files"]) == {"fp32", "fp32_fused", "dynamic_int8", "dynamic_int8_ort"}
     assert metrics["export"]["parity"]["fp32"]["passed"]
