@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import contextmanager
 import signal
 import time
 import warnings
@@ -35,6 +36,23 @@ from compress.data import EncodedDataset, encode, make_collate
 from compress.rundir import recover_replaced_dir
 
 
+@contextmanager
+def observers_paused(model):
+    """Evaluation must not move QAT ranges: switch fake-quant observers off while it runs."""
+    from torch.ao.quantization import FakeQuantizeBase
+
+    quants = [m for m in model.modules() if isinstance(m, FakeQuantizeBase)]
+    states = [bool(q.observer_enabled[0]) for q in quants]
+    for q in quants:
+        q.disable_observer()
+    try:
+        yield
+    finally:
+        for q, enabled in zip(quants, states):
+            if enabled:
+                q.enable_observer()
+
+
 def batched_logits(
     model, input_ids: list[list[int]], batch_size: int, pad_token_id: int
 ) -> np.ndarray:
@@ -45,7 +63,7 @@ def batched_logits(
     out: list[np.ndarray | None] = [None] * len(input_ids)
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), observers_paused(model):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             batch = collate([{"input_ids": input_ids[i], "labels": 0} for i in chunk])
@@ -202,7 +220,9 @@ class TrainingPhase:
             best_score, best_epoch, stale = counters["best_score"], counters["best_epoch"], counters["stale"]
             running, seen = counters["running_loss"], counters["seen"]
             if counters["epoch_done"]:
+                # Saved after the epoch's shuffle draws: the next epoch shuffles as it would have.
                 start_epoch = counters["epoch"] + 1
+                generator.set_state(trainer["epoch_generator"])
             else:
                 start_epoch, skip_batches = counters["epoch"], counters["batches_done"]
                 resume_generator = trainer["epoch_generator"]
@@ -253,6 +273,7 @@ class TrainingPhase:
                     torch.set_rng_state(rng_after_skip)
                 micro = skip_batches
                 resume_generator, skip_batches = None, 0
+                self.model.train()  # a modifier's epoch-end work (pruning, scoring) may flip it
                 for batch in batches:
                     micro += 1
                     batch = {k: v.to(device) for k, v in batch.items()}
@@ -325,7 +346,7 @@ class TrainingPhase:
                 if cfg.early_stopping and stale >= cfg.early_stopping.patience:
                     self.log(f"early stopping: no better {self.select_best} for {stale} epochs")
                     finished = True
-                save(epoch, micro, True, epoch_generator)
+                save(epoch, micro, True, generator.get_state())
                 if interrupted.flag:
                     raise KeyboardInterrupt
         if best_state is not None and best_epoch != self.epoch:

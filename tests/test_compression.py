@@ -54,7 +54,10 @@ def test_pruned_model_has_expected_shapes_and_reloads_with_same_logits(tmp_path)
     assert prune_heads(model, head_scores, remove=3) == 3  # 0.5, 1.0, 2.0
     assert heads_per_layer(model) == [2, 3]
     assert model.config.pruned_heads == {1: [0], 0: [1, 3]} or model.config.pruned_heads == {0: [1, 3], 1: [0]}
+    model.train()
     prune_ffn(model, [torch.arange(64.0), torch.arange(64.0).flip(0)], remove_per_layer=24)
+    assert model.training  # tracing the dependency graph must not leave the model in eval mode
+    model.eval()
     layer0 = model.bert.encoder.layer[0]
     assert layer0.intermediate.dense.weight.shape == (40, 32) and layer0.output.dense.weight.shape == (32, 40)
     assert layer0.attention.self.query.weight.shape == (16, 32)  # 2 heads x 8

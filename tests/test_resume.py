@@ -30,16 +30,26 @@ SLOW_RUNNER = textwrap.dedent(
 )
 
 
-def two_stage_recipe(tmp_path, model_dir, data) -> Path:
+def two_stage_recipe(tmp_path, model_dir, data, modifiers: str = "") -> Path:
     path = tmp_path / "two.yaml"
     path.write_text(
-        tiny_recipe(model_dir, data, epochs=1)
+        tiny_recipe(model_dir, data, epochs=1, threads=1)  # one thread: bit-exact whatever ran before
         + "  - type: train\n"
         + "    name: student\n"
         + "    model: '@finetune'\n"
         + "    training: {lr: 3.0e-4, batch_size: 8, epochs: 3, seed: 3, checkpoint_steps: 10, threads: 1}\n"
+        + modifiers
     )
     return path
+
+
+# Pruned at the end of epoch 1, masks updated every 10 steps, QAT from epoch 2: a kill in epoch 2
+# must bring back the pruned shapes, the masks and the fake-quant wrappers before the weights.
+ALL_MODIFIERS = """    with:
+      - prune_structured: {heads: 0.5, ffn: 0.25, start_epoch: 1, importance: magnitude}
+      - prune_unstructured: {final_sparsity: 0.3, start_step: 0, end_step: 120, frequency: 10}
+      - qat: {start_epoch: 2, freeze_observers_after: 0.9}
+"""
 
 
 def weights_digest(run_dir: Path, stage: str) -> str:
@@ -74,8 +84,9 @@ def wait_for_checkpoint(run_dir: Path, min_step: int, proc: subprocess.Popen, ti
     raise AssertionError("no checkpoint in time")
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, tiny_data, run_cli):
-    recipe = two_stage_recipe(tmp_path, tiny_model_dir, tiny_data)
+@pytest.mark.parametrize("modifiers", ["", ALL_MODIFIERS], ids=["plain", "prune+sparsity+qat"])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, tiny_data, run_cli, modifiers):
+    recipe = two_stage_recipe(tmp_path, tiny_model_dir, tiny_data, modifiers)
     code, _, err = run_cli("run", recipe, "--run-dir", tmp_path / "straight")
     assert code == 0, err
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field
+from transformers import set_seed
 
 from bench.metrics import classification_metrics
 from compress.modeling import load_classifier, load_tokenizer, save_classifier
@@ -57,6 +58,9 @@ class FinetuneStage(Stage):
     def setup(self, ctx) -> None:
         self.model_dir = ctx.resolve_model_ref(self.config.model)
         self.tokenizer = load_tokenizer(self.model_dir)
+        # A fresh classifier head is drawn from the RNG: seed here so a resumed run, which skips
+        # the earlier stages, draws the same head as an uninterrupted one.
+        set_seed(self._seed(ctx))
         self.model = load_classifier(self.model_dir, ctx.data.label_names)
         if self.config.keep_layers is not None:
             drop_layers(self.model, self.config.keep_layers, f"stages[{self.index}].keep_layers")
@@ -68,6 +72,10 @@ class FinetuneStage(Stage):
                                                                type(entry).model_fields]
             )
         ]
+
+    def _seed(self, ctx) -> int:
+        seed = self.config.training.seed
+        return seed if seed is not None else ctx.recipe.seed
 
     def run(self, ctx) -> dict:
         data, recipe = ctx.data, ctx.recipe
@@ -88,7 +96,7 @@ class FinetuneStage(Stage):
             select_best=self.config.select_best,
             modifiers=self.modifiers,
             log=ctx.log,
-            seed=self.config.training.seed if self.config.training.seed is not None else recipe.seed,
+            seed=self._seed(ctx),
             extra={
                 "ctx": ctx, "stage_name": self.name,
                 "stage_dir": ctx.run_dir.stage_dir(self.index, self.name),

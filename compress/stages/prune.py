@@ -144,10 +144,12 @@ def prune_ffn(model, scores: list[torch.Tensor], remove_per_layer: int) -> None:
         "input_ids": torch.ones((1, 4), dtype=torch.long, device=device),
         "attention_mask": torch.ones((1, 4), dtype=torch.long, device=device),
     }
+    was_training = model.training  # tracing the graph switches the model to eval mode
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     for layer, layer_scores in zip(encoder_layers(model), scores):
         idxs = torch.argsort(layer_scores)[:remove_per_layer].tolist()
         graph.get_pruning_group(layer.intermediate.dense, tp.prune_linear_out_channels, idxs=idxs).prune()
+    model.train(was_training)
     model.config.intermediate_size = encoder_layers(model)[0].intermediate.dense.out_features
 
 
@@ -295,12 +297,16 @@ class PruneUnstructured(Modifier):
     type_name = "prune_unstructured"
     Config = PruneUnstructuredConfig
 
+    @property
+    def params(self) -> dict[str, torch.nn.Parameter]:
+        """Looked up by name every time: structured pruning and QAT replace modules, and a
+        mask must follow the live parameter, not the one that existed at setup."""
+        pattern = re.compile(self.config.targets)
+        return {name: p for name, p in self.model.named_parameters() if pattern.search(name)}
+
     def setup(self, phase) -> None:
         cfg = self.config
-        pattern = re.compile(cfg.targets)
-        self.params = {
-            name: p for name, p in phase.model.named_parameters() if pattern.search(name)
-        }
+        self.model = phase.model
         if not self.params:
             raise EdgebertError(f"prune_unstructured.targets: no parameter matches {cfg.targets!r}")
         self.end = cfg.end_step or max(cfg.start_step + 1, int(0.7 * phase.total_steps))
@@ -311,15 +317,16 @@ class PruneUnstructured(Modifier):
 
     def _update(self, sparsity: float) -> None:
         self.sparsity = sparsity
+        params = self.params
         with torch.no_grad():
             if self.config.scope == "global":
-                scores = torch.cat([p.detach().abs().flatten().cpu() for p in self.params.values()])
+                scores = torch.cat([p.detach().abs().flatten().cpu() for p in params.values()])
                 k = int(sparsity * scores.numel())
                 threshold = scores.kthvalue(k).values if k > 0 else torch.tensor(-1.0)
-                for name, p in self.params.items():
+                for name, p in params.items():
                     self.masks[name] = (p.detach().abs() > threshold.to(p.device))
             else:
-                for name, p in self.params.items():
+                for name, p in params.items():
                     k = int(sparsity * p.numel())
                     if k == 0:
                         self.masks[name] = torch.ones_like(p, dtype=torch.bool)
@@ -331,8 +338,14 @@ class PruneUnstructured(Modifier):
     def _apply(self) -> None:
         with torch.no_grad():
             for name, p in self.params.items():
-                if name in self.masks:
-                    p.mul_(self.masks[name])
+                mask = self.masks.get(name)
+                if mask is None:
+                    continue
+                if mask.shape != p.shape:  # structured pruning shrank it: recompute this one
+                    k = int(self.sparsity * p.numel())
+                    threshold = p.detach().abs().flatten().kthvalue(k).values if k else -1.0
+                    mask = self.masks[name] = p.detach().abs() > threshold
+                p.mul_(mask)
 
     def on_step(self, phase) -> None:
         cfg = self.config
@@ -343,12 +356,12 @@ class PruneUnstructured(Modifier):
             self._apply()
 
     def finish(self, phase) -> dict:
+        self.model = phase.model
         self._apply()
-        per_layer = {
-            name: round(float((p == 0).float().mean()), 4) for name, p in self.params.items()
-        }
-        zeros = sum(int((p == 0).sum()) for p in self.params.values())
-        total = sum(p.numel() for p in self.params.values())
+        params = self.params
+        per_layer = {name: round(float((p == 0).float().mean()), 4) for name, p in params.items()}
+        zeros = sum(int((p == 0).sum()) for p in params.values())
+        total = sum(p.numel() for p in params.values())
         return {
             "target_sparsity": self.sparsity,
             "achieved_sparsity": round(zeros / total, 4),

@@ -40,7 +40,10 @@ class QuantLinear(torch.nn.Module):
 
     def __init__(self, linear: torch.nn.Linear):
         super().__init__()
-        self.linear = linear
+        # The Linear's own parameters, not a copy and not a child module: names stay
+        # `...query.weight`, so the optimiser, pruning masks and checkpoints keep addressing them.
+        self.weight = linear.weight
+        self.bias = linear.bias
         self.exporting = False
         self.input_fq = FakeQuantize(
             observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
@@ -52,6 +55,14 @@ class QuantLinear(torch.nn.Module):
         )
         self.to(linear.weight.device)
 
+    def to_linear(self) -> torch.nn.Linear:
+        linear = torch.nn.Linear(
+            self.weight.shape[1], self.weight.shape[0], bias=self.bias is not None,
+            device=self.weight.device,
+        )
+        linear.weight, linear.bias = self.weight, self.bias
+        return linear
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.exporting:
             x = torch.fake_quantize_per_tensor_affine(
@@ -59,11 +70,11 @@ class QuantLinear(torch.nn.Module):
             )
             # (-128, 127) is the range ONNX accepts; symmetric scales never produce -128.
             w = torch.fake_quantize_per_channel_affine(
-                self.linear.weight, self.weight_fq.scale, self.weight_fq.zero_point.to(torch.int32),
+                self.weight, self.weight_fq.scale, self.weight_fq.zero_point.to(torch.int32),
                 0, -128, 127,
             )
-            return F.linear(x, w, self.linear.bias)
-        return F.linear(self.input_fq(x), self.weight_fq(self.linear.weight), self.linear.bias)
+            return F.linear(x, w, self.bias)
+        return F.linear(self.input_fq(x), self.weight_fq(self.weight), self.bias)
 
 
 def wrap_linears(model: torch.nn.Module, pattern: str) -> list[QuantLinear]:
@@ -83,7 +94,7 @@ def unwrap_linears(model: torch.nn.Module) -> None:
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, QuantLinear):
-                setattr(parent, child_name, child.linear)
+                setattr(parent, child_name, child.to_linear())
 
 
 class _LogitsOnly(torch.nn.Module):
@@ -132,6 +143,9 @@ class QATConfig(Strict):
     )
     targets: str = Field(r"encoder\.layer\.\d+\.", description="regex over Linear module names")
     parity_rows: int = Field(512, ge=1, description="validation rows for the ORT-vs-torch check")
+    calibration_batches: int = Field(
+        8, ge=1, le=1000, description="training batches that set the first ranges when QAT starts"
+    )
 
 
 @register_modifier
@@ -153,14 +167,36 @@ class QAT(Modifier):
         if cfg.start_epoch == 1:
             self._enable(phase, restart_selection=False)
 
-    def _enable(self, phase, restart_selection: bool = True) -> None:
+    def _enable(self, phase, restart_selection: bool = True, calibrate: bool = True) -> None:
         wrapped = wrap_linears(phase.model, self.config.targets)
         if not wrapped:
             raise EdgebertError(f"qat.targets: no Linear layer matches {self.config.targets!r}")
+        if calibrate:
+            self._calibrate(phase)
         self.enabled = True
         # Epochs before QAT ended with a float model: no candidates for the best QAT checkpoint.
         phase.restart_selection = restart_selection
         phase.log(f"qat: fake quantization on {len(wrapped)} Linear layers")
+
+    def _calibrate(self, phase) -> None:
+        """Observe a few training batches (eval mode: no dropout, no RNG) so every scale is set
+        before the first fake-quantized forward pass."""
+        from compress.data import make_collate
+
+        model = phase.model
+        was_training = model.training
+        model.eval()
+        collate = make_collate(phase.pad_id)
+        device = next(model.parameters()).device
+        size = phase.training.batch_size
+        with torch.no_grad():
+            for b in range(self.config.calibration_batches):
+                rows = range(b * size, min((b + 1) * size, len(phase.train_ids)))
+                if not rows:
+                    break
+                batch = collate([{"input_ids": phase.train_ids[i], "labels": 0} for i in rows])
+                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        model.train(was_training)
 
     def on_epoch_end(self, phase, metrics) -> None:
         if not self.enabled and phase.epoch + 1 == self.config.start_epoch:
@@ -215,8 +251,8 @@ class QAT(Modifier):
 
     def load_state_dict(self, phase, state: dict) -> None:
         """Re-wrap before the checkpoint's weights (and observer buffers) are loaded."""
-        if state.get("enabled") and not self.enabled:
-            self._enable(phase, restart_selection=False)
+        if state.get("enabled") and not self.enabled:  # ranges come from the checkpoint
+            self._enable(phase, restart_selection=False, calibrate=False)
         if state.get("frozen"):
             phase.model.apply(disable_observer)
             self.frozen = True
