@@ -30,6 +30,7 @@ class ExportOptions:
     parity_rows: int = 512
     max_abs_diff: float = 1e-4
     min_label_agreement: float = 0.99
+    enforce: Sequence[str] | None = None  # variants whose failed parity fails the export; None: all
     extra_onnx: dict[str, Path] = field(default_factory=dict)  # e.g. a QAT-exported graph
 
 
@@ -40,6 +41,7 @@ class ExportResult:
     parity: dict[str, dict]
     sizes: dict[str, int]
     op_counts: dict[str, dict[str, int]]
+    enforce: Sequence[str] | None = None
 
     @property
     def failures(self) -> list[str]:
@@ -48,7 +50,8 @@ class ExportResult:
             + (f" (limit {p['max_abs_diff_limit']:.0e})" if p["max_abs_diff_limit"] else "")
             + f", labels agree {p['label_agreement']:.2%}"
             + (f" (need {p['min_label_agreement']:.0%})" if p["min_label_agreement"] else "")
-            for name, p in self.parity.items() if not p["passed"]
+            for name, p in self.parity.items()
+            if not p["passed"] and (self.enforce is None or name in self.enforce)
         ]
 
 
@@ -115,4 +118,5 @@ def export_model(
         parity=parity,
         sizes={name: path.stat().st_size for name, path in files.items()},
         op_counts={name: fused_op_counts(path) for name, path in files.items() if path.suffix == ".onnx"},
+        enforce=options.enforce,
     )

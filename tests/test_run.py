@@ -170,3 +170,16 @@ def test_export_before_training_is_refused(tmp_path, tiny_data):
     text = f"name: x\ndata: {{train: {tiny_data / 'train.jsonl'}}}\nstages:\n  - type: export\n"
     with pytest.raises(EdgebertError, match="no training stage comes before export"):
         parse_recipe(text, "r.yaml")
+
+
+def test_parity_enforce_limits_which_variants_fail_the_stage(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    recipe = tmp_path / "enforce.yaml"
+    recipe.write_text(
+        tiny_recipe(tiny_model_dir, tiny_data, epochs=1)
+        + "  - type: export\n    optimize: false\n    quantize: [dynamic]\n"
+        + "    parity: {rows: 32, min_label_agreement: 0.0, max_abs_diff: 1.0e-12, enforce: [dynamic_int8]}\n"
+    )
+    run_dir, metrics, _ = run_ok(run_cli, recipe, tmp_path / "runs")
+    parity = metrics["export"]["parity"]
+    assert not parity["fp32"]["passed"]  # failed, reported, but not enforced
+    assert parity["dynamic_int8"]["passed"]

@@ -23,6 +23,10 @@ class Parity(Strict):
     rows: int = Field(512, ge=1, description="validation rows compared with PyTorch")
     max_abs_diff: float = Field(1e-4, gt=0, description="fp32: max |logit difference|")
     min_label_agreement: float = Field(0.99, ge=0, le=1, description="INT8: labels that agree")
+    enforce: list[str] | None = Field(
+        None, description="variants whose failed check fails the stage (default: all); the "
+        "others, e.g. a PTQ baseline, are measured and reported only",
+    )
 
 
 class ExportConfig(StageConfig):
@@ -64,6 +68,7 @@ class ExportStage(Stage):
             parity_rows=self.config.parity.rows,
             max_abs_diff=self.config.parity.max_abs_diff,
             min_label_agreement=self.config.parity.min_label_agreement,
+            enforce=self.config.parity.enforce,
         )
         out_dir = ctx.run_dir.stage_dir(self.index, self.name) / "onnx"
         result = export_model(
