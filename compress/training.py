@@ -117,6 +117,19 @@ class TrainingPhase:
         )
         self.pad_id = self.tokenizer.pad_token_id or 0
 
+    def leading_batches(self, count: int):
+        """The first `count` training batches in file order, on the model's device: for
+        importance scoring and QAT calibration, which must not consume the shuffle."""
+        collate = make_collate(self.pad_id)
+        device = next(self.model.parameters()).device
+        size = self.training.batch_size
+        for start in range(0, min(count * size, len(self.train_ids)), size):
+            rows = range(start, min(start + size, len(self.train_ids)))
+            batch = collate(
+                [{"input_ids": self.train_ids[i], "labels": self.train_labels[i]} for i in rows]
+            )
+            yield {k: v.to(device) for k, v in batch.items() if k != "row"}
+
     def evaluate(self, model=None) -> dict:
         logits = batched_logits(
             model or self.model, self.eval_ids, self.training.eval_batch_size, self.pad_id

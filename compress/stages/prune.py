@@ -23,7 +23,6 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from compress.data import make_collate
 from compress.errors import EdgebertError
 from compress.recipe import Strict
 from compress.stages.base import Modifier
@@ -66,21 +65,13 @@ def score_importance(phase, method: str, batches: int) -> tuple[list[torch.Tenso
     model = phase.model
     layers = encoder_layers(model)
     grads_needed = method == "taylor"
-    accum: dict[int, torch.Tensor] = {}
     if grads_needed:
-        model.eval()
+        was_training = model.training
+        model.eval()  # no dropout: scores are a property of the weights, not of an RNG draw
         model.zero_grad(set_to_none=True)
-        collate = make_collate(phase.pad_id)
-        device = next(model.parameters()).device
-        size = phase.training.batch_size
-        for b in range(batches):
-            rows = list(range(b * size, min((b + 1) * size, len(phase.train_ids))))
-            if not rows:
-                break
-            batch = collate([{"input_ids": phase.train_ids[i], "labels": phase.train_labels[i]} for i in rows])
-            out = model(**{k: v.to(device) for k, v in batch.items()})
-            out.loss.backward()
-        model.train()
+        for batch in phase.leading_batches(batches):
+            model(**batch).loss.backward()
+        model.train(was_training)
 
     def weight_score(param: torch.Tensor) -> torch.Tensor:
         if grads_needed:

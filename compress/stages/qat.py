@@ -181,21 +181,12 @@ class QAT(Modifier):
     def _calibrate(self, phase) -> None:
         """Observe a few training batches (eval mode: no dropout, no RNG) so every scale is set
         before the first fake-quantized forward pass."""
-        from compress.data import make_collate
-
         model = phase.model
         was_training = model.training
         model.eval()
-        collate = make_collate(phase.pad_id)
-        device = next(model.parameters()).device
-        size = phase.training.batch_size
         with torch.no_grad():
-            for b in range(self.config.calibration_batches):
-                rows = range(b * size, min((b + 1) * size, len(phase.train_ids)))
-                if not rows:
-                    break
-                batch = collate([{"input_ids": phase.train_ids[i], "labels": 0} for i in rows])
-                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            for batch in phase.leading_batches(self.config.calibration_batches):
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         model.train(was_training)
 
     def on_epoch_end(self, phase, metrics) -> None:
