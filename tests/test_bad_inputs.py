@@ -7,7 +7,6 @@ what a user's shell sees.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -1,6 +1,5 @@
 """Distillation, structured and unstructured pruning, alone and composed in one recipe."""
 
-import json
 import math
 
 import pytest

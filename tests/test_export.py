@@ -1,13 +1,12 @@
 """ONNX export, PTQ, parity and the .ort format on a tiny random BERT."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from export.errors import ExportError
-from export.onnx_export import OPSET, export_onnx, fused_op_counts
+from export.onnx_export import OPSET, export_onnx
 from export.parity import compare_logits
 from export.pipeline import ExportOptions, export_model
 from tests.conftest import sample_rows

@@ -3,7 +3,6 @@ ends; Ctrl-C stops cleanly with a checkpoint; completed stages are not redone.""
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -102,7 +101,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_d
 
     code, out, err = run_cli("run", "--resume", killed)
     assert code == 0, err
-    assert "resuming after 1 stages" in err and f"resumed from" in err
+    assert "resuming after 1 stages" in err and "resumed from" in err
     assert (killed / "stages/00-finetune/model/model.safetensors").stat().st_mtime_ns == first_stage_mtime
     assert weights_digest(killed, "00-finetune") == first_stage_weights
     assert final_metrics(killed) == final_metrics(tmp_path / "straight")

@@ -1,7 +1,3 @@
-import json
-from types import SimpleNamespace
-
-import pytest
 import torch
 
 from compress.data import make_collate

@@ -12,7 +12,6 @@ saved float checkpoint loads with plain `from_pretrained`.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import torch
