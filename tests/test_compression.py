@@ -174,7 +174,12 @@ def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(tmp_path
     assert metrics["student"]["best_epoch"] >= 2  # epoch 1 (float) is no QAT candidate
     graph = onnx.load(qat["onnx"])
     ops = collections.Counter(n.op_type for n in graph.graph.node)
-    assert ops["QuantizeLinear"] >= 12 and ops["DequantizeLinear"] >= 12  # 6 Linear x 2 layers
+    assert ops["DequantizeLinear"] >= 20  # 12 weights + inputs (query/key/value share one)
+    assert qat["int8_weight_tensors"] == 12  # weights stored as int8, not float + QuantizeLinear
+    int8_matrices = [i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
+    assert len(int8_matrices) == 12
+    float_matrices = [i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2]
+    assert len(float_matrices) == 5  # 3 embedding tables, pooler, classifier: the rest is int8
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(qat["onnx"], options, providers=["CPUExecutionProvider"])

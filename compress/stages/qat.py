@@ -29,6 +29,7 @@ from compress.recipe import Strict
 from compress.rundir import write_json_atomic
 from compress.stages.base import Modifier
 from compress.stages.registry import register_modifier
+from export.qdq import fold_weight_quantization
 
 QAT_ONNX = "model_qat_int8.onnx"
 
@@ -213,6 +214,7 @@ class QAT(Modifier):
         fake_quant_logits = batched_logits(model, phase.eval_ids, phase.training.eval_batch_size, phase.pad_id)
         fake_quant = classification_metrics(phase.eval_labels, fake_quant_logits.argmax(-1), phase.label_names)
         onnx_path = export_qat_onnx(model, out_dir / QAT_ONNX)
+        folded = fold_weight_quantization(onnx_path)
         phase.tokenizer.save_pretrained(str(out_dir))
         unwrap_linears(model)
         model.config.save_pretrained(str(out_dir))
@@ -231,6 +233,7 @@ class QAT(Modifier):
             "enabled": True,
             "onnx": str(onnx_path),
             "onnx_bytes": onnx_path.stat().st_size,
+            "int8_weight_tensors": folded,
             "freeze_step": self.freeze_step,
             "fake_quant_validation": {k: fake_quant[k] for k in ("accuracy", "macro_f1")},
             "ort_label_agreement_with_fake_quant": agreement,
