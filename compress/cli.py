@@ -116,8 +116,22 @@ def _parse_list(value: str, what: str, cast=int) -> list:
         raise EdgebertError(f"{what}: expected a comma-separated list, got {value!r}") from None
 
 
-def _eval_texts(dataset: Optional[str], split: str, texts_file: Optional[Path]):
-    """(texts, labels or None, label) from a staged data set, a text file, or the shipped sample."""
+DEFAULT_CLEAN = ["nfkc", "remove_control", "collapse_whitespace"]
+
+
+def _clean_steps_of(model: Path) -> list[str]:
+    """The cleaning a model was trained with (its edgebert.json, beside an ONNX file too)."""
+    from compress.modeling import read_meta
+
+    folder = model if model.is_dir() else model.parent
+    return list(read_meta(folder).get("clean", DEFAULT_CLEAN)) if folder.is_dir() else DEFAULT_CLEAN
+
+
+def _eval_texts(
+    dataset: Optional[str], split: str, texts_file: Optional[Path], clean_steps: list[str]
+):
+    """(texts, labels or None, label) from a staged data set, a text file, or the shipped sample,
+    cleaned the way the model was trained."""
     from compress.cleaning import make_cleaner
     from compress.data import find_split_file, read_label_names, read_split, resolve_dataset
     from compress.predict import read_texts
@@ -128,8 +142,7 @@ def _eval_texts(dataset: Optional[str], split: str, texts_file: Optional[Path]):
     path = find_split_file(folder, split)
     if path is None:
         raise EdgebertError(f"dataset '{folder.name}' has no '{split}' split")
-    clean = make_cleaner(["nfkc", "remove_control", "collapse_whitespace"])
-    rows = read_split(path, read_label_names(folder / "labels.json"), clean)
+    rows = read_split(path, read_label_names(folder / "labels.json"), make_cleaner(clean_steps))
     return rows.texts, rows.labels, f"{folder.name} {split}"
 
 
@@ -148,7 +161,7 @@ def export_command(
     from export.pipeline import ExportOptions, export_model
 
     modes = _parse_list(quantize, "--quantize", str)
-    parity_texts, _, _ = _eval_texts(dataset, "validation", texts)
+    parity_texts, _, _ = _eval_texts(dataset, "validation", texts, _clean_steps_of(model_dir))
     options = ExportOptions(
         quantize=modes, ort_format=ort, parity_rows=parity_rows,
         min_label_agreement=min_label_agreement,
@@ -186,7 +199,9 @@ def bench_command(
         if name in named:
             raise EdgebertError(f"two models are named '{name}': use NAME=PATH")
         named[name] = path_obj
-    eval_texts, labels, label = _eval_texts(dataset, split, texts)
+    eval_texts, labels, label = _eval_texts(
+        dataset, split, texts, _clean_steps_of(next(iter(named.values())))
+    )
     report = run_benchmark(
         named, eval_texts, labels, dataset=label, batch_sizes=_parse_list(batch, "--batch"),
         seq_lengths=_parse_list(seq, "--seq"), threads=threads, provider=provider,

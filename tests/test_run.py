@@ -183,3 +183,13 @@ def test_parity_enforce_limits_which_variants_fail_the_stage(tmp_path, tiny_mode
     parity = metrics["export"]["parity"]
     assert not parity["fp32"]["passed"]  # failed, reported, but not enforced
     assert parity["dynamic_int8"]["passed"]
+
+
+def test_cli_bench_and_export_clean_texts_as_the_model_was_trained(tmp_path):
+    from compress.cli import DEFAULT_CLEAN, _clean_steps_of
+
+    (tmp_path / "edgebert.json").write_text('{"clean": ["strip_html", "lower"], "max_length": 32}')
+    (tmp_path / "model.onnx").write_bytes(b"")
+    assert _clean_steps_of(tmp_path) == ["strip_html", "lower"]
+    assert _clean_steps_of(tmp_path / "model.onnx") == ["strip_html", "lower"]
+    assert _clean_steps_of(tmp_path / "elsewhere" / "m.onnx") == DEFAULT_CLEAN

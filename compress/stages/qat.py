@@ -218,11 +218,15 @@ class QAT(Modifier):
         phase.tokenizer.save_pretrained(str(out_dir))
         unwrap_linears(model)
         model.config.save_pretrained(str(out_dir))
-        write_json_atomic(out_dir / "edgebert.json", {"max_length": phase.max_length, "quantization": "qat"})
+        ctx = phase.extra.get("ctx")
+        clean = list(ctx.recipe.data.clean) if ctx is not None else []
+        write_json_atomic(
+            out_dir / "edgebert.json",
+            {"max_length": phase.max_length, "clean": clean, "quantization": "qat"},
+        )
         rows = min(self.config.parity_rows, len(phase.eval_texts))
         ort_logits = open_model(onnx_path).logits(phase.eval_texts[:rows])
         agreement = float((ort_logits.argmax(-1) == fake_quant_logits[:rows].argmax(-1)).mean())
-        ctx = phase.extra.get("ctx")
         if ctx is not None:
             ctx.artifacts.setdefault(phase.extra.get("stage_name", "train"), {})["qat_int8"] = onnx_path
         phase.log(
