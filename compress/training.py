@@ -216,6 +216,7 @@ class TrainingPhase:
         best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
         running, seen, start_epoch, skip_batches = 0.0, 0, 1, 0
         resume_generator = None
+        stopped_early = False
         if checkpoint_dir is not None:
             recover_replaced_dir(checkpoint_dir)
         if checkpoint_dir is not None and (checkpoint_dir / "state.json").is_file():
@@ -232,6 +233,8 @@ class TrainingPhase:
             self.history = counters["history"]
             best_score, best_epoch, stale = counters["best_score"], counters["best_epoch"], counters["stale"]
             running, seen = counters["running_loss"], counters["seen"]
+            self.epoch = counters["epoch"]
+            stopped_early = counters.get("finished", False)
             if counters["epoch_done"]:
                 # Saved after the epoch's shuffle draws: the next epoch shuffles as it would have.
                 start_epoch = counters["epoch"] + 1
@@ -253,7 +256,7 @@ class TrainingPhase:
                     "step": self.step, "epoch": epoch, "batches_done": batches_done,
                     "epoch_done": epoch_done, "best_score": best_score, "best_epoch": best_epoch,
                     "stale": stale, "running_loss": running, "seen": seen,
-                    "history": self.history,
+                    "history": self.history, "finished": finished,
                 },
             )
 
@@ -266,7 +269,7 @@ class TrainingPhase:
             console=Console(stderr=True),
         )
         seen_at_start = seen
-        finished = self.step >= self.total_steps
+        finished = stopped_early or self.step >= self.total_steps
         with progress, interrupted:
             task = progress.add_task(
                 "train", total=self.total_steps, completed=self.step, loss=running, rate=0.0
