@@ -139,6 +139,7 @@ def open_model(path: Path | str, threads: int | None = None, provider: str = "cp
     )
     if kind == "torch":
         import torch
+        from safetensors import SafetensorError
         from transformers import AutoModelForSequenceClassification
 
         if threads:
@@ -147,7 +148,7 @@ def open_model(path: Path | str, threads: int | None = None, provider: str = "cp
             runner.torch_model = AutoModelForSequenceClassification.from_pretrained(
                 str(folder), use_safetensors=True
             ).eval()
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             raise BenchError(f"{folder}: cannot load model ({_short(exc)})") from None
         runner.input_names = ["input_ids", "attention_mask"]
     else:

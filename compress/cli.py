@@ -92,7 +92,7 @@ def run(
 
 @app.command()
 def predict(
-    model_dir: Path = typer.Argument(..., help="a saved model directory"),
+    model_dir: Path = typer.Argument(..., help="a saved model directory, .onnx or .ort file"),
     text: Optional[str] = typer.Argument(None, help="text to classify"),
     file: Optional[Path] = typer.Option(None, "--file", help="a .txt (one per line) or .jsonl"),
 ) -> None:

@@ -64,11 +64,6 @@ def read_meta(model_dir: Path) -> dict:
         raise EdgebertError(f"{path}: unreadable ({exc})") from None
 
 
-def label_names_of(model) -> list[str]:
-    id2label = model.config.id2label
-    return [id2label[i] for i in range(len(id2label))]
-
-
 def save_classifier(model, tokenizer, target: Path, meta: dict) -> Path:
     """Write model (safetensors), tokenizer and edgebert.json, then swap into place."""
     target.parent.mkdir(parents=True, exist_ok=True)

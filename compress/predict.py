@@ -5,62 +5,56 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
+import numpy as np
 
+from bench.runtime import open_model
 from compress.cleaning import make_cleaner
 from compress.errors import EdgebertError
-from compress.modeling import label_names_of, load_classifier, load_tokenizer, read_meta
+from compress.modeling import read_meta
 
 MAX_CHARS = 100_000
 
 
 class Predictor:
-    """A saved classifier plus the cleaning and max length it was trained with."""
+    """A saved classifier (PyTorch directory, .onnx or .ort, through bench's one runtime) plus
+    the cleaning and max length it was trained with."""
 
-    def __init__(self, model_dir: Path):
-        if not model_dir.is_dir():
-            raise EdgebertError(f"model directory not found: {model_dir}")
-        meta = read_meta(model_dir)
-        self.clean = make_cleaner(meta.get("clean", []))
-        self.max_length = int(meta.get("max_length", 128))
-        self.tokenizer = load_tokenizer(model_dir)
-        self.model = load_classifier(model_dir).eval()
-        self.labels = label_names_of(self.model)
+    def __init__(self, model: Path):
+        if not model.exists():
+            raise EdgebertError(f"model directory not found: {model}")
+        self.runner = open_model(model)
+        folder = model if model.is_dir() else model.parent
+        self.clean = make_cleaner(read_meta(folder).get("clean", []))
         self.warnings: list[str] = []
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
+    def predict(self, texts: list[str]) -> list[dict]:
         cleaned = []
         for i, text in enumerate(texts):
-            text = text[:MAX_CHARS]
-            value = self.clean(text)
+            value = self.clean(text[:MAX_CHARS])
             if not value.strip():
                 raise EdgebertError(f"text {i + 1} is empty after cleaning")
             cleaned.append(value)
+        limit = self.runner.max_length
+        lengths = self.runner.tokenizer(cleaned, truncation=False, verbose=False)["input_ids"]
+        self.warnings += [
+            f"text {i + 1}: {len(ids)} tokens, truncated to {limit}"
+            for i, ids in enumerate(lengths) if len(ids) > limit
+        ]
+        logits = self.runner.logits(cleaned)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        labels = self.runner.label_names
         results = []
-        for start in range(0, len(cleaned), batch_size):
-            chunk = cleaned[start : start + batch_size]
-            lengths = self.tokenizer(chunk, truncation=False, verbose=False)["input_ids"]
-            for j, ids in enumerate(lengths):
-                if len(ids) > self.max_length:
-                    self.warnings.append(
-                        f"text {start + j + 1}: {len(ids)} tokens, truncated to {self.max_length}"
-                    )
-            batch = self.tokenizer(
-                chunk, truncation=True, max_length=self.max_length, padding=True,
-                return_tensors="pt",
+        for text, row in zip(texts, probs):
+            best = int(row.argmax())
+            results.append(
+                {
+                    "text": text,
+                    "label": labels[best],
+                    "score": round(float(row[best]), 6),
+                    "probs": {n: round(float(p), 6) for n, p in zip(labels, row)},
+                }
             )
-            with torch.inference_mode():
-                probs = self.model(**batch).logits.float().softmax(-1).numpy()
-            for text, row in zip(texts[start : start + batch_size], probs):
-                best = int(row.argmax())
-                results.append(
-                    {
-                        "text": text,
-                        "label": self.labels[best],
-                        "score": round(float(row[best]), 6),
-                        "probs": {n: round(float(p), 6) for n, p in zip(self.labels, row)},
-                    }
-                )
         return results
 
 

@@ -130,6 +130,12 @@ class TrainingPhase:
             )
             yield {k: v.to(device) for k, v in batch.items() if k != "row"}
 
+    def evaluate_texts(self, texts: list[str], labels: list[int]) -> dict:
+        """Metrics of the current model on other rows (e.g. the test split)."""
+        ids, _ = encode(self.tokenizer, texts, self.max_length)
+        logits = batched_logits(self.model, ids, self.training.eval_batch_size, self.pad_id)
+        return classification_metrics(labels, logits.argmax(-1), self.label_names)
+
     def evaluate(self, model=None) -> dict:
         logits = batched_logits(
             model or self.model, self.eval_ids, self.training.eval_batch_size, self.pad_id

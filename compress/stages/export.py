@@ -75,7 +75,6 @@ class ExportStage(Stage):
             model_dir, out_dir, data.validation.texts, options=options, log=ctx.log,
             calibration_texts=data.train.texts,
         )
-        self.result = result
         ctx.artifacts[self.name] = dict(result.files)
         metrics = {
             "files": {k: str(v) for k, v in result.files.items()},

@@ -11,13 +11,11 @@ from typing import Literal
 from pydantic import Field
 from transformers import set_seed
 
-from bench.metrics import classification_metrics
 from compress.modeling import load_classifier, load_tokenizer, save_classifier
 from compress.recipe import MetricName, StageConfig, TrainingConfig, modifier_list_type
 from compress.stages.base import Stage
 from compress.stages.registry import MODIFIERS, register_stage
-from compress.training import TrainingPhase, batched_logits
-from compress.data import encode
+from compress.training import TrainingPhase
 from compress.errors import EdgebertError
 from compress.stages.prune import encoder_layers
 
@@ -64,14 +62,11 @@ class FinetuneStage(Stage):
         self.model = load_classifier(self.model_dir, ctx.data.label_names)
         if self.config.keep_layers is not None:
             drop_layers(self.model, self.config.keep_layers, f"stages[{self.index}].keep_layers")
-        self.modifiers = [
-            MODIFIERS[name](cfg)
-            for entry in self.config.with_
-            for name, cfg in (
-                entry.items() if isinstance(entry, dict) else [(k, getattr(entry, k)) for k in
-                                                               type(entry).model_fields]
-            )
-        ]
+        # Each `with:` entry is a one-field model named after its modifier: {distill: {...}}.
+        self.modifiers = []
+        for entry in self.config.with_:
+            name = next(iter(type(entry).model_fields))
+            self.modifiers.append(MODIFIERS[name](getattr(entry, name)))
 
     def _seed(self, ctx) -> int:
         seed = self.config.training.seed
@@ -107,14 +102,7 @@ class FinetuneStage(Stage):
         result["parameters"] = self.model.num_parameters()
         result["validation"] = phase.evaluate()
         if data.test is not None:
-            ids, _ = encode(self.tokenizer, data.test.texts, recipe.data.max_length)
-            logits = batched_logits(
-                self.model, ids, self.config.training.eval_batch_size, phase.pad_id
-            )
-            result["test"] = classification_metrics(
-                data.test.labels, logits.argmax(-1), data.label_names
-            )
-        self.result = result
+            result["test"] = phase.evaluate_texts(data.test.texts, data.test.labels)
         return result
 
     def finish(self, ctx) -> None:
