@@ -10,6 +10,44 @@ from pathlib import Path
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve")
 
 
+# INT8 multiply-accumulates per cycle and core, by instruction set (8-bit products per vector
+# dot-product instruction x instructions per cycle). Estimates for a roofline, not measurements:
+# AVX-512 VNNI: VPDPBUSD zmm = 64 MACs; AMD Zen 4 issues one per cycle (two 256-bit halves),
+# Intel server cores with two 512-bit FMA ports two. AVX-VNNI / AVX2 (VPMADDUBSW+VPMADDWD): 32.
+# ARM dotprod: SDOT on 128-bit = 16 MACs, two pipes.
+_MACS_PER_CYCLE = (
+    ("avx512_vnni", "AMD", 64),
+    ("avx512_vnni", "", 128),
+    ("avx_vnni", "", 64),
+    ("avx2", "", 32),
+    ("asimddp", "", 32),
+)
+
+
+def clock_ghz() -> float | None:
+    """The clock the kernel reports (a VM reports its nominal clock; boost may be higher)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1000.0
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def int8_peak_gmacs(info: dict) -> tuple[float, str] | None:
+    """(estimated INT8 GMAC/s peak of all cores, how it was computed) or None if unknown."""
+    ghz, cores = clock_ghz(), info.get("cpu_count")
+    if not ghz or not cores:
+        return None
+    vendor = info.get("cpu_model") or ""
+    for flag, vendor_prefix, per_cycle in _MACS_PER_CYCLE:
+        if flag in info.get("cpu_flags", []) and vendor.startswith(vendor_prefix):
+            basis = f"{cores} cores x {per_cycle} MACs/cycle ({flag}) x {ghz:.2f} GHz"
+            return cores * per_cycle * ghz, basis
+    return None
+
+
 def machine_info() -> dict:
     info = {
         "platform": platform.platform(),

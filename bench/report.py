@@ -80,38 +80,90 @@ def pareto_png(report: BenchReport) -> bytes | None:
     return buffer.getvalue()
 
 
-def markdown(report: BenchReport) -> str:
-    m = report.machine
-    lines = [
-        f"Machine: {m.cpu_model or m.machine}, {m.cpu_count} cores, {m.threads} threads, "
-        f"flags {', '.join(m.cpu_flags) or 'none'}, onnxruntime {m.onnxruntime}"
-        + (" (emulated: timings are not hardware figures)" if m.emulated else ""),
-        "",
-        "| model | kind | size MB | zip MB | batch | seq | p50 ms | p90 ms | p99 ms | seq/s | x baseline | accuracy | macro-F1 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+MODEL_HEAD = ["model", "kind", "size MB", "zip MB", "batch", "seq", "p50 ms", "p90 ms", "p99 ms",
+              "seq/s", "x baseline", "GMAC/s", "% INT8 peak", "accuracy", "macro-F1"]
+TRAFFIC_HEAD = ["model", "batch", "texts", "mean tokens", "seq/s end to end", "x padded"]
+STAGE_HEAD = ["stage", "accuracy", "macro-F1", "parameters", "size MB", "wall s"]
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def model_rows(report: BenchReport) -> list[list[str]]:
+    """One row per model and (batch, seq): the table both Markdown and HTML show."""
+    peak = report.machine.int8_peak_gmacs
+    rows = []
     for model in report.models:
         acc = model.accuracy
         for lat in model.latency:
-            ratio = f"{lat.ratio_to_baseline_p50:.2f}" if lat.ratio_to_baseline_p50 else ""
-            lines.append(
-                f"| {model.name} | {model.kind} | {model.size_bytes / 1e6:.1f} | "
-                f"{(model.zipped_bytes or 0) / 1e6:.1f} | {lat.batch_size} | {lat.seq_length} | "
-                f"{lat.p50_ms:.2f} | {lat.p90_ms:.2f} | {lat.p99_ms:.2f} | "
-                f"{lat.throughput_seq_per_s:.1f} | {ratio} | "
-                f"{f'{acc.accuracy:.4f}' if acc else ''} | {f'{acc.macro_f1:.4f}' if acc else ''} |"
-            )
+            rows.append([
+                model.name, model.kind, f"{model.size_bytes / 1e6:.1f}",
+                f"{(model.zipped_bytes or 0) / 1e6:.1f}", str(lat.batch_size), str(lat.seq_length),
+                f"{lat.p50_ms:.2f}", f"{lat.p90_ms:.2f}", f"{lat.p99_ms:.2f}",
+                f"{lat.throughput_seq_per_s:.1f}", _fmt(lat.ratio_to_baseline_p50, ".2f"),
+                _fmt(lat.gmacs_per_s, ".0f"),
+                _fmt(lat.gmacs_per_s and peak and 100 * lat.gmacs_per_s / peak, ".0f"),
+                _fmt(acc and acc.accuracy, ".4f"), _fmt(acc and acc.macro_f1, ".4f"),
+            ])
+    return rows
+
+
+def traffic_rows(report: BenchReport) -> list[list[str]]:
+    return [
+        [m.name, str(t.batch_size), str(t.texts), f"{t.mean_tokens:.1f}", f"{t.seq_per_s:.1f}",
+         _fmt(t.ratio_to_padded, ".2f")]
+        for m in report.models if (t := m.traffic) is not None
+    ]
+
+
+def stage_rows(report: BenchReport) -> list[list[str]]:
+    return [
+        [row.stage, _fmt(row.accuracy, ".4f"), _fmt(row.macro_f1, ".4f"),
+         _fmt(row.parameters, ","), _fmt(row.size_bytes and row.size_bytes / 1e6, ".1f"),
+         _fmt(row.wall_seconds, ".0f")]
+        for row in report.stages
+    ]
+
+
+def _machine_line(report: BenchReport) -> str:
+    m = report.machine
+    line = (
+        f"{m.cpu_model or m.machine}, {m.cpu_count} cores, {m.threads} threads, "
+        f"flags {', '.join(m.cpu_flags) or 'none'}, onnxruntime {m.onnxruntime}"
+    )
+    if m.int8_peak_gmacs:
+        line += f"; INT8 peak estimate {m.int8_peak_gmacs:.0f} GMAC/s ({m.int8_peak_basis})"
+    return line
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    align = ["---" if i == 0 or head[i] == "kind" else "---:" for i in range(len(head))]
+    return ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|",
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def markdown(report: BenchReport) -> str:
+    lines = [
+        "Machine: " + _machine_line(report)
+        + (" (emulated: timings are not hardware figures)" if report.machine.emulated else ""),
+        "",
+        *_md_table(MODEL_HEAD, model_rows(report)),
+    ]
+    traffic = traffic_rows(report)
+    if traffic:
+        lines += ["", "Real traffic (tokenization included, length-bucketed dynamic padding):", "",
+                  *_md_table(TRAFFIC_HEAD, traffic)]
     if report.stages:
-        lines += ["", "| stage | accuracy | macro-F1 | parameters | size MB | wall s |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        for row in report.stages:
-            fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
-            lines.append(
-                f"| {row.stage} | {fmt(row.accuracy, '.4f')} | {fmt(row.macro_f1, '.4f')} | "
-                f"{fmt(row.parameters, ',')} | {fmt(row.size_bytes and row.size_bytes / 1e6, '.1f')} | "
-                f"{fmt(row.wall_seconds, '.0f')} |"
-            )
+        lines += ["", *_md_table(STAGE_HEAD, stage_rows(report))]
     return "\n".join(lines) + "\n"
+
+
+def _html_table(table_id: str, head: list[str], rows: list[list[str]]) -> str:
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f'<table id="{table_id}"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{cells}</table>'
 
 
 def html_page(report: BenchReport) -> str:
@@ -120,42 +172,23 @@ def html_page(report: BenchReport) -> str:
         f'<img alt="latency vs accuracy Pareto plot" src="data:image/png;base64,'
         f'{base64.b64encode(png).decode()}">' if png else "<p>(no accuracy data: no plot)</p>"
     )
-    rows = []
-    for model in report.models:
-        for lat in model.latency:
-            acc = model.accuracy
-            rows.append(
-                "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in [
-                    model.name, model.kind, f"{model.size_bytes / 1e6:.1f}", lat.batch_size,
-                    lat.seq_length, f"{lat.p50_ms:.2f}", f"{lat.p90_ms:.2f}", f"{lat.p99_ms:.2f}",
-                    f"{lat.throughput_seq_per_s:.1f}",
-                    f"{lat.ratio_to_baseline_p50:.2f}" if lat.ratio_to_baseline_p50 else "",
-                    f"{acc.accuracy:.4f}" if acc else "", f"{acc.macro_f1:.4f}" if acc else "",
-                ]) + "</tr>"
-            )
-    stage_rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape('' if v is None else str(v))}</td>" for v in [
-            s.stage, s.accuracy and f"{s.accuracy:.4f}", s.macro_f1 and f"{s.macro_f1:.4f}",
-            s.parameters, s.size_bytes and f"{s.size_bytes / 1e6:.1f}", s.wall_seconds,
-        ]) + "</tr>"
-        for s in report.stages
-    )
     m = report.machine
-    head = ["model", "kind", "size MB", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "seq/s",
-            "x baseline", "accuracy", "macro-F1"]
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgebert benchmark</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}</style>
 </head><body>
 <h1>edgebert benchmark</h1>
-<p>{html.escape(f"{m.cpu_model or m.machine}, {m.cpu_count} cores, {m.threads} threads, flags {', '.join(m.cpu_flags) or 'none'}, onnxruntime {m.onnxruntime}, {report.created}")}
+<p>{html.escape(_machine_line(report) + ", " + report.created)}
 {'<b>emulated: timings are not hardware figures</b>' if m.emulated else ''}</p>
 {image}
 <h2>Models</h2>
-<table id="models"><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(rows)}</table>
+{_html_table("models", MODEL_HEAD, model_rows(report))}
+<h2>Real traffic</h2>
+<p>Every evaluation text end to end, tokenization included, length-bucketed dynamic padding.</p>
+{_html_table("traffic", TRAFFIC_HEAD, traffic_rows(report))}
 <h2>Stages</h2>
-<table id="stages"><tr><th>stage</th><th>accuracy</th><th>macro-F1</th><th>parameters</th><th>size MB</th><th>wall s</th></tr>{stage_rows}</table>
+{_html_table("stages", STAGE_HEAD, stage_rows(report))}
 </body></html>
 """
 

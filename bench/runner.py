@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from dataclasses import replace
 import io
 import time
 import zipfile
@@ -18,8 +19,10 @@ from bench.errors import BenchError
 from bench.latency import interleaved_timings, latency_stats
 from bench.machine import machine_info
 from bench.metrics import classification_metrics
-from bench.runtime import ModelRunner, open_model
-from bench.schema import Accuracy, BenchReport, Latency, Machine, ModelResult, StageRow
+from bench.macs import graph_macs
+from bench.machine import int8_peak_gmacs
+from bench.runtime import ModelRunner, RuntimeSettings, open_model
+from bench.schema import Accuracy, BenchReport, Latency, Machine, ModelResult, StageRow, Traffic
 
 
 def zipped_size(path: Path) -> int:
@@ -50,11 +53,17 @@ def run_benchmark(
     min_runs: int = 10,
     stages: list[dict] | None = None,
     console: Console | None = None,
+    settings: dict[str, RuntimeSettings] | None = None,
+    traffic_batch_size: int | None = 32,
+    traffic_rounds: int = 3,
 ) -> BenchReport:
     """Load every model, score it on (texts, labels), then time all of them interleaved.
 
     Latency inputs are real texts padded/truncated to each fixed sequence length, so every model
-    sees identical feeds. Accuracy uses dynamic padding (what `predict` does).
+    sees identical feeds. Accuracy uses dynamic padding (what `predict` does). `settings` gives
+    some models other ORT runtime settings (the same file may appear under several names).
+    "Real traffic" then runs every text end to end (tokenize + length-bucketed batches of
+    `traffic_batch_size`), as a server with dynamic padding would.
     """
     import onnxruntime
 
@@ -74,7 +83,9 @@ def run_benchmark(
     for name, path in models.items():
         gc.collect()
         before = process.memory_info().rss
-        runner = open_model(path, threads=threads, provider=provider)
+        chosen = (settings or {}).get(name) or RuntimeSettings()
+        runner = open_model(path, provider=provider,
+                            settings=replace(chosen, threads=chosen.threads or threads))
         runner.run(runner.encode(_texts_for(max(batch_sizes), texts), pad_to=max(seq_lengths)))
         growth = (process.memory_info().rss - before) / 2**20
         runners[name] = runner
@@ -89,6 +100,7 @@ def run_benchmark(
             name=name, path=str(path), kind=runner.kind, provider=provider,
             size_bytes=runner.size_bytes, zipped_bytes=zipped_size(runner.path),
             rss_growth_mb=round(growth, 1), latency=[], accuracy=accuracy,
+            settings=runner.settings.as_dict() if runner.kind != "torch" else {"threads": runner.settings.threads},
         )
         console.print(f"loaded {name} ({runner.kind}, {runner.size_bytes / 1e6:.1f} MB)", markup=False)
     if baseline is not None and predictions:
@@ -103,7 +115,7 @@ def run_benchmark(
             progress.update(task, description=f"batch {batch_size} x seq {seq_length}")
             batch_texts = _texts_for(batch_size, texts)
             feeds = {name: r.encode(batch_texts, pad_to=seq_length) for name, r in runners.items()}
-            calls = {name: (lambda r=r, f=feeds[name]: r.run(f)) for name, r in runners.items()}
+            calls = {name: r.bound(feeds[name]) for name, r in runners.items()}
             timings = interleaved_timings(calls, min_runs=min_runs, min_seconds=min_seconds)
             for name, runner in runners.items():
                 tokenize = []
@@ -112,11 +124,14 @@ def run_benchmark(
                     runner.encode(batch_texts, pad_to=seq_length)
                     tokenize.append((time.perf_counter() - t0) * 1000)
                 summary = latency_stats(timings[name])
+                macs = _macs(runner, batch_size, seq_length)
                 results[name].latency.append(
                     Latency(
                         batch_size=batch_size, seq_length=seq_length, **summary,
                         throughput_seq_per_s=batch_size * 1000.0 / summary["mean_ms"],
                         tokenize_p50_ms=float(np.median(tokenize)),
+                        macs=macs,
+                        gmacs_per_s=None if macs is None else macs / summary["p50_ms"] / 1e6,
                     )
                 )
             if baseline is not None:
@@ -124,15 +139,68 @@ def run_benchmark(
                 for result in results.values():
                     result.latency[-1].ratio_to_baseline_p50 = base / result.latency[-1].p50_ms
             progress.advance(task)
+    if traffic_batch_size:
+        _real_traffic(runners, results, texts, traffic_batch_size, traffic_rounds, seq_lengths)
     info = machine_info()
+    peak = int8_peak_gmacs(info)
     return BenchReport(
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         machine=Machine(
             platform=info["platform"], machine=info["machine"], cpu_model=info["cpu_model"],
             cpu_count=info["cpu_count"], cpu_flags=info["cpu_flags"], threads=threads,
             onnxruntime=onnxruntime.__version__,
+            int8_peak_gmacs=peak[0] if peak else None,
+            int8_peak_basis=peak[1] if peak else None,
         ),
         baseline=baseline,
         models=list(results.values()),
         stages=[StageRow(**row) for row in stages or []],
     )
+
+
+_MACS_CACHE: dict[tuple[str, int, int], int | None] = {}
+
+
+def _macs(runner: ModelRunner, batch_size: int, seq_length: int) -> int | None:
+    """Graph MACs of an .onnx model (None for PyTorch and .ort files, which onnx cannot read)."""
+    if runner.kind != "onnx":
+        return None
+    key = (str(runner.path), batch_size, seq_length)
+    if key not in _MACS_CACHE:
+        try:
+            _MACS_CACHE[key] = graph_macs(runner.path, batch_size, seq_length)
+        except (BenchError, ImportError):  # a runtime-only install may lack the onnx package
+            _MACS_CACHE[key] = None
+    return _MACS_CACHE[key]
+
+
+def _real_traffic(
+    runners: dict[str, ModelRunner],
+    results: dict[str, ModelResult],
+    texts: Sequence[str],
+    batch_size: int,
+    rounds: int,
+    seq_lengths: Sequence[int],
+) -> None:
+    """Every text end to end, tokenization included, in length-sorted batches (round robin)."""
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            t0 = time.perf_counter()
+            runner.logits(texts, batch_size=batch_size)
+            seconds[name].append(time.perf_counter() - t0)
+    for name, result in results.items():
+        runner = runners[name]
+        lengths = [len(ids) for ids in runner.tokenizer(
+            list(texts), truncation=True, max_length=runner.max_length)["input_ids"]]
+        best = float(np.median(seconds[name]))
+        padded = next(
+            (l.throughput_seq_per_s for l in result.latency
+             if l.batch_size == batch_size and l.seq_length == max(seq_lengths)), None,
+        )
+        rate = len(texts) / best
+        result.traffic = Traffic(
+            batch_size=batch_size, texts=len(texts), seconds=best, seq_per_s=rate,
+            mean_tokens=float(np.mean(lengths)),
+            ratio_to_padded=None if padded is None else rate / padded,
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,6 +57,83 @@ def read_max_length(folder: Path, default: int = 128) -> int:
     return default
 
 
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """ONNX Runtime knobs that change speed but never results; each is a benchmark lever.
+
+    Defaults are what measured best on small CPUs: sequential execution (one graph branch at a
+    time; BERT graphs have little branch parallelism), spinning worker threads, the memory
+    arena and pattern planner on, no I/O binding (plain `run` copies little on CPU).
+    """
+
+    threads: int | None = None
+    spinning: bool = True
+    memory_pattern: bool = True
+    cpu_arena: bool = True
+    parallel: bool = False
+    io_binding: bool = False
+    optimization: str = "all"
+
+    LEVELS = ("disable", "basic", "extended", "all")
+
+    @classmethod
+    def parse(cls, spec: str, base: "RuntimeSettings | None" = None) -> "RuntimeSettings":
+        """`threads=1,spinning=off,io_binding=on` (booleans: on/off, true/false, 1/0)."""
+        base = base or cls()
+        known = {f.name: f for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or key not in known:
+                raise BenchError(
+                    f"runtime setting '{item}': expected key=value with key one of {', '.join(known)}"
+                )
+            changes[key] = _setting_value(key, value.strip().lower())
+        return replace(base, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _setting_value(key: str, value: str) -> Any:
+    if key == "threads":
+        if not value.isdigit() or int(value) < 1:
+            raise BenchError(f"runtime setting threads: expected a positive integer, got '{value}'")
+        return int(value)
+    if key == "optimization":
+        if value not in RuntimeSettings.LEVELS:
+            raise BenchError(f"runtime setting optimization: expected one of {', '.join(RuntimeSettings.LEVELS)}")
+        return value
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise BenchError(f"runtime setting {key}: expected on or off, got '{value}'")
+
+
+def session_options(settings: RuntimeSettings):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[settings.optimization]
+    options.execution_mode = (
+        ort.ExecutionMode.ORT_PARALLEL if settings.parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+    )
+    options.inter_op_num_threads = 1
+    if settings.threads:
+        options.intra_op_num_threads = settings.threads
+    options.enable_mem_pattern = settings.memory_pattern
+    options.enable_cpu_mem_arena = settings.cpu_arena
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spinning else "0")
+    options.log_severity_level = 3
+    return options
+
+
 @dataclass
 class ModelRunner:
     """A loaded classifier: `encode` texts to arrays, `run` arrays to logits."""
@@ -69,6 +146,7 @@ class ModelRunner:
     session: Any = None
     torch_model: Any = None
     input_names: list[str] = field(default_factory=list)
+    settings: RuntimeSettings = field(default_factory=RuntimeSettings)
 
     @property
     def size_bytes(self) -> int:
@@ -99,6 +177,24 @@ class ModelRunner:
             tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
             return self.torch_model(**tensors).logits.float().numpy()
 
+    def bound(self, feeds: dict[str, np.ndarray]):
+        """A zero-argument call on fixed feeds, as a server with pre-allocated inputs runs it.
+
+        With `io_binding`, inputs and the output are bound to the session once, so repeated
+        calls skip ORT's per-call input checks and output allocation."""
+        if self.session is None or not self.settings.io_binding:
+            return lambda: self.run(feeds)
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        binding.bind_output("logits")
+
+        def call() -> np.ndarray:
+            self.session.run_with_iobinding(binding)
+            return binding.get_outputs()[0].numpy()
+
+        return call
+
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Logits for many texts, batched by length (little padding), in input order."""
         lengths = [len(t) for t in texts]
@@ -110,22 +206,20 @@ class ModelRunner:
         return out
 
 
-def session_options(threads: int | None):
-    import onnxruntime as ort
+def open_model(
+    path: Path | str,
+    threads: int | None = None,
+    provider: str = "cpu",
+    settings: RuntimeSettings | None = None,
+) -> ModelRunner:
+    """Load any supported model format with its tokenizer and label names.
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return options
-
-
-def open_model(path: Path | str, threads: int | None = None, provider: str = "cpu") -> ModelRunner:
-    """Load any supported model format with its tokenizer and label names."""
+    `threads` is a shortcut for `settings.threads` (it wins when both are given)."""
     path = Path(path)
+    settings = settings or RuntimeSettings()
+    if threads:
+        settings = replace(settings, threads=threads)
+    threads = settings.threads
     if not path.exists():
         raise BenchError(f"model not found: {path}")
     if provider not in PROVIDERS:
@@ -135,7 +229,8 @@ def open_model(path: Path | str, threads: int | None = None, provider: str = "cp
         path = path / "model.onnx"
     folder = path if path.is_dir() else path.parent
     runner = ModelRunner(
-        path=path, kind=kind, tokenizer=None, label_names=[], max_length=read_max_length(folder)
+        path=path, kind=kind, tokenizer=None, label_names=[], max_length=read_max_length(folder),
+        settings=settings,
     )
     if kind == "torch":
         import torch
@@ -152,7 +247,7 @@ def open_model(path: Path | str, threads: int | None = None, provider: str = "cp
             raise BenchError(f"{folder}: cannot load model ({_short(exc)})") from None
         runner.input_names = ["input_ids", "attention_mask"]
     else:
-        runner.session, runner.input_names = _onnx_session(path, threads, provider)
+        runner.session, runner.input_names = _onnx_session(path, settings, provider)
     runner.label_names = read_label_names(folder)
     runner.tokenizer = _tokenizer(folder)
     return runner
@@ -173,7 +268,7 @@ def _tokenizer(folder: Path):
         raise BenchError(f"{folder}: no usable tokenizer beside the model ({_short(exc)})") from None
 
 
-def _onnx_session(path: Path, threads: int | None, provider: str):
+def _onnx_session(path: Path, settings: RuntimeSettings, provider: str):
     import onnxruntime as ort
 
     wanted = PROVIDERS[provider]
@@ -181,7 +276,7 @@ def _onnx_session(path: Path, threads: int | None, provider: str):
         raise BenchError(f"provider '{provider}' is not available in this onnxruntime build")
     try:
         session = ort.InferenceSession(
-            str(path), sess_options=session_options(threads), providers=[wanted]
+            str(path), sess_options=session_options(settings), providers=[wanted]
         )
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         raise BenchError(f"{path}: cannot load ({_short(exc)})") from None

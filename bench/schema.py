@@ -27,6 +27,22 @@ class Latency(_Strict):
     ratio_to_baseline_p50: float | None = Field(
         None, description="baseline p50 / this p50 (>1 means faster than the baseline)"
     )
+    macs: int | None = Field(None, description="multiply-accumulates of one call (ONNX graphs)")
+    gmacs_per_s: float | None = Field(None, description="macs / p50: effective compute rate")
+
+
+class Traffic(_Strict):
+    """Real traffic: every evaluation text end to end, tokenization included, batches of
+    length-sorted texts padded to their longest (no fixed sequence length)."""
+
+    batch_size: int
+    texts: int
+    seconds: float = Field(description="median wall time of one pass over all texts")
+    seq_per_s: float
+    mean_tokens: float = Field(description="mean tokens per text, special tokens included")
+    ratio_to_padded: float | None = Field(
+        None, description="seq_per_s / throughput at this batch and the longest fixed length"
+    )
 
 
 class Accuracy(_Strict):
@@ -52,6 +68,10 @@ class ModelResult(_Strict):
     rss_growth_mb: float = Field(description="process RSS growth from loading and warming up")
     latency: list[Latency]
     accuracy: Accuracy | None = None
+    settings: dict[str, int | bool | str | None] = Field(
+        default_factory=dict, description="ONNX Runtime settings it ran with"
+    )
+    traffic: Traffic | None = None
 
 
 class StageRow(_Strict):
@@ -72,6 +92,10 @@ class Machine(_Strict):
     threads: int
     onnxruntime: str
     emulated: bool = False
+    int8_peak_gmacs: float | None = Field(
+        None, description="estimated INT8 peak: cores x MACs per cycle x clock (see basis)"
+    )
+    int8_peak_basis: str | None = None
 
 
 class BenchReport(_Strict):

@@ -81,7 +81,8 @@ def run(
     if dry_run:
         data = load_task_data(parsed.data, parsed.seed)
         typer.echo(
-            f"recipe ok: {len(parsed.stages)} stages; data: {len(data.train)} train, "
+            f"recipe ok: {len(parsed.stages)} stages; data: {len(data.train)} train"
+            + (f" ({data.augmented_rows} augmented)" if data.augmented_rows else "") + ", "
             f"{len(data.validation)} validation, {len(data.test) if data.test else 0} test rows, "
             f"labels {data.label_names}"
         )
@@ -107,6 +108,35 @@ def predict(
         typer.echo(json.dumps(result, ensure_ascii=False))
     for warning in predictor.warnings:
         typer.echo(f"warning: {warning}", err=True)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="a saved model directory, .onnx or .ort file"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    max_batch: int = typer.Option(32, "--max-batch", min=1, help="texts per model call"),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="batching window"),
+) -> None:
+    """Serve /predict, /health and /metrics (Prometheus) over HTTP."""
+    from compress.serve import serve as run_server
+
+    typer.echo(f"serving {model} on http://{host}:{port} (POST /predict, GET /health, /metrics)", err=True)
+    run_server(model, host, port, max_batch, max_wait_ms)
+
+
+@app.command()
+def loadtest(
+    url: str = typer.Argument("http://127.0.0.1:8000", help="a loopback edgebert server"),
+    file: Path = typer.Option(..., "--file", help="texts to send (.txt or .jsonl)"),
+    seconds: float = typer.Option(10.0, "--seconds", min=0.1, max=600),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, max=256),
+) -> None:
+    """Load-test a running server for a bounded time; prints requests/s and p50/p99 (JSON)."""
+    from compress.predict import read_texts
+    from compress.serve import load_test
+
+    typer.echo(json.dumps(load_test(url, read_texts(file), seconds, concurrency)))
 
 
 def _parse_list(value: str, what: str, cast=int) -> list:
@@ -185,11 +215,21 @@ def bench_command(
     texts: Optional[Path] = typer.Option(None, "--texts", help="unlabelled texts (no accuracy)"),
     baseline: Optional[str] = typer.Option(None, "--baseline", help="name to compute ratios to"),
     min_seconds: float = typer.Option(2.0, "--min-seconds", min=0.01),
+    runtime: str = typer.Option(
+        "", "--runtime", help="ORT settings for all models, e.g. spinning=off,io_binding=on"
+    ),
+    variant: list[str] = typer.Option(
+        [], "--variant", help="NAME=MODEL:SETTINGS, a model again under other ORT settings"
+    ),
+    traffic_batch: int = typer.Option(
+        32, "--traffic-batch", min=0, help="batch of the end-to-end pass (0: skip)"
+    ),
     out: Path = typer.Option(Path("bench-report"), "--out", help="report directory"),
 ) -> None:
     """Benchmark models side by side; writes report.json, report.md and report.html."""
     from bench.report import write_reports
     from bench.runner import run_benchmark
+    from bench.runtime import RuntimeSettings
 
     named: dict[str, Path] = {}
     for spec in models:
@@ -199,13 +239,26 @@ def bench_command(
         if name in named:
             raise EdgebertError(f"two models are named '{name}': use NAME=PATH")
         named[name] = path_obj
+    common = RuntimeSettings.parse(runtime)
+    settings = {name: common for name in named}
+    for spec in variant:
+        name, eq, rest = spec.partition("=")
+        base, colon, changes = rest.partition(":")
+        if not eq or not colon or base not in named or name in named:
+            raise EdgebertError(
+                f"--variant '{spec}': expected NEW_NAME=MODEL_NAME:key=value,... with MODEL_NAME "
+                f"one of {', '.join(named)}"
+            )
+        named[name] = named[base]
+        settings[name] = RuntimeSettings.parse(changes, common)
     eval_texts, labels, label = _eval_texts(
         dataset, split, texts, _clean_steps_of(next(iter(named.values())))
     )
     report = run_benchmark(
         named, eval_texts, labels, dataset=label, batch_sizes=_parse_list(batch, "--batch"),
         seq_lengths=_parse_list(seq, "--seq"), threads=threads, provider=provider,
-        baseline=baseline, min_seconds=min_seconds,
+        baseline=baseline, min_seconds=min_seconds, settings=settings,
+        traffic_batch_size=traffic_batch or None,
     )
     paths = write_reports(report, out)
     typer.echo(paths["markdown"].read_text(encoding="utf-8"))

@@ -46,6 +46,7 @@ class TaskData:
     validation: Split
     test: Split | None = None
     files: list[Path] = field(default_factory=list)
+    augmented_rows: int = 0
 
     def split(self, name: str) -> Split:
         value = getattr(self, name, None)
@@ -324,5 +325,10 @@ def load_task_data(cfg, seed: int) -> TaskData:
     validation = subsample(validation, cfg.max_eval_rows, seed)
     if test is not None:
         test = subsample(test, cfg.max_eval_rows, seed)
+    added = 0
+    if getattr(cfg, "augment", None) is not None:  # training rows only, after subsampling
+        from compress.augment import augment_split
+
+        train, added = augment_split(train, cfg.augment, seed)
     files = [p for p in paths.values() if p is not None]
-    return TaskData(label_names, train, validation, test, files)
+    return TaskData(label_names, train, validation, test, files, augmented_rows=added)

@@ -101,6 +101,9 @@ def run_recipe(
     ctx = RunContext(recipe=recipe, run_dir=rd, data=data, console=console, resuming=resume)
     completed = _restore(ctx, state) if state else 0
     ctx.log(f"run directory: {rd.root}" + (f" (resuming after {completed} stages)" if resume else ""))
+    if data.augmented_rows:
+        ctx.log(f"augmentation: {data.augmented_rows} rows added to the training split "
+                f"({len(data.train)} in all)")
     try:
         for index, config in enumerate(recipe.stages):
             if index < completed:

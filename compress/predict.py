@@ -36,7 +36,7 @@ class Predictor:
             cleaned.append(value)
         limit = self.runner.max_length
         lengths = self.runner.tokenizer(cleaned, truncation=False, verbose=False)["input_ids"]
-        self.warnings += [
+        self.warnings = [  # this call's only: a server calls predict for ever
             f"text {i + 1}: {len(ids)} tokens, truncated to {limit}"
             for i, ids in enumerate(lengths) if len(ids) > limit
         ]

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from bench.metrics import METRIC_NAMES
+from compress.augment import AugmentConfig
 from compress.cleaning import CLEANERS
 from compress.errors import EdgebertError
 
@@ -83,6 +84,9 @@ class DataConfig(Strict):
     max_train_rows: int | None = Field(None, ge=1)
     max_eval_rows: int | None = Field(None, ge=1)
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    augment: AugmentConfig | None = Field(
+        None, description="perturbed copies of the training rows (delete/swap/synonym/typo)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataConfig":

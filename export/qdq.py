@@ -69,3 +69,52 @@ def fold_weight_quantization(onnx_path: Path, out_path: Path | None = None) -> i
     onnx.save(model, str(tmp))
     os.replace(tmp, target)
     return folded
+
+
+def quantize_embedding_tables(onnx_path: Path, min_rows: int = 1000) -> int:
+    """Store large Gather tables (word embeddings) as int8 with one scale per row.
+
+    ORT's quantizers leave the word embedding in float (or quantize it per tensor), and for a
+    small student it is most of the file. Per-row symmetric int8 keeps each token's vector to
+    within half a step of its own range. The lookup becomes Gather(int8) -> Cast -> Mul(Gather
+    (scales)): only the looked-up rows are dequantized, so the cost is per token, not per table.
+    Returns how many tables were converted.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    converted, new_nodes = 0, []
+    for node in graph.node:
+        table = initializers.get(node.input[0]) if node.op_type == "Gather" else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if table is None or table.data_type != onnx.TensorProto.FLOAT or len(table.dims) != 2 \
+                or table.dims[0] < min_rows or axis != 0:
+            new_nodes.append(node)
+            continue
+        weights = numpy_helper.to_array(table)
+        scales = np.maximum(np.abs(weights).max(axis=1), 1e-12) / 127.0
+        quantized = np.clip(np.round(weights / scales[:, None]), -127, 127).astype(np.int8)
+        base = table.name
+        graph.initializer.remove(table)
+        graph.initializer.extend([
+            numpy_helper.from_array(quantized, f"{base}_int8"),
+            numpy_helper.from_array(scales[:, None].astype(np.float32), f"{base}_row_scale"),
+        ])
+        rows, row_scales, as_float = (f"{node.output[0]}_{s}" for s in ("int8", "scale", "float"))
+        new_nodes += [
+            helper.make_node("Gather", [f"{base}_int8", node.input[1]], [rows], axis=0),
+            helper.make_node("Gather", [f"{base}_row_scale", node.input[1]], [row_scales], axis=0),
+            helper.make_node("Cast", [rows], [as_float], to=onnx.TensorProto.FLOAT),
+            helper.make_node("Mul", [as_float, row_scales], [node.output[0]]),
+        ]
+        converted += 1
+    if converted:
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+        tmp = onnx_path.with_name(f".{onnx_path.name}.tmp")
+        onnx.save(model, str(tmp))
+        os.replace(tmp, onnx_path)
+    return converted

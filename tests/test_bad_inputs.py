@@ -204,6 +204,14 @@ def _(t):
 def _(t):
     return ["bench", str(t["onnx"]), "--batch", "1,x", "--texts", str(t["texts"])], "--batch: expected a comma-separated list"
 
+@case("bench with an unknown runtime setting")
+def _(t):
+    return ["bench", str(t["onnx"]), "--runtime", "turbo=on", "--texts", str(t["texts"])], "runtime setting 'turbo=on': expected key=value"
+
+@case("bench variant of a model that is not listed")
+def _(t):
+    return ["bench", str(t["onnx"]), "--variant", "fast=other:threads=1", "--texts", str(t["texts"])], "--variant 'fast=other:threads=1': expected NEW_NAME=MODEL_NAME:key=value"
+
 @case("export of a model that is not a sequence classifier")
 def _(t):
     encoder = t["dir"] / "encoder"

@@ -2,12 +2,14 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from bench.errors import BenchError
 from bench.latency import interleaved_timings, latency_stats
 from bench.report import SCHEMA_FILE, pareto_front, report_json_schema, write_reports
 from bench.runner import run_benchmark
+from bench.runtime import RuntimeSettings, open_model
 from bench.schema import BenchReport
 from tests.conftest import sample_rows
 
@@ -55,9 +57,17 @@ def report(tiny_model_dir, tmp_path_factory):
         {"torch": tiny_model_dir, "onnx": onnx_path},
         [r["text"] for r in ROWS], [r["label"] for r in ROWS], dataset="sample",
         batch_sizes=[1, 4], seq_lengths=[16, 32], threads=1, baseline="torch",
-        min_seconds=0.05, min_runs=5,
+        min_seconds=0.05, min_runs=5, traffic_batch_size=4,
         stages=[{"stage": "finetune", "accuracy": 0.5, "macro_f1": 0.4, "parameters": 123}],
+        settings={"onnx": RuntimeSettings(io_binding=True, spinning=False)},
     )
+
+
+def tiny_bert_macs(batch: int, seq: int) -> int:
+    """2 layers x (4 projections 32x32 + FFN 32x64x2 per token + scores/context 2 x seq x 32),
+    plus pooler 32x32 and classifier 32x2 per sequence."""
+    per_token = 4 * 32 * 32 + 2 * 32 * 64 + 2 * seq * 32
+    return batch * (2 * seq * per_token + 32 * 32 + 32 * 2)
 
 
 def test_benchmark_fills_every_field(report):
@@ -74,7 +84,42 @@ def test_benchmark_fills_every_field(report):
     assert all(l.ratio_to_baseline_p50 == 1.0 for l in torch_model.latency)
     assert onnx_model.accuracy.label_agreement_with_baseline == 1.0  # fp32 export: same labels
     assert report.machine.threads == 1 and report.machine.onnxruntime
+    assert all(l.macs is None for l in torch_model.latency)  # PyTorch: no graph to count
+    for lat in onnx_model.latency:
+        assert lat.macs == tiny_bert_macs(lat.batch_size, lat.seq_length)
+        assert lat.gmacs_per_s == pytest.approx(lat.macs / lat.p50_ms / 1e6)
+    assert onnx_model.settings["io_binding"] and not onnx_model.settings["spinning"]
+    assert torch_model.settings == {"threads": 1}
+    for model in report.models:
+        traffic = model.traffic
+        assert traffic.texts == 48 and traffic.batch_size == 4 and traffic.seconds > 0
+        assert traffic.seq_per_s == pytest.approx(48 / traffic.seconds)
+        tokenizer = open_model(model.path).tokenizer
+        lengths = [len(ids) for ids in tokenizer([r["text"] for r in ROWS])["input_ids"]]
+        assert traffic.mean_tokens == pytest.approx(np.mean(lengths))
+        padded = next(l for l in model.latency if (l.batch_size, l.seq_length) == (4, 32))
+        assert traffic.ratio_to_padded == pytest.approx(traffic.seq_per_s / padded.throughput_seq_per_s)
 
+
+def test_runtime_settings_parse_and_io_binding_gives_the_same_logits(tiny_model_dir, tmp_path):
+    from export.onnx_export import export_onnx
+
+    parsed = RuntimeSettings.parse("threads=1, spinning=off,io_binding=on,optimization=basic")
+    assert parsed == RuntimeSettings(threads=1, spinning=False, io_binding=True, optimization="basic")
+    assert RuntimeSettings.parse("parallel=on", base=parsed).parallel
+    for bad, message in [("speed=3", "expected key=value with key one of threads"),
+                         ("threads=0", "threads: expected a positive integer"),
+                         ("spinning=maybe", "spinning: expected on or off"),
+                         ("optimization=max", "optimization: expected one of disable")]:
+        with pytest.raises(BenchError, match=message):
+            RuntimeSettings.parse(bad)
+    onnx_path = export_onnx(tiny_model_dir, tmp_path)
+    plain = open_model(onnx_path)
+    bound = open_model(onnx_path, settings=RuntimeSettings(io_binding=True, cpu_arena=False))
+    feeds = plain.encode([r["text"] for r in ROWS[:4]], pad_to=24)
+    first = bound.bound(feeds)()
+    np.testing.assert_array_equal(plain.run(feeds), first)
+    np.testing.assert_array_equal(bound.bound(feeds)(), first)
 
 def test_reports_validate_and_render(report, tmp_path):
     paths = write_reports(report, tmp_path)
@@ -83,8 +128,10 @@ def test_reports_validate_and_render(report, tmp_path):
     assert json.loads(SCHEMA_FILE.read_text()) == report_json_schema()  # published schema is current
     page = paths["html"].read_text()
     assert 'src="data:image/png;base64,' in page and '<table id="models">' in page
-    assert page.count("<tr>") == 1 + 8 + 1 + 1  # models header + 8 rows, stages header + 1 row
+    # models header + 8 rows, traffic header + 2 rows, stages header + 1 row
+    assert page.count("<tr>") == 1 + 8 + 1 + 2 + 1 + 1 and '<table id="traffic">' in page
     markdown = paths["markdown"].read_text()
+    assert "Real traffic (tokenization included" in markdown and "% INT8 peak" in markdown
     assert "| onnx | onnx |" in markdown and "| finetune | 0.5000 | 0.4000 | 123 |" in markdown
 
 
@@ -111,3 +158,21 @@ def test_cuda_provider_is_refused_cleanly_without_a_gpu(tiny_model_dir, tmp_path
     onnx_path = export_onnx(tiny_model_dir, tmp_path)
     with pytest.raises(BenchError, match="provider 'cuda' is not available"):
         run_benchmark({"x": onnx_path}, ["a text"], provider="cuda")
+
+
+def test_python_m_bench_runs_without_the_toolkit(tiny_model_dir, tmp_path, capsys):
+    from bench.__main__ import main
+    from export.onnx_export import export_onnx
+
+    onnx_path = export_onnx(tiny_model_dir, tmp_path / "onnx")
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": r["text"], "label": ["negative", "positive"][r["label"]]}) + "\n" for r in ROWS))
+    args = [f"tiny={onnx_path}", "--data", str(data), "--batch", "1", "--seq", "16", "--threads", "1",
+            "--min-seconds", "0.02", "--traffic-batch", "8", "--emulated", "--out", str(tmp_path / "r")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["machine"]["emulated"] and report["models"][0]["accuracy"]["n"] == 48
+    assert "emulated: timings are not hardware figures" in capsys.readouterr().out
+    data.write_text('{"text": "fine", "label": "great"}\n')
+    assert main(args) == 2
+    assert "rows.jsonl:1: unknown label 'great'" in capsys.readouterr().err

@@ -120,3 +120,36 @@ def test_cli_export_writes_files_and_reports_sizes(tmp_path, tiny_model_dir, run
     assert code == 2 and err.count("\n") == 1 and "model directory not found" in err
     code, _, err = run_cli("export", tiny_model_dir, "--out", tmp_path / "z", "--quantize", "fp4")
     assert code == 2 and "quantize mode 'fp4'" in err
+
+
+def test_int8_embedding_table_is_per_row_and_close_to_fp32(exported, tmp_path):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from bench.runtime import open_model
+    from export.qdq import quantize_embedding_tables
+
+    source = exported.files["fp32"]
+    copy = tmp_path / "model.onnx"
+    shutil.copy(source, copy)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (source.parent / name).exists():
+            shutil.copy(source.parent / name, tmp_path / name)
+    assert quantize_embedding_tables(copy, min_rows=10_000) == 0  # 600 rows: below the floor
+    assert quantize_embedding_tables(copy, min_rows=500) == 1  # the word embedding only
+    graph = onnx.load(str(copy)).graph
+    tables = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    original = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(source)).graph.initializer}
+    (name,) = [n for n in tables if n.endswith("_int8")]
+    float_name = name[: -len("_int8")]
+    assert tables[name].dtype == np.int8 and tables[name].shape == (600, 32)
+    assert float_name not in tables and original[float_name].shape == (600, 32)
+    rebuilt = tables[name] * tables[float_name + "_row_scale"]
+    step = np.abs(original[float_name]).max(axis=1, keepdims=True) / 127
+    assert np.all(np.abs(rebuilt - original[float_name]) <= step / 2 + 1e-7)  # half a step per row
+    reference, quantized = open_model(source).logits(TEXTS), open_model(copy).logits(TEXTS)
+    assert np.abs(reference - quantized).max() < 0.05
+    assert (reference.argmax(-1) == quantized.argmax(-1)).mean() >= 0.95
+    assert copy.stat().st_size < source.stat().st_size - 600 * 32 * 2

@@ -7,8 +7,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from bench.errors import BenchError
 from bench.report import write_reports
 from bench.runner import run_benchmark
+from bench.runtime import RuntimeSettings
+from compress.errors import EdgebertError
 from compress.recipe import StageConfig
 from compress.stages.base import Stage
 from compress.stages.registry import register_stage
@@ -34,6 +37,14 @@ class BenchConfig(StageConfig):
     seq_lengths: list[int] = Field(default_factory=lambda: [128], min_length=1)
     threads: int = Field(2, ge=1, le=256)
     min_seconds: float = Field(2.0, gt=0, description="timed seconds per model and shape")
+    runtime: str = Field("", description="ORT settings for every model, e.g. spinning=off")
+    runtime_variants: dict[str, str] = Field(
+        default_factory=dict,
+        description="NAME: 'MODEL:key=value,...' times MODEL again under other ORT settings",
+    )
+    traffic_batch_size: int | None = Field(
+        32, ge=1, description="batch of the end-to-end real-traffic pass (null: skip)"
+    )
 
 
 @register_stage
@@ -54,6 +65,7 @@ class BenchStage(Stage):
         for stage in cfg.exports or list(ctx.artifacts):
             for variant, path in ctx.artifacts.get(stage, {}).items():
                 models[f"{stage}:{variant}"] = path
+        settings = self._settings(models)
         split = ctx.data.split(cfg.split)
         stage_rows = [
             {
@@ -69,7 +81,30 @@ class BenchStage(Stage):
             models, split.texts, split.labels, dataset=f"{ctx.recipe.data.dataset or 'data'} {cfg.split}",
             batch_sizes=cfg.batch_sizes, seq_lengths=cfg.seq_lengths, threads=cfg.threads,
             baseline=cfg.baseline, min_seconds=cfg.min_seconds, stages=stage_rows,
+            settings=settings, traffic_batch_size=cfg.traffic_batch_size,
         )
         paths = write_reports(report, out_dir)
         ctx.log(f"[{self.name}] reports: {paths['markdown']}")
         return {"reports": {k: str(v) for k, v in paths.items()}, "models": list(models)}
+
+    def _settings(self, models: dict[str, Path]) -> dict[str, RuntimeSettings]:
+        """Parse `runtime` and `runtime_variants`; variants join `models` under their names."""
+        field = f"stages[{self.index}]"
+        try:
+            common = RuntimeSettings.parse(self.config.runtime)
+        except BenchError as exc:
+            raise EdgebertError(f"{field}.runtime: {exc}") from None
+        settings = {name: common for name in models}
+        for name, spec in self.config.runtime_variants.items():
+            base, _, changes = spec.rpartition(":") if "=" in spec else (spec, "", "")
+            if base not in models:
+                raise EdgebertError(
+                    f"{field}.runtime_variants.{name}: unknown model '{base}'; "
+                    f"expected one of {', '.join(models)}"
+                )
+            try:
+                settings[name] = RuntimeSettings.parse(changes, common)
+            except BenchError as exc:
+                raise EdgebertError(f"{field}.runtime_variants.{name}: {exc}") from None
+            models[name] = models[base]
+        return settings

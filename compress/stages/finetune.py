@@ -18,6 +18,7 @@ from compress.stages.registry import MODIFIERS, register_stage
 from compress.training import TrainingPhase
 from compress.errors import EdgebertError
 from compress.stages.prune import encoder_layers
+from compress.vocab import VocabConfig, prune_vocabulary
 
 
 def drop_layers(model, keep: list[int], field: str) -> None:
@@ -39,6 +40,9 @@ class FinetuneConfig(StageConfig):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     keep_layers: list[int] | None = Field(
         None, min_length=1, description="keep only these encoder layers (0-based), e.g. [0, 2, 4]"
+    )
+    vocab: VocabConfig | None = Field(
+        None, description="keep only the tokens of the training texts (shrinks the embedding)"
     )
     select_best: MetricName = "accuracy"  # type: ignore[valid-type]
     with_: _Modifiers = Field(default_factory=list, alias="with")  # type: ignore[valid-type]
@@ -62,6 +66,13 @@ class FinetuneStage(Stage):
         self.model = load_classifier(self.model_dir, ctx.data.label_names)
         if self.config.keep_layers is not None:
             drop_layers(self.model, self.config.keep_layers, f"stages[{self.index}].keep_layers")
+        self.vocab_report = None
+        if self.config.vocab is not None:
+            self.tokenizer, self.vocab_report = prune_vocabulary(
+                self.model, self.tokenizer, ctx.data.train.texts, self.config.vocab
+            )
+            ctx.log(f"[{self.name}] vocabulary {self.vocab_report['vocab_before']:,} -> "
+                    f"{self.vocab_report['vocab_after']:,} tokens")
         # Each `with:` entry is a one-field model named after its modifier: {distill: {...}}.
         self.modifiers = []
         for entry in self.config.with_:
@@ -100,6 +111,8 @@ class FinetuneStage(Stage):
         result = phase.fit(ctx.run_dir.stage_dir(self.index, self.name) / "checkpoint")
         self.model = phase.model
         result["parameters"] = self.model.num_parameters()
+        if self.vocab_report is not None:
+            result["vocab"] = self.vocab_report
         result["validation"] = phase.evaluate()
         if data.test is not None:
             result["test"] = phase.evaluate_texts(data.test.texts, data.test.labels)

@@ -29,7 +29,7 @@ from compress.recipe import Strict
 from compress.rundir import write_json_atomic
 from compress.stages.base import Modifier
 from compress.stages.registry import register_modifier
-from export.qdq import fold_weight_quantization
+from export.qdq import fold_weight_quantization, quantize_embedding_tables
 
 QAT_ONNX = "model_qat_int8.onnx"
 
@@ -143,6 +143,9 @@ class QATConfig(Strict):
     )
     targets: str = Field(r"encoder\.layer\.\d+\.", description="regex over Linear module names")
     parity_rows: int = Field(512, ge=1, description="validation rows for the ORT-vs-torch check")
+    int8_embeddings: bool = Field(
+        True, description="store the word embedding as int8 rows (most of a small model's file)"
+    )
     calibration_batches: int = Field(
         8, ge=1, le=1000, description="training batches that set the first ranges when QAT starts"
     )
@@ -215,6 +218,7 @@ class QAT(Modifier):
         fake_quant = classification_metrics(phase.eval_labels, fake_quant_logits.argmax(-1), phase.label_names)
         onnx_path = export_qat_onnx(model, out_dir / QAT_ONNX)
         folded = fold_weight_quantization(onnx_path)
+        tables = quantize_embedding_tables(onnx_path) if self.config.int8_embeddings else 0
         phase.tokenizer.save_pretrained(str(out_dir))
         unwrap_linears(model)
         model.config.save_pretrained(str(out_dir))
@@ -238,6 +242,7 @@ class QAT(Modifier):
             "onnx": str(onnx_path),
             "onnx_bytes": onnx_path.stat().st_size,
             "int8_weight_tensors": folded,
+            "int8_embedding_tables": tables,
             "freeze_step": self.freeze_step,
             "fake_quant_validation": {k: fake_quant[k] for k in ("accuracy", "macro_f1")},
             "ort_label_agreement_with_fake_quant": agreement,

@@ -1,0 +1,131 @@
+"""Vocabulary pruning: keep only the tokens a task uses, shrink the embedding matrix to match.
+
+MiniLM-L6's 30,522 x 384 word embedding is about half of its parameters, yet a task corpus
+touches a few thousand of those rows. Dropping the rest shrinks the shipped file without
+changing the encoder. Tokenization stays correct for the kept corpus; unseen words fall back
+to the kept single-character pieces (WordPiece spells them out) instead of becoming [UNK].
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import AutoTokenizer
+
+from compress.errors import EdgebertError
+
+
+class VocabConfig(BaseModel):
+    """Recipe block `vocab:` of a training stage."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_count: int = Field(1, ge=1, description="keep tokens seen at least this often in train")
+    keep_characters: bool = Field(
+        True, description="keep every single-character piece so unseen words are spelled out"
+    )
+
+
+def corpus_token_counts(tokenizer, texts: Sequence[str]) -> Counter:
+    """Token-id counts of the texts, tokenized in batch without truncation."""
+    counts: Counter = Counter()
+    for start in range(0, len(texts), 2048):
+        encoded = tokenizer(list(texts[start:start + 2048]), add_special_tokens=False,
+                            truncation=False, verbose=False)["input_ids"]
+        for ids in encoded:
+            counts.update(ids)
+    return counts
+
+
+def kept_token_ids(tokenizer, texts: Sequence[str], config: VocabConfig) -> list[int]:
+    """Sorted old ids to keep: special tokens, corpus tokens, and (optionally) characters."""
+    keep = set(tokenizer.all_special_ids)
+    keep.update(i for i, n in corpus_token_counts(tokenizer, texts).items() if n >= config.min_count)
+    if config.keep_characters:
+        prefix = _wordpiece(tokenizer)["continuing_subword_prefix"]
+        for token, i in tokenizer.get_vocab().items():
+            if len(token) == 1 or (token.startswith(prefix) and len(token) == len(prefix) + 1):
+                keep.add(i)
+    return sorted(keep)
+
+
+def _wordpiece(tokenizer) -> dict:
+    if not getattr(tokenizer, "is_fast", False):
+        raise EdgebertError("vocab: pruning needs a fast tokenizer (tokenizer.json)")
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    if model.get("type") != "WordPiece":
+        raise EdgebertError(
+            f"vocab: pruning supports WordPiece tokenizers (BERT, MPNet, DistilBERT); this "
+            f"model uses {model.get('type')}"
+        )
+    return model
+
+
+def pruned_tokenizer(tokenizer, kept: list[int]):
+    """A tokenizer of the same class whose vocabulary is `kept`, renumbered 0..len(kept)-1."""
+    _wordpiece(tokenizer)
+    remap = {old: new for new, old in enumerate(kept)}
+    by_id = {i: t for t, i in tokenizer.get_vocab().items()}
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    data["model"]["vocab"] = {by_id[old]: new for old, new in remap.items()}
+    for added in data.get("added_tokens", []):
+        added["id"] = remap[added["id"]]
+    post = data.get("post_processor") or {}
+    for processor in [post, *post.get("processors", [])]:
+        for special in (processor.get("special_tokens") or {}).values():
+            special["ids"] = [remap[i] for i in special["ids"]]
+        for key in ("sep", "cls"):  # BertProcessing / RobertaProcessing: [token, id]
+            if isinstance(processor.get(key), list):
+                processor[key][1] = remap[processor[key][1]]
+    folder = Path(tempfile.mkdtemp(prefix="edgebert-vocab-"))
+    try:
+        tokenizer.save_pretrained(str(folder))
+        (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        vocab_txt = folder / "vocab.txt"
+        if vocab_txt.exists():
+            vocab_txt.write_text("".join(by_id[old] + "\n" for old in kept), encoding="utf-8")
+        return AutoTokenizer.from_pretrained(str(folder), use_fast=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def prune_embeddings(model, kept: list[int]) -> None:
+    """Keep the embedding rows of `kept`, in order; update the config to the new size."""
+    old = model.get_input_embeddings()
+    index = torch.tensor(kept, dtype=torch.long)
+    new = torch.nn.Embedding(len(kept), old.embedding_dim, device=old.weight.device,
+                             dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(old.weight.index_select(0, index.to(old.weight.device)))
+    pad = model.config.pad_token_id
+    if pad is not None:
+        new_pad = kept.index(pad)
+        if old.padding_idx is not None and old.padding_idx != new_pad:
+            # RoBERTa-style position ids count from padding_idx: renumbering it would shift them.
+            raise EdgebertError(f"vocab: the padding id would move ({pad} -> {new_pad})")
+        new.padding_idx = old.padding_idx
+        model.config.pad_token_id = new_pad
+    model.set_input_embeddings(new)
+    model.config.vocab_size = len(kept)
+
+
+def prune_vocabulary(model, tokenizer, texts: Sequence[str], config: VocabConfig):
+    """Shrink model and tokenizer to the corpus vocabulary; return (tokenizer, report)."""
+    before = len(tokenizer)
+    kept = kept_token_ids(tokenizer, texts, config)
+    new_tokenizer = pruned_tokenizer(tokenizer, kept)
+    params_before = model.num_parameters()
+    prune_embeddings(model, kept)
+    report = {
+        "vocab_before": before,
+        "vocab_after": len(kept),
+        "parameters_before": params_before,
+        "parameters_after": model.num_parameters(),
+    }
+    return new_tokenizer, report

@@ -1,0 +1,87 @@
+"""`edgebert serve`: batched answers, Prometheus metrics, a bounded loopback load test."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from compress.errors import EdgebertError
+from compress.predict import Predictor
+from compress.serve import create_app, load_test
+from tests.conftest import sample_rows
+
+TEXTS = [r["text"] for r in sample_rows("validation", 40, seed=5)]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    """A real uvicorn server on a free loopback port, in a thread, stopped at the end."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(tiny_model_dir, max_batch=16, max_wait_ms=20)
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if instance.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_predict_health_and_metrics(server, tiny_model_dir):
+    expected = Predictor(tiny_model_dir).predict(TEXTS[:5])
+    with httpx.Client(base_url=server) as http:
+        health = http.get("/health").json()
+        assert health["status"] == "ok" and health["labels"] == ["negative", "positive"]
+        answer = http.post("/predict", json={"texts": TEXTS[:5]}).json()["predictions"]
+        assert [a["label"] for a in answer] == [e["label"] for e in expected]
+        for got, want in zip(answer, expected):
+            assert got["probs"] == pytest.approx(want["probs"], abs=1e-5)
+        bad = http.post("/predict", json={"texts": ["fine", "   "]})
+        assert bad.status_code == 422 and bad.json() == {"error": "text 2 is empty after cleaning"}
+        assert http.post("/predict", json={"texts": []}).status_code == 422
+        metrics = http.get("/metrics").text
+    assert 'edgebert_requests_total{status="200"}' in metrics
+    assert _metric(metrics, 'edgebert_requests_total{status="422"}') == 1
+    assert _metric(metrics, "edgebert_predicted_total") >= 5
+
+
+def test_concurrent_requests_are_batched_and_load_test_is_bounded(server):
+    with httpx.Client(base_url=server) as http:
+        before = http.get("/metrics").text
+    result = load_test(server, TEXTS, seconds=1.5, concurrency=8, max_requests=400)
+    assert result["errors"] == 0 and 0 < result["requests"] <= 400 and result["seconds"] < 10
+    assert result["requests_per_s"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
+    with httpx.Client(base_url=server) as http:
+        after = http.get("/metrics").text
+    served = _metric(after, 'edgebert_requests_total{status="200"}') - _metric(before, 'edgebert_requests_total{status="200"}')
+    assert served == result["requests"]
+    calls = _metric(after, "edgebert_batch_size_count") - _metric(before, "edgebert_batch_size_count")
+    texts = _metric(after, "edgebert_batch_size_sum") - _metric(before, "edgebert_batch_size_sum")
+    assert texts == result["requests"] and calls < texts  # 8 clients: several texts per model call
+    labels = _metric(after, "edgebert_predicted_total") - _metric(before, "edgebert_predicted_total")
+    assert labels == result["requests"]
+
+
+def test_load_test_refuses_non_loopback_and_dead_servers():
+    with pytest.raises(EdgebertError, match="loopback addresses only"):
+        load_test("http://10.0.0.1:8000", ["a"], seconds=0.1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(EdgebertError, match="no successful answers"):
+        load_test(f"http://127.0.0.1:{port}", ["a"], seconds=0.5, concurrency=2)
