@@ -38,7 +38,7 @@ def clock_ghz() -> float | None:
 def int8_peak_gmacs(info: dict) -> tuple[float, str] | None:
     """(estimated INT8 GMAC/s peak of all cores, how it was computed) or None if unknown."""
     ghz, cores = clock_ghz(), info.get("cpu_count")
-    if not ghz or not cores:
+    if not ghz or not cores or info.get("emulated"):
         return None
     vendor = info.get("cpu_model") or ""
     for flag, vendor_prefix, per_cycle in _MACS_PER_CYCLE:
@@ -61,11 +61,19 @@ def machine_info() -> dict:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return info
+    x86_cpuinfo = False
     for line in text.splitlines():
         if line.startswith(("model name", "CPU part")) and info["cpu_model"] is None:
             info["cpu_model"] = line.split(":", 1)[1].strip()
         if line.startswith(("flags", "Features")):
+            x86_cpuinfo = line.startswith("flags")
             present = set(line.split(":", 1)[1].split())
             info["cpu_flags"] = [flag for flag in CPU_FLAGS if flag in present]
             break
+    if x86_cpuinfo and info["machine"] in ("aarch64", "arm64"):
+        # qemu-user shows the host's /proc/cpuinfo to an emulated aarch64 process: the flags
+        # and clock there are not this process's, so report the emulation instead of them.
+        info["cpu_model"] = f"aarch64 emulated on {info['cpu_model']}"
+        info["cpu_flags"] = []
+        info["emulated"] = True
     return info

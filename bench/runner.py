@@ -21,7 +21,7 @@ from bench.machine import machine_info
 from bench.metrics import classification_metrics
 from bench.macs import graph_macs
 from bench.machine import int8_peak_gmacs
-from bench.runtime import ModelRunner, RuntimeSettings, open_model
+from bench.runtime import BENCH_DEFAULTS, ModelRunner, RuntimeSettings, open_model
 from bench.schema import Accuracy, BenchReport, Latency, Machine, ModelResult, StageRow, Traffic
 
 
@@ -83,7 +83,7 @@ def run_benchmark(
     for name, path in models.items():
         gc.collect()
         before = process.memory_info().rss
-        chosen = (settings or {}).get(name) or RuntimeSettings()
+        chosen = (settings or {}).get(name) or BENCH_DEFAULTS
         runner = open_model(path, provider=provider,
                             settings=replace(chosen, threads=chosen.threads or threads))
         runner.run(runner.encode(_texts_for(max(batch_sizes), texts), pad_to=max(seq_lengths)))
@@ -149,6 +149,7 @@ def run_benchmark(
             platform=info["platform"], machine=info["machine"], cpu_model=info["cpu_model"],
             cpu_count=info["cpu_count"], cpu_flags=info["cpu_flags"], threads=threads,
             onnxruntime=onnxruntime.__version__,
+            emulated=bool(info.get("emulated")),
             int8_peak_gmacs=peak[0] if peak else None,
             int8_peak_basis=peak[1] if peak else None,
         ),

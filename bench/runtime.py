@@ -95,6 +95,13 @@ class RuntimeSettings:
         return asdict(self)
 
 
+# Benchmarks time several sessions in turn, each with its own intra-op thread pool. A pool
+# that spins after its run keeps the cores busy while the next model runs: on 2 vCPUs that
+# slowed the model timed after it by up to 3x (batch 1, measured). Interleaved timing therefore
+# runs with spinning off unless asked otherwise; a single-model server keeps the ORT default.
+BENCH_DEFAULTS = RuntimeSettings(spinning=False)
+
+
 def _setting_value(key: str, value: str) -> Any:
     if key == "threads":
         if not value.isdigit() or int(value) < 1:

@@ -59,11 +59,26 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --run-dir"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue a killed run"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate recipe and data, then stop"),
+    nproc: int = typer.Option(1, "--nproc", min=1, max=64, help="data-parallel processes (torchrun)"),
 ) -> None:
     """Run a recipe end to end and write a run directory (or resume one)."""
     from compress.data import load_task_data
+    from compress import distributed
     from compress.engine import RESOLVED_RECIPE, run_recipe
     from compress.recipe import load_recipe
+
+    if nproc > 1 and not distributed.active():
+        if resume is not None or dry_run:
+            raise EdgebertError("--nproc: resume and dry runs use one process; drop --nproc")
+        if recipe is None:
+            raise EdgebertError("give a RECIPE (a YAML file or a shipped recipe name)")
+        # Bad recipes and unsplittable runs fail here, once, before any process starts.
+        distributed.check_splittable(load_recipe(find_recipe(recipe), set_), nproc)
+        argv = _without_option(sys.argv[1:], "--nproc")
+        code = distributed.relaunch(nproc, argv)
+        if code:
+            raise EdgebertError(f"--nproc {nproc}: a training process failed (exit {code})")
+        return
 
     if resume is not None:
         if recipe is not None or set_ or run_dir is not None:
@@ -87,8 +102,19 @@ def run(
             f"labels {data.label_names}"
         )
         return
+    if parsed.search is not None:
+        from compress.search import run_search
+
+        if run_dir is not None:
+            raise EdgebertError("--run-dir: a search writes one directory per trial; use --out")
+        root = run_search(find_recipe(recipe), set_, out,
+                          run_trial=lambda trial, folder: run_recipe(trial, out, run_dir=folder))
+        typer.echo((root / "summary.md").read_text(encoding="utf-8"), err=True)
+        typer.echo(str(root))
+        return
     made = run_recipe(parsed, out, run_dir=run_dir, overwrite=overwrite)
-    typer.echo(str(made.root))
+    if distributed.is_main():
+        typer.echo(str(made.root))
 
 
 @app.command()
@@ -137,6 +163,19 @@ def loadtest(
     from compress.serve import load_test
 
     typer.echo(json.dumps(load_test(url, read_texts(file), seconds, concurrency)))
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """argv less `name VALUE` / `name=VALUE` (to relaunch the same command under torchrun)."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == name:
+            skip = True
+        elif not item.startswith(name + "="):
+            out.append(item)
+    return out
 
 
 def _parse_list(value: str, what: str, cast=int) -> list:
@@ -229,7 +268,7 @@ def bench_command(
     """Benchmark models side by side; writes report.json, report.md and report.html."""
     from bench.report import write_reports
     from bench.runner import run_benchmark
-    from bench.runtime import RuntimeSettings
+    from bench.runtime import BENCH_DEFAULTS, RuntimeSettings
 
     named: dict[str, Path] = {}
     for spec in models:
@@ -239,7 +278,7 @@ def bench_command(
         if name in named:
             raise EdgebertError(f"two models are named '{name}': use NAME=PATH")
         named[name] = path_obj
-    common = RuntimeSettings.parse(runtime)
+    common = RuntimeSettings.parse(runtime, BENCH_DEFAULTS)
     settings = {name: common for name in named}
     for spec in variant:
         name, eq, rest = spec.partition("=")

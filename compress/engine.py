@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import yaml
 from rich.console import Console
 from transformers import set_seed
 
+from compress import distributed
 from compress.context import RunContext
 from compress.data import file_sha256, load_task_data
 from compress.errors import EdgebertError
@@ -64,6 +66,9 @@ def prepare_run_dir(out_base: Path, name: str, run_dir: Path | None, overwrite: 
     return RunDir(run_dir)
 
 
+TRAINING_STAGES = ("finetune", "train")
+
+
 def run_recipe(
     recipe,
     out_base: Path,
@@ -71,8 +76,20 @@ def run_recipe(
     run_dir: Path | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    _helper: bool = False,
 ) -> RunDir:
-    """Execute every stage; the run directory records the outcome even on failure."""
+    """Execute every stage; the run directory records the outcome even on failure.
+
+    Under torchrun, ranks other than 0 train into a scratch directory that is removed at the
+    end and skip the stages that only transform (export, bench): rank 0 writes the run."""
+    if distributed.active() and not distributed.is_main() and not _helper:
+        scratch = Path(tempfile.mkdtemp(prefix=f"edgebert-rank{distributed.rank()}-"))
+        try:
+            quiet = Console(stderr=True, quiet=True)
+            return run_recipe(recipe, scratch, quiet, run_dir=scratch / "run", resume=False,
+                              _helper=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     console = console or Console(stderr=True)
     set_seed(recipe.seed)
     # Data problems are input problems: surface them before any directory or work exists.
@@ -106,7 +123,7 @@ def run_recipe(
                 f"({len(data.train)} in all)")
     try:
         for index, config in enumerate(recipe.stages):
-            if index < completed:
+            if index < completed or (_helper and config.type not in TRAINING_STAGES):
                 continue
             stage = build_stage(config, index)
             started = time.perf_counter()

@@ -54,6 +54,7 @@ class TrainingConfig(Strict):
     weight_decay: float = Field(0.01, ge=0, le=1)
     grad_accum: int = Field(1, ge=1, le=1024, description="batches per optimiser step")
     max_grad_norm: float = Field(1.0, gt=0)
+    shuffle: bool = Field(True, description="reshuffle training rows every epoch")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
     checkpoint_steps: int | None = Field(
         200, ge=1, description="save a resumable checkpoint every N steps (and every epoch)"
@@ -131,6 +132,7 @@ def modifier_list_type():
 
 def build_recipe_model() -> type[BaseModel]:
     """The Recipe model for the stages registered now."""
+    from compress.search import SearchConfig
     from compress.stages.registry import STAGES
 
     stage_union = Annotated[
@@ -146,6 +148,9 @@ def build_recipe_model() -> type[BaseModel]:
         seed: int = 42
         data: DataConfig
         stages: list[stage_union] = Field(min_length=1)  # type: ignore[valid-type]
+        search: SearchConfig | None = Field(
+            None, description="run the recipe as trials over these fields (grid/random/tpe)"
+        )
 
         @model_validator(mode="after")
         def _stage_order(self) -> "Recipe":

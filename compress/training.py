@@ -31,6 +31,7 @@ from rich.progress import (
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from bench.metrics import classification_metrics
+from compress import distributed
 from compress.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from compress.data import EncodedDataset, encode, make_collate
 from compress.rundir import recover_replaced_dir
@@ -130,17 +131,36 @@ class TrainingPhase:
             )
             yield {k: v.to(device) for k, v in batch.items() if k != "row"}
 
+    def _logits(self, model, ids: list[list[int]]) -> np.ndarray:
+        """Logits of every row; with several processes each scores its share and all gather."""
+        ranks, me = distributed.world_size(), distributed.rank()
+        local = batched_logits(model, ids[me::ranks], self.training.eval_batch_size, self.pad_id) \
+            if ids[me::ranks] else np.zeros((0, len(self.label_names)), np.float32)
+        return np.stack(distributed.gather_rows(list(local), len(ids)))
+
     def evaluate_texts(self, texts: list[str], labels: list[int]) -> dict:
         """Metrics of the current model on other rows (e.g. the test split)."""
         ids, _ = encode(self.tokenizer, texts, self.max_length)
-        logits = batched_logits(self.model, ids, self.training.eval_batch_size, self.pad_id)
+        logits = self._logits(self.model, ids)
         return classification_metrics(labels, logits.argmax(-1), self.label_names)
 
     def evaluate(self, model=None) -> dict:
-        logits = batched_logits(
-            model or self.model, self.eval_ids, self.training.eval_batch_size, self.pad_id
-        )
+        logits = self._logits(model or self.model, self.eval_ids)
         return classification_metrics(self.eval_labels, logits.argmax(-1), self.label_names)
+
+    def _distributed_sampler(self, device: torch.device):
+        """Under torchrun: join the group, check the run can be split, return the sampler."""
+        if not distributed.active():
+            return None
+        ranks = distributed.world_size()
+        distributed.check_split(
+            self.training.batch_size, [(m.type_name, m.config) for m in self.modifiers], ranks, ""
+        )
+        distributed.init(device)
+        return torch.utils.data.DistributedSampler(
+            EncodedDataset(self.train_ids, self.train_labels), num_replicas=ranks,
+            rank=distributed.rank(), shuffle=self.training.shuffle, seed=self.seed,
+        )
 
     def _optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -199,18 +219,22 @@ class TrainingPhase:
         cfg = self.training
         set_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
+        device = self._device()
+        sampler = self._distributed_sampler(device)
         loader = torch.utils.data.DataLoader(
             EncodedDataset(self.train_ids, self.train_labels),
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=generator,
+            batch_size=cfg.batch_size // distributed.world_size(),
+            shuffle=sampler is None and cfg.shuffle,
+            sampler=sampler,
+            generator=generator if sampler is None else None,
             collate_fn=make_collate(self.pad_id),
         )
+        if sampler is not None and not distributed.is_main():
+            checkpoint_dir = None  # rank 0 keeps the checkpoints
         self.steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
-        device = self._device()
         self.model.to(device)
         autocast = torch.autocast(
             device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
@@ -253,7 +277,7 @@ class TrainingPhase:
         interrupted = _InterruptFlag()
 
         def save(epoch: int, batches_done: int, epoch_done: bool, epoch_generator) -> None:
-            if checkpoint_dir is None:
+            if checkpoint_dir is None or not distributed.is_main():
                 return
             save_checkpoint(
                 checkpoint_dir, self.model, best_state,
@@ -272,8 +296,11 @@ class TrainingPhase:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} rows/s"),
             TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-            console=Console(stderr=True),
+            console=Console(stderr=True), disable=not distributed.is_main(),
         )
+        net = self.model
+        if sampler is not None:
+            net = torch.nn.parallel.DistributedDataParallel(self.model)
         seen_at_start = seen
         finished = stopped_early or self.step >= self.total_steps
         with progress, interrupted:
@@ -284,6 +311,8 @@ class TrainingPhase:
                 if finished:
                     break
                 self.epoch = epoch
+                if sampler is not None:
+                    sampler.set_epoch(epoch)
                 if resume_generator is not None:
                     generator.set_state(resume_generator)
                 epoch_generator = generator.get_state()
@@ -300,7 +329,7 @@ class TrainingPhase:
                     micro += 1
                     batch = {k: v.to(device) for k, v in batch.items()}
                     with autocast:
-                        outputs = self.model(
+                        outputs = net(
                             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             labels=batch["labels"], **self.forward_kwargs,
                         )
@@ -331,6 +360,7 @@ class TrainingPhase:
                     if interrupted.flag:
                         raise KeyboardInterrupt
                 metrics = self.evaluate()
+                running = distributed.mean(running)
                 metrics.update(epoch=epoch, step=self.step, train_loss=running)
                 self.history.append(
                     {k: metrics[k] for k in ("epoch", "step", "train_loss", "accuracy", "macro_f1")}

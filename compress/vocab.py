@@ -30,6 +30,10 @@ class VocabConfig(BaseModel):
     keep_characters: bool = Field(
         True, description="keep every single-character piece so unseen words are spelled out"
     )
+    add_characters: bool = Field(
+        False, description="add characters of the training texts the vocabulary lacks (e.g. CJK "
+        "for an English model), with new embedding rows learned in training",
+    )
 
 
 def corpus_token_counts(tokenizer, texts: Sequence[str]) -> Counter:
@@ -83,13 +87,18 @@ def pruned_tokenizer(tokenizer, kept: list[int]):
         for key in ("sep", "cls"):  # BertProcessing / RobertaProcessing: [token, id]
             if isinstance(processor.get(key), list):
                 processor[key][1] = remap[processor[key][1]]
+    return _rebuilt(tokenizer, data, [by_id[old] for old in kept])
+
+
+def _rebuilt(tokenizer, data: dict, ordered_tokens: list[str]):
+    """Reload `tokenizer`'s class from edited tokenizer.json data (and a matching vocab.txt)."""
     folder = Path(tempfile.mkdtemp(prefix="edgebert-vocab-"))
     try:
         tokenizer.save_pretrained(str(folder))
         (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         vocab_txt = folder / "vocab.txt"
         if vocab_txt.exists():
-            vocab_txt.write_text("".join(by_id[old] + "\n" for old in kept), encoding="utf-8")
+            vocab_txt.write_text("".join(t + "\n" for t in ordered_tokens), encoding="utf-8")
         return AutoTokenizer.from_pretrained(str(folder), use_fast=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -115,15 +124,66 @@ def prune_embeddings(model, kept: list[int]) -> None:
     model.config.vocab_size = len(kept)
 
 
+def missing_characters(tokenizer, texts: Sequence[str], min_count: int) -> list[str]:
+    """Letters and digits of the texts that the tokenizer turns into [UNK], most frequent first.
+
+    An English WordPiece vocabulary holds only a few thousand CJK characters; the rest of a
+    Chinese review becomes [UNK]. BERT's pre-tokenizer already splits CJK text into single
+    characters, so adding them as tokens gives a character-level model of the language."""
+    import unicodedata
+
+    counts: Counter = Counter(ch for text in texts for ch in text)
+    vocab = tokenizer.get_vocab()
+    normalizer = tokenizer.backend_tokenizer.normalizer
+    missing = []
+    for ch, n in counts.most_common():
+        if n < min_count or not unicodedata.category(ch).startswith(("L", "N")):
+            continue
+        # BERT's normalizer pads CJK characters with spaces (its way of splitting them)
+        normal = (normalizer.normalize_str(ch) if normalizer is not None else ch).strip()
+        if len(normal) == 1 and normal not in vocab and normal not in missing:
+            missing.append(normal)
+    return missing
+
+
+def extended_tokenizer(tokenizer, characters: list[str]):
+    """The same tokenizer with `characters` appended to its WordPiece vocabulary."""
+    _wordpiece(tokenizer)
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    start = max(vocab.values()) + 1
+    for offset, ch in enumerate(characters):
+        vocab[ch] = start + offset
+    ordered = [t for t, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    return _rebuilt(tokenizer, data, ordered)
+
+
+def extend_embeddings(model, added: int) -> None:
+    """`added` new embedding rows at the end, initialised to the mean of the existing rows
+    (a neutral start; training moves them)."""
+    old = model.get_input_embeddings()
+    mean = old.weight.detach().mean(0, keepdim=True)
+    model.resize_token_embeddings(old.num_embeddings + added, mean_resizing=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[-added:] = mean
+
+
 def prune_vocabulary(model, tokenizer, texts: Sequence[str], config: VocabConfig):
     """Shrink model and tokenizer to the corpus vocabulary; return (tokenizer, report)."""
     before = len(tokenizer)
+    added: list[str] = []
+    if config.add_characters:
+        added = missing_characters(tokenizer, texts, config.min_count)
+        if added:
+            tokenizer = extended_tokenizer(tokenizer, added)
+            extend_embeddings(model, len(added))
     kept = kept_token_ids(tokenizer, texts, config)
     new_tokenizer = pruned_tokenizer(tokenizer, kept)
     params_before = model.num_parameters()
     prune_embeddings(model, kept)
     report = {
         "vocab_before": before,
+        "characters_added": len(added),
         "vocab_after": len(kept),
         "parameters_before": params_before,
         "parameters_after": model.num_parameters(),

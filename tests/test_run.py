@@ -132,7 +132,7 @@ def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, t
     seq_lengths: [16]
     threads: 1
     min_seconds: 0.02
-    runtime_variants: {"int8-no-spin": "export:dynamic_int8:spinning=off,io_binding=on"}
+    runtime_variants: {"int8-spin": "export:dynamic_int8:spinning=on,io_binding=on"}
 """
     )
     run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
@@ -141,12 +141,12 @@ def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, t
     assert metrics["export"]["parity"]["fp32"]["passed"]
     assert metrics["bench"]["models"] == [
         "finetune:torch_fp32", "export:fp32", "export:fp32_fused", "export:dynamic_int8",
-        "export:dynamic_int8_ort", "int8-no-spin",
+        "export:dynamic_int8_ort", "int8-spin",
     ]
     report = json.loads((run_dir / "stages" / "02-bench" / "report.json").read_text())
     variant = report["models"][-1]
     assert variant["path"] == report["models"][3]["path"] and variant["settings"]["io_binding"]
-    assert report["models"][3]["settings"]["spinning"] and not variant["settings"]["spinning"]
+    assert not report["models"][3]["settings"]["spinning"] and variant["settings"]["spinning"]
     assert report["stages"][0]["stage"] == "finetune" and len(report["stages"]) == 2
     assert (run_dir / "stages" / "02-bench" / "report.html").is_file()
 

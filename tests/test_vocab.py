@@ -95,3 +95,25 @@ def test_vocab_pruning_in_a_recipe_exports_and_passes_parity(tmp_path, tiny_mode
     assert metrics["export"]["parity"]["fp32"]["passed"]
     saved = json.loads((run_dir / "stages/00-finetune/model/config.json").read_text())
     assert saved["vocab_size"] == vocab["vocab_after"]
+
+
+def test_added_characters_replace_unk_and_start_at_the_mean_embedding(tiny_model_dir):
+    model = load_classifier(tiny_model_dir).eval()
+    tokenizer = load_tokenizer(tiny_model_dir)
+    texts = ["酒店很好，服务很好", "房间太小了，不好", "good 酒店"]
+    assert tokenizer.tokenize(texts[0]).count("[UNK]") >= 6
+    mean = model.get_input_embeddings().weight.detach().mean(0)
+    config = VocabConfig(min_count=1, add_characters=True, keep_characters=False)
+    new_tokenizer, report = prune_vocabulary(model, tokenizer, texts, config)
+    distinct = set("酒店很好服务房间太小了不")
+    assert report["characters_added"] == len(distinct)  # letters only: "，" is punctuation
+    assert "[UNK]" not in new_tokenizer.tokenize(texts[0].replace("，", ""))
+    assert new_tokenizer.tokenize(texts[1])[:4] == ["房", "间", "太", "小"]
+    embeddings = model.get_input_embeddings().weight
+    assert embeddings.shape[0] == report["vocab_after"] == len(new_tokenizer)
+    added_rows = [new_tokenizer.convert_tokens_to_ids(ch) for ch in sorted(distinct)]
+    torch.testing.assert_close(embeddings[added_rows], mean.expand(len(added_rows), -1))
+    assert _logits(model, new_tokenizer, texts).shape == (3, 2)
+    twice, _ = prune_vocabulary(load_classifier(tiny_model_dir), tokenizer, texts * 2,
+                                VocabConfig(min_count=3, add_characters=True))
+    assert "[UNK]" in twice.tokenize("房")  # seen twice: under min_count 3, not added

@@ -10,7 +10,7 @@ from pydantic import Field
 from bench.errors import BenchError
 from bench.report import write_reports
 from bench.runner import run_benchmark
-from bench.runtime import RuntimeSettings
+from bench.runtime import BENCH_DEFAULTS, RuntimeSettings
 from compress.errors import EdgebertError
 from compress.recipe import StageConfig
 from compress.stages.base import Stage
@@ -91,7 +91,7 @@ class BenchStage(Stage):
         """Parse `runtime` and `runtime_variants`; variants join `models` under their names."""
         field = f"stages[{self.index}]"
         try:
-            common = RuntimeSettings.parse(self.config.runtime)
+            common = RuntimeSettings.parse(self.config.runtime, BENCH_DEFAULTS)
         except BenchError as exc:
             raise EdgebertError(f"{field}.runtime: {exc}") from None
         settings = {name: common for name in models}

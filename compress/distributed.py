@@ -1,0 +1,114 @@
+"""Multi-process data-parallel training through torch.distributed (launched by torchrun).
+
+`edgebert run --nproc N` re-launches itself under `torch.distributed.run`; every process runs
+the recipe, the training loop shards batches with a DistributedSampler and averages gradients
+with DistributedDataParallel (gloo on CPU, nccl on GPU), evaluation is sharded and gathered so
+every rank sees the same metrics (and takes the same best-epoch / early-stop decisions), and
+only rank 0 writes the run directory, exports and benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def active() -> bool:
+    return world_size() > 1
+
+
+def init(device: torch.device) -> None:
+    """Join the process group once (torchrun provides MASTER_ADDR/PORT, RANK, WORLD_SIZE)."""
+    if active() and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def gather_rows(local: list, total: int) -> list:
+    """Rows computed as `rows[rank::world]` on each rank, put back in order on every rank."""
+    if not active():
+        return local
+    parts: list = [None] * world_size()
+    dist.all_gather_object(parts, local)
+    out: list = [None] * total
+    for r, part in enumerate(parts):
+        out[r::world_size()] = part
+    return out
+
+
+def mean(value: float) -> float:
+    """The average of a number over all ranks (a training loss for the log)."""
+    if not active():
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / world_size()
+
+
+SPLITTABLE_MODIFIERS = ("distill",)
+
+
+def check_split(batch_size: int, modifiers: list[tuple[str, object]], nproc: int, where: str) -> None:
+    """Refuse what data-parallel training cannot split: a batch that does not divide, and
+    modifiers whose state would drift apart per rank (pruning scores, QAT ranges, projections)."""
+    from compress.errors import EdgebertError
+
+    if batch_size % nproc:
+        raise EdgebertError(
+            f"{where}training.batch_size: {batch_size} does not split over {nproc} processes; "
+            "use a multiple of --nproc (it stays the global batch size)"
+        )
+    for name, config in modifiers:
+        if name not in SPLITTABLE_MODIFIERS or getattr(config, "hidden", None) \
+                or getattr(config, "attention", None):
+            raise EdgebertError(
+                f"{where}with.{name}: multi-process training supports fine-tuning and logit "
+                "distillation; run pruning, QAT and hidden/attention transfer with one process"
+            )
+
+
+def check_splittable(recipe, nproc: int) -> None:
+    """`check_split` for every training stage of a recipe, before any process starts."""
+    for index, stage in enumerate(recipe.stages):
+        training = getattr(stage, "training", None)
+        if training is not None:
+            entries = [(next(iter(type(e).model_fields)), e) for e in getattr(stage, "with_", [])]
+            check_split(training.batch_size, [(n, getattr(e, n)) for n, e in entries], nproc,
+                        f"stages[{index}].")
+
+
+def relaunch(nproc: int, argv: list[str]) -> int:
+    """Run `edgebert ARGV` as `nproc` processes under torchrun; returns its exit code.
+
+    The ranks report their own errors in one line; torchrun's closing traceback about a
+    failed child adds nothing and is dropped from the stream."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc_per_node={nproc}", "-m", "compress.cli", *argv,
+    ]
+    env = dict(os.environ)
+    cores = os.cpu_count() or 1
+    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))  # cores shared, not oversubscribed
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    hiding = False
+    for line in process.stderr:
+        hiding = hiding or line.startswith("Traceback (most recent call last)")
+        if not hiding:
+            sys.stderr.write(line)
+    return process.wait()

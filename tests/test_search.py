@@ -1,0 +1,90 @@
+"""Hyperparameter search: trials as sub-runs, a ranked summary, and the best recipe written out."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from compress.recipe import load_recipe
+from tests.conftest import tiny_recipe
+
+
+def _search_recipe(tmp_path, tiny_model_dir, tiny_data, block: str):
+    recipe = tmp_path / "search.yaml"
+    recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data, epochs=1) + block)
+    return recipe
+
+
+def test_grid_search_runs_every_point_and_writes_the_best_recipe(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    recipe = _search_recipe(tmp_path, tiny_model_dir, tiny_data, """search:
+  method: grid
+  trials: 10
+  metric: macro_f1
+  space:
+    stages.0.training.lr: [1.0e-5, 2.0e-3]
+    stages.0.training.batch_size: [16]
+""")
+    code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 0, err
+    root = tmp_path / "runs" / out.strip().split("/")[-1]
+    summary = json.loads((root / "summary.json").read_text())
+    trials = summary["trials"]
+    assert len(trials) == 2  # the grid has two points: trials stops there
+    assert sorted(t["params"]["stages.0.training.lr"] for t in trials) == [1.0e-5, 2.0e-3]
+    for trial in trials:
+        metrics = json.loads((root / "trials" / f"trial-{trial['trial']:03d}" / "metrics.json").read_text())
+        assert metrics["finetune"]["validation"]["macro_f1"] == trial["macro_f1"]
+        resolved = yaml.safe_load((root / "trials" / f"trial-{trial['trial']:03d}" / "recipe.resolved.yaml").read_text())
+        assert resolved["stages"][0]["training"]["lr"] == trial["params"]["stages.0.training.lr"]
+        assert resolved["search"] is None
+    best = max(trials, key=lambda t: t["macro_f1"])
+    assert summary["best"]["trial"] == best["trial"]
+    best_recipe = load_recipe(root / "best.yaml")
+    assert best_recipe.search is None and best_recipe.name == "tiny-best"
+    assert best_recipe.stages[0].training.lr == best["params"]["stages.0.training.lr"]
+    table = (root / "summary.md").read_text()
+    assert table.splitlines()[4].startswith(f"| 1 | {best['trial']} |") and "| rank | trial |" in err
+    assert (root / "trials.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_random_search_is_seeded(tmp_path, tiny_model_dir, tiny_data):
+    from compress.search import run_search
+
+    recipe = _search_recipe(tmp_path, tiny_model_dir, tiny_data, """search:
+  method: random
+  trials: 3
+  space:
+    stages.0.training.lr: {low: 1.0e-5, high: 1.0e-3, log: true}
+    stages.0.training.epochs: {low: 1, high: 3, integer: true}
+""")
+    seen = []
+
+    def fake_trial(trial_recipe, folder):  # records what would run, writes the metrics a run writes
+        folder.mkdir(parents=True)
+        seen.append((trial_recipe.stages[0].training.lr, trial_recipe.stages[0].training.epochs))
+        (folder / "metrics.json").write_text(json.dumps({"finetune": {"validation": {"accuracy": trial_recipe.stages[0].training.lr}}}))
+
+    root = run_search(recipe, [], tmp_path / "a", fake_trial)
+    first = list(seen)
+    seen.clear()
+    run_search(recipe, [], tmp_path / "b", fake_trial)
+    assert seen == first and len(set(first)) == 3
+    assert all(1e-5 <= lr <= 1e-3 and epochs in (1, 2, 3) for lr, epochs in first)
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["best"]["accuracy"] == max(lr for lr, _ in first)
+
+
+def test_bad_search_blocks_name_the_field(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    cases = {
+        "search:\n  method: grid\n  space:\n    stages.0.training.lr: {low: 0.1, high: 0.2}\n": "space.stages.0.training.lr: grid search needs a list of values",
+        "search:\n  space:\n    stages.0.training.lr: [-1.0]\n": "search.space.stages.0.training.lr:",
+        "search:\n  space:\n    stages.0.trainin.lr: [0.1]\n": "search.space.stages.0.trainin.lr:",
+        "search:\n  stage: student\n  space:\n    stages.0.training.lr: [0.1]\n": "search.stage: no stage named 'student'",
+        "search:\n  space:\n    stages.0.training.lr: {low: 0.2, high: 0.1}\n": "high must be above low",
+    }
+    for block, message in cases.items():
+        recipe = _search_recipe(tmp_path, tiny_model_dir, tiny_data, block)
+        code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+        assert code == 2 and message in err, (block, err)
+        assert len(err.strip().splitlines()) == 1
