@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.report import write_reports
 from bench.runner import run_benchmark
-from bench.runtime import BENCH_DEFAULTS, RuntimeSettings, read_label_names
+from bench.runtime import model_settings, read_label_names
 
 
 def _ints(value: str) -> list[int]:
@@ -78,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         first = next(iter(models.values()))
         label_names = read_label_names(first if first.is_dir() else first.parent)
         texts, labels = read_rows(args.data, label_names)
-        settings = RuntimeSettings.parse(args.runtime, BENCH_DEFAULTS)
+        settings = model_settings(models, args.runtime)
         report = run_benchmark(
             models, texts, labels, dataset=args.data.name, batch_sizes=args.batch,
             seq_lengths=args.seq, threads=args.threads, baseline=args.baseline,
-            min_seconds=args.min_seconds, settings={name: settings for name in models},
+            min_seconds=args.min_seconds, settings=settings,
             traffic_batch_size=args.traffic_batch or None,
         )
         report.machine.emulated = report.machine.emulated or args.emulated

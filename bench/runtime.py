@@ -102,6 +102,26 @@ class RuntimeSettings:
 BENCH_DEFAULTS = RuntimeSettings(spinning=False)
 
 
+def model_settings(
+    models: dict[str, Path], runtime: str = "", variants: dict[str, str] | None = None
+) -> dict[str, RuntimeSettings]:
+    """Settings per model name: `runtime` for all, plus variants {NEW: "MODEL:key=value,..."}
+    that add MODEL again under NEW with those changes (MODEL names may contain ':')."""
+    common = RuntimeSettings.parse(runtime, BENCH_DEFAULTS)
+    settings = {name: common for name in models}
+    for name, spec in (variants or {}).items():
+        base, sep, changes = spec.rpartition(":")
+        if not sep or "=" not in changes:
+            base, changes = spec, ""
+        if base not in models:
+            raise BenchError(f"variant '{name}': unknown model '{base}'; expected one of {', '.join(models)}")
+        if name in models:
+            raise BenchError(f"variant '{name}': the name is already taken")
+        settings[name] = RuntimeSettings.parse(changes, common)
+        models[name] = models[base]
+    return settings
+
+
 def _setting_value(key: str, value: str) -> Any:
     if key == "threads":
         if not value.isdigit() or int(value) < 1:

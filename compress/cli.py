@@ -268,7 +268,7 @@ def bench_command(
     """Benchmark models side by side; writes report.json, report.md and report.html."""
     from bench.report import write_reports
     from bench.runner import run_benchmark
-    from bench.runtime import BENCH_DEFAULTS, RuntimeSettings
+    from bench.runtime import model_settings
 
     named: dict[str, Path] = {}
     for spec in models:
@@ -278,18 +278,13 @@ def bench_command(
         if name in named:
             raise EdgebertError(f"two models are named '{name}': use NAME=PATH")
         named[name] = path_obj
-    common = RuntimeSettings.parse(runtime, BENCH_DEFAULTS)
-    settings = {name: common for name in named}
+    variants = {}
     for spec in variant:
         name, eq, rest = spec.partition("=")
-        base, colon, changes = rest.partition(":")
-        if not eq or not colon or base not in named or name in named:
-            raise EdgebertError(
-                f"--variant '{spec}': expected NEW_NAME=MODEL_NAME:key=value,... with MODEL_NAME "
-                f"one of {', '.join(named)}"
-            )
-        named[name] = named[base]
-        settings[name] = RuntimeSettings.parse(changes, common)
+        if not eq or not rest:
+            raise EdgebertError(f"--variant '{spec}': expected NEW_NAME=MODEL_NAME:key=value,...")
+        variants[name] = rest
+    settings = model_settings(named, runtime, variants)
     eval_texts, labels, label = _eval_texts(
         dataset, split, texts, _clean_steps_of(next(iter(named.values())))
     )

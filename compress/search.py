@@ -125,7 +125,7 @@ def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
     for key, values in config.space.items():  # every path must lead to a valid recipe
         probe = values.low if isinstance(values, Range) else values[0]
         try:
-            parse_recipe(text, str(path), [*overrides, f"{key}={json.dumps(probe)}"], base_dir=path.parent)
+            parse_recipe(text, str(path), [*overrides, *_sets({key: probe})], base_dir=path.parent)
         except EdgebertError as exc:
             raise EdgebertError(f"search.space.{key}: {str(exc).split(': ', 1)[-1]}") from None
     root = out_base / f"{base.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -137,8 +137,7 @@ def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
             break
         trial = study.ask()
         params = {key: _sample(trial, key, values) for key, values in config.space.items()}
-        sets = [*overrides, *(f"{k}={json.dumps(v)}" for k, v in params.items())]
-        recipe = parse_recipe(text, str(path), sets, base_dir=path.parent)
+        recipe = parse_recipe(text, str(path), [*overrides, *_sets(params)], base_dir=path.parent)
         recipe.search = None
         run_dir = root / "trials" / f"trial-{number:03d}"
         started = time.perf_counter()
@@ -159,12 +158,30 @@ def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
         _write_summary(root, config, stage, rows)
         raise EdgebertError(f"search: every trial failed; see {root}/summary.json")
     best = max(scored, key=lambda r: r[config.metric])
-    raw = apply_overrides(yaml.safe_load(text), [*overrides, *(f"{k}={json.dumps(v)}" for k, v in best["params"].items())])
+    raw = apply_overrides(yaml.safe_load(text), [*overrides, *_sets(best["params"])])
     raw.pop("search", None)
+    for field in ("train", "validation", "test", "labels"):  # best.yaml lives elsewhere
+        value = getattr(base.data, field)
+        if isinstance(value, Path) and isinstance(raw.get("data", {}).get(field), str):
+            raw["data"][field] = str(value)
     raw["name"] = f"{raw['name']}-best"
     write_text_atomic(root / "best.yaml", yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     _write_summary(root, config, stage, rows, best)
     return root
+
+
+def _literal(value) -> str:
+    """A value as `--set` text that YAML reads back as the same type (YAML 1.1 reads `1e-05`,
+    without a dot, as a string)."""
+    if isinstance(value, float):
+        text = repr(value)
+        mantissa, sep, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if sep and "." not in mantissa else text
+    return json.dumps(value)
+
+
+def _sets(params: dict) -> list[str]:
+    return [f"{key}={_literal(value)}" for key, value in params.items()]
 
 
 def _grid_size(config: SearchConfig) -> int:

@@ -108,6 +108,11 @@ class Batcher:
             for item in batch:
                 await self._run_one(item)
             return
+        except Exception as exc:  # a fault in the model call: fail these requests, keep serving
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
         start = 0
         for item in batch:
             part = results[start:start + len(item.texts)]

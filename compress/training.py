@@ -423,26 +423,31 @@ class TrainingPhase:
 
 
 class _InterruptFlag:
-    """Turns Ctrl-C into a flag the loop checks after each optimiser step, so the checkpoint
-    written on the way out is consistent (never mid-backward)."""
+    """Turns Ctrl-C (SIGINT) and a polite kill (SIGTERM, as from `kill`, systemd or a batch
+    scheduler) into a flag the loop checks after each optimiser step, so the checkpoint written
+    on the way out is consistent (never mid-backward)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.flag = False
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                break
         return self
 
     def _handle(self, signum, frame):
-        if self.flag:  # second Ctrl-C: stop now
+        if self.flag:  # second signal: stop now
             raise KeyboardInterrupt
         self.flag = True
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
         return False

@@ -135,14 +135,16 @@ def missing_characters(tokenizer, texts: Sequence[str], min_count: int) -> list[
     counts: Counter = Counter(ch for text in texts for ch in text)
     vocab = tokenizer.get_vocab()
     normalizer = tokenizer.backend_tokenizer.normalizer
-    missing = []
+    missing: list[str] = []
+    seen: set[str] = set()
     for ch, n in counts.most_common():
         if n < min_count or not unicodedata.category(ch).startswith(("L", "N")):
             continue
         # BERT's normalizer pads CJK characters with spaces (its way of splitting them)
         normal = (normalizer.normalize_str(ch) if normalizer is not None else ch).strip()
-        if len(normal) == 1 and normal not in vocab and normal not in missing:
+        if len(normal) == 1 and normal not in vocab and normal not in seen:
             missing.append(normal)
+            seen.add(normal)
     return missing
 
 
@@ -151,7 +153,7 @@ def extended_tokenizer(tokenizer, characters: list[str]):
     _wordpiece(tokenizer)
     data = json.loads(tokenizer.backend_tokenizer.to_str())
     vocab = data["model"]["vocab"]
-    start = max(vocab.values()) + 1
+    start = max([*vocab.values(), *(t["id"] for t in data.get("added_tokens", []))]) + 1
     for offset, ch in enumerate(characters):
         vocab[ch] = start + offset
     ordered = [t for t, _ in sorted(vocab.items(), key=lambda item: item[1])]
@@ -170,7 +172,9 @@ def extend_embeddings(model, added: int) -> None:
 
 def prune_vocabulary(model, tokenizer, texts: Sequence[str], config: VocabConfig):
     """Shrink model and tokenizer to the corpus vocabulary; return (tokenizer, report)."""
+    _wordpiece(tokenizer)  # refuse other tokenizer types before touching the model
     before = len(tokenizer)
+    params_before = model.num_parameters()
     added: list[str] = []
     if config.add_characters:
         added = missing_characters(tokenizer, texts, config.min_count)
@@ -179,7 +183,6 @@ def prune_vocabulary(model, tokenizer, texts: Sequence[str], config: VocabConfig
             extend_embeddings(model, len(added))
     kept = kept_token_ids(tokenizer, texts, config)
     new_tokenizer = pruned_tokenizer(tokenizer, kept)
-    params_before = model.num_parameters()
     prune_embeddings(model, kept)
     report = {
         "vocab_before": before,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from compress.augment import AugmentConfig, apply_step, augment_split, synonym_table
 from compress.data import Split
 from tests.conftest import run_ok, tiny_recipe

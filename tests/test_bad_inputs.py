@@ -210,7 +210,7 @@ def _(t):
 
 @case("bench variant of a model that is not listed")
 def _(t):
-    return ["bench", str(t["onnx"]), "--variant", "fast=other:threads=1", "--texts", str(t["texts"])], "--variant 'fast=other:threads=1': expected NEW_NAME=MODEL_NAME:key=value"
+    return ["bench", str(t["onnx"]), "--variant", "fast=other:threads=1", "--texts", str(t["texts"])], "variant 'fast': unknown model 'other'; expected one of"
 
 @case("export of a model that is not a sequence classifier")
 def _(t):

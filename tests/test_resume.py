@@ -112,12 +112,13 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_d
     assert step >= 60
 
 
-def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_model_dir, tiny_data):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_model_dir, tiny_data, signum):
     recipe = two_stage_recipe(tmp_path, tiny_model_dir, tiny_data)
     run_dir = tmp_path / "interrupted"
     proc = start_slow_run(recipe, run_dir)
     wait_for_checkpoint(run_dir, 15, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert err.strip().splitlines()[-1] == f"edgebert: error: interrupted; continue with: edgebert run --resume {run_dir}"

@@ -10,7 +10,7 @@ from pydantic import Field
 from bench.errors import BenchError
 from bench.report import write_reports
 from bench.runner import run_benchmark
-from bench.runtime import BENCH_DEFAULTS, RuntimeSettings
+from bench.runtime import RuntimeSettings, model_settings
 from compress.errors import EdgebertError
 from compress.recipe import StageConfig
 from compress.stages.base import Stage
@@ -89,22 +89,7 @@ class BenchStage(Stage):
 
     def _settings(self, models: dict[str, Path]) -> dict[str, RuntimeSettings]:
         """Parse `runtime` and `runtime_variants`; variants join `models` under their names."""
-        field = f"stages[{self.index}]"
         try:
-            common = RuntimeSettings.parse(self.config.runtime, BENCH_DEFAULTS)
+            return model_settings(models, self.config.runtime, self.config.runtime_variants)
         except BenchError as exc:
-            raise EdgebertError(f"{field}.runtime: {exc}") from None
-        settings = {name: common for name in models}
-        for name, spec in self.config.runtime_variants.items():
-            base, _, changes = spec.rpartition(":") if "=" in spec else (spec, "", "")
-            if base not in models:
-                raise EdgebertError(
-                    f"{field}.runtime_variants.{name}: unknown model '{base}'; "
-                    f"expected one of {', '.join(models)}"
-                )
-            try:
-                settings[name] = RuntimeSettings.parse(changes, common)
-            except BenchError as exc:
-                raise EdgebertError(f"{field}.runtime_variants.{name}: {exc}") from None
-            models[name] = models[base]
-        return settings
+            raise EdgebertError(f"stages[{self.index}] (bench runtime settings): {exc}") from None

@@ -71,8 +71,10 @@ class FinetuneStage(Stage):
             self.tokenizer, self.vocab_report = prune_vocabulary(
                 self.model, self.tokenizer, ctx.data.train.texts, self.config.vocab
             )
+            added = self.vocab_report["characters_added"]
             ctx.log(f"[{self.name}] vocabulary {self.vocab_report['vocab_before']:,} -> "
-                    f"{self.vocab_report['vocab_after']:,} tokens")
+                    f"{self.vocab_report['vocab_after']:,} tokens"
+                    + (f" ({added:,} characters added)" if added else ""))
         # Each `with:` entry is a one-field model named after its modifier: {distill: {...}}.
         self.modifiers = []
         for entry in self.config.with_:
