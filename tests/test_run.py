@@ -127,6 +127,7 @@ def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, t
     parity: {rows: 64, min_label_agreement: 0.5}
   - type: bench
     torch_fp32: ["@finetune"]
+    ort_fp32: ["@finetune"]
     baseline: "finetune:torch_fp32"
     batch_sizes: [1]
     seq_lengths: [16]
@@ -140,13 +141,15 @@ def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, t
     assert set(metrics["export"]["files"]) == {"fp32", "fp32_fused", "dynamic_int8", "dynamic_int8_ort"}
     assert metrics["export"]["parity"]["fp32"]["passed"]
     assert metrics["bench"]["models"] == [
-        "finetune:torch_fp32", "export:fp32", "export:fp32_fused", "export:dynamic_int8",
-        "export:dynamic_int8_ort", "int8-spin",
+        "finetune:torch_fp32", "finetune:ort_fp32", "export:fp32", "export:fp32_fused",
+        "export:dynamic_int8", "export:dynamic_int8_ort", "int8-spin",
     ]
     report = json.loads((run_dir / "stages" / "02-bench" / "report.json").read_text())
     variant = report["models"][-1]
-    assert variant["path"] == report["models"][3]["path"] and variant["settings"]["io_binding"]
-    assert not report["models"][3]["settings"]["spinning"] and variant["settings"]["spinning"]
+    assert variant["path"] == report["models"][4]["path"] and variant["settings"]["io_binding"]
+    assert not report["models"][4]["settings"]["spinning"] and variant["settings"]["spinning"]
+    ort_fp32 = report["models"][1]
+    assert ort_fp32["accuracy"]["accuracy"] == report["models"][0]["accuracy"]["accuracy"]
     assert report["stages"][0]["stage"] == "finetune" and len(report["stages"]) == 2
     assert (run_dir / "stages" / "02-bench" / "report.html").is_file()
 

@@ -28,6 +28,9 @@ class BenchConfig(StageConfig):
     torch_fp32: list[str] = Field(
         default_factory=list, description="models (@stage) also timed in PyTorch fp32"
     )
+    ort_fp32: list[str] = Field(
+        default_factory=list, description="models (@stage) exported and timed in ORT fp32"
+    )
     optimum_dynamic_int8: list[str] = Field(
         default_factory=list, description="models (@stage) quantized by Optimum as the peer"
     )
@@ -58,10 +61,19 @@ class BenchStage(Stage):
         models: dict[str, Path] = {}
         for ref in cfg.torch_fp32:
             models[f"{ref.lstrip('@')}:torch_fp32"] = ctx.resolve_model_ref(ref)
+        exported: dict[str, Path] = {}  # one fp32 export per model serves both baselines
+
+        def onnx_of(ref: str) -> Path:
+            if ref not in exported:
+                onnx_dir = out_dir / f"{ref.lstrip('@')}-onnx"
+                export_onnx(ctx.resolve_model_ref(ref), onnx_dir)
+                exported[ref] = onnx_dir
+            return exported[ref]
+
+        for ref in cfg.ort_fp32:
+            models[f"{ref.lstrip('@')}:ort_fp32"] = onnx_of(ref) / "model.onnx"
         for ref in cfg.optimum_dynamic_int8:
-            onnx_dir = out_dir / f"{ref.lstrip('@')}-optimum"
-            export_onnx(ctx.resolve_model_ref(ref), onnx_dir)
-            models[f"{ref.lstrip('@')}:optimum_dynamic_int8"] = optimum_dynamic_int8(onnx_dir, onnx_dir)
+            models[f"{ref.lstrip('@')}:optimum_dynamic_int8"] = optimum_dynamic_int8(onnx_of(ref), onnx_of(ref))
         for stage in cfg.exports or list(ctx.artifacts):
             for variant, path in ctx.artifacts.get(stage, {}).items():
                 models[f"{stage}:{variant}"] = path
