@@ -183,6 +183,10 @@ class TrainingPhase:
             raise EdgebertError("training.device: cuda requested but no CUDA device is visible")
         if wanted == "auto":
             wanted = "cuda" if torch.cuda.is_available() else "cpu"
+        if wanted == "cuda" and distributed.active():  # one GPU per process (nccl needs it)
+            index = distributed.local_rank() % torch.cuda.device_count()
+            torch.cuda.set_device(index)
+            return torch.device("cuda", index)
         return torch.device(wanted)
 
     def _schedule(self, optimizer):
@@ -300,7 +304,9 @@ class TrainingPhase:
         )
         net = self.model
         if sampler is not None:
-            net = torch.nn.parallel.DistributedDataParallel(self.model)
+            net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         seen_at_start = seen
         finished = stopped_early or self.step >= self.total_steps
         with progress, interrupted:

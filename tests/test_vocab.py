@@ -117,3 +117,23 @@ def test_added_characters_replace_unk_and_start_at_the_mean_embedding(tiny_model
     twice, _ = prune_vocabulary(load_classifier(tiny_model_dir), tokenizer, texts * 2,
                                 VocabConfig(min_count=3, add_characters=True))
     assert "[UNK]" in twice.tokenize("房")  # seen twice: under min_count 3, not added
+
+
+def test_vocab_pruned_student_distils_from_a_live_teacher_only_with_retokenize(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    def recipe(retokenize: bool) -> str:
+        return tiny_recipe(tiny_model_dir, tiny_data, epochs=1) + f"""  - type: train
+    name: student
+    model: {tiny_model_dir}
+    vocab: {{min_count: 2}}
+    training: {{lr: 5.0e-4, batch_size: 16, epochs: 1, max_steps: 3}}
+    with:
+      - distill: {{teacher: "@finetune", retokenize: {str(retokenize).lower()}}}
+"""
+    refused = tmp_path / "refused.yaml"
+    refused.write_text(recipe(False))
+    code, _, err = run_cli("run", refused, "--out", tmp_path / "r1")
+    assert code == 2 and "distill.retokenize: teacher and student tokenizers differ" in err
+    allowed = tmp_path / "allowed.yaml"
+    allowed.write_text(recipe(True))
+    _, metrics, _ = run_ok(run_cli, allowed, tmp_path / "r2")
+    assert metrics["student"]["steps"] == 3 and metrics["student"]["vocab"]["vocab_after"] < 600
