@@ -52,4 +52,65 @@ def classification_metrics(
     }
 
 
-METRIC_NAMES = ("accuracy", "macro_f1", "macro_precision", "macro_recall")
+METRIC_NAMES = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "entity_f1")
+
+
+def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """(type, start, end) of each entity in a BIO tag row, as seqeval reads it by default: an
+    I- tag that does not continue an entity of its type starts a new one."""
+    spans: set[tuple[str, int, int]] = set()
+    kind, start = None, 0
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, _, name = tag.partition("-")
+        continues = prefix == "I" and name == kind
+        if kind is not None and not continues:
+            spans.add((kind, start, i))
+            kind = None
+        if prefix in ("B", "I") and not continues:
+            kind, start = name, i
+    return spans
+
+
+def token_metrics(
+    y_true: Sequence[Sequence[int]], y_pred: Sequence[Sequence[int]], label_names: Sequence[str]
+) -> dict:
+    """Token classification: entity-level precision/recall/F1 (micro, `entity_f1`) and per
+    entity type, whose mean is `macro_f1`; `accuracy` and the confusion matrix are per word."""
+    if len(y_true) != len(y_pred) or any(len(t) != len(p) for t, p in zip(y_true, y_pred)):
+        raise ValueError("true and predicted tag rows differ in shape")
+    words = classification_metrics(
+        [t for row in y_true for t in row], [p for row in y_pred for p in row], label_names
+    )
+    kinds = sorted({name.partition("-")[2] for name in label_names if name != "O"})
+    found = {k: [0, 0, 0] for k in kinds}  # true positives, predicted, gold
+    for true_row, pred_row in zip(y_true, y_pred):
+        gold = entity_spans([label_names[t] for t in true_row])
+        pred = entity_spans([label_names[p] for p in pred_row])
+        for kind, *_ in pred:
+            found.setdefault(kind, [0, 0, 0])[1] += 1
+        for kind, *_ in gold:
+            found.setdefault(kind, [0, 0, 0])[2] += 1
+        for kind, *_ in gold & pred:
+            found[kind][0] += 1
+
+    def prf(tp: int, predicted: int, gold: int) -> tuple[float, float, float]:
+        p = tp / predicted if predicted else 0.0
+        r = tp / gold if gold else 0.0
+        return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+    per_type = {}
+    for kind, (tp, predicted, gold) in found.items():
+        p, r, f = prf(tp, predicted, gold)
+        per_type[kind] = {"precision": p, "recall": r, "f1": f, "support": gold}
+    totals = [sum(v[i] for v in found.values()) for i in range(3)]
+    precision, recall, f1 = prf(*totals)
+    return {
+        **words,
+        "macro_precision": float(np.mean([v["precision"] for v in per_type.values()])) if per_type else 0.0,
+        "macro_recall": float(np.mean([v["recall"] for v in per_type.values()])) if per_type else 0.0,
+        "macro_f1": float(np.mean([v["f1"] for v in per_type.values()])) if per_type else 0.0,
+        "entity_precision": precision,
+        "entity_recall": recall,
+        "entity_f1": f1,
+        "per_class": per_type,
+    }

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from bench.errors import BenchError
 from bench.latency import interleaved_timings, latency_stats
 from bench.machine import machine_info
-from bench.metrics import classification_metrics
+from bench.metrics import classification_metrics, token_metrics
 from bench.macs import graph_macs
 from bench.machine import int8_peak_gmacs
 from bench.runtime import BENCH_DEFAULTS, ModelRunner, RuntimeSettings, open_model
@@ -91,9 +91,14 @@ def run_benchmark(
         runners[name] = runner
         accuracy = None
         if labels is not None:
-            preds = runner.logits(texts).argmax(-1)
+            if runner.token_level:  # word rows: entity-level metrics, word-level agreement
+                tags = runner.word_tags(texts)
+                metrics = token_metrics(labels, tags, runner.label_names)
+                preds = np.asarray([t for row in tags for t in row])
+            else:
+                preds = runner.logits(texts).argmax(-1)
+                metrics = classification_metrics(labels, preds, runner.label_names)
             predictions[name] = preds
-            metrics = classification_metrics(labels, preds, runner.label_names)
             metrics.pop("n")
             accuracy = Accuracy(dataset=dataset, n=len(labels), **metrics)
         results[name] = ModelResult(
@@ -191,9 +196,7 @@ def _real_traffic(
             runner.logits(texts, batch_size=batch_size)
             seconds[name].append(time.perf_counter() - t0)
     for name, result in results.items():
-        runner = runners[name]
-        lengths = [len(ids) for ids in runner.tokenizer(
-            list(texts), truncation=True, max_length=runner.max_length)["input_ids"]]
+        lengths = runners[name].token_lengths(texts)
         best = float(np.median(seconds[name]))
         padded = next(
             (l.throughput_seq_per_s for l in result.latency

@@ -174,6 +174,7 @@ class ModelRunner:
     torch_model: Any = None
     input_names: list[str] = field(default_factory=list)
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
+    token_level: bool = False  # a token classifier: texts are word lists, logits per token
 
     @property
     def size_bytes(self) -> int:
@@ -183,17 +184,26 @@ class ModelRunner:
 
     def encode(self, texts: Sequence[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Tokenize a batch; `pad_to` pads to a fixed length (benchmarks), else to the longest."""
-        encoded = self.tokenizer(
-            list(texts),
+        encoded = self._tokenize(texts, pad_to)
+        feeds = {name: encoded[name].astype(np.int64) for name in self.input_names if name in encoded}
+        if "token_type_ids" in self.input_names and "token_type_ids" not in feeds:
+            feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+        return feeds
+
+    def _tokenize(self, texts, pad_to: int | None = None):
+        words = bool(texts) and not isinstance(texts[0], str)  # token classification rows
+        return self.tokenizer(
+            [list(t) for t in texts] if words else list(texts),
+            is_split_into_words=words,
             truncation=True,
             max_length=pad_to or self.max_length,
             padding="max_length" if pad_to else "longest",
             return_tensors="np",
         )
-        feeds = {name: encoded[name].astype(np.int64) for name in self.input_names if name in encoded}
-        if "token_type_ids" in self.input_names and "token_type_ids" not in feeds:
-            feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
-        return feeds
+
+    def token_lengths(self, texts) -> list[int]:
+        """Tokens per text as the model reads it (special tokens in, cut at max length)."""
+        return [int(m.sum()) for m in self._tokenize(texts)["attention_mask"]]
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if self.session is not None:
@@ -222,15 +232,38 @@ class ModelRunner:
 
         return call
 
-    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Logits for many texts, batched by length (little padding), in input order."""
+    def logits(self, texts: Sequence, batch_size: int = 32):
+        """Logits for many texts, batched by length (little padding), in input order. A token
+        classifier gives a list with one [tokens, labels] array per text instead."""
         lengths = [len(t) for t in texts]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
+        if self.token_level:
+            rows: list = [None] * len(texts)
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                feeds = self.encode([texts[i] for i in chunk])
+                for i, row, mask in zip(chunk, self.run(feeds), feeds["attention_mask"]):
+                    rows[i] = row[: int(mask.sum())]
+            return rows
         out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             out[chunk] = self.run(self.encode([texts[i] for i in chunk]))
         return out
+
+    def word_tags(self, words: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[int]]:
+        """A token classifier's label per word (its first piece decides); words cut off by
+        the max length get label 0 (`O`), so every row keeps its length."""
+        rows = self.logits(words, batch_size)
+        tags = []
+        for i, (row_words, row) in enumerate(zip(words, rows)):
+            encoded = self._tokenize([row_words])
+            first: dict[int, int] = {}
+            for position, word in enumerate(encoded.word_ids(0)):
+                if word is not None and word not in first:
+                    first[word] = position
+            tags.append([int(row[first[w]].argmax()) if w in first else 0 for w in range(len(row_words))])
+        return tags
 
 
 def open_model(
@@ -262,22 +295,31 @@ def open_model(
     if kind == "torch":
         import torch
         from safetensors import SafetensorError
-        from transformers import AutoModelForSequenceClassification
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
         if threads:
             torch.set_num_threads(threads)
+        auto = AutoModelForTokenClassification if _is_token_classifier(folder) \
+            else AutoModelForSequenceClassification
         try:
-            runner.torch_model = AutoModelForSequenceClassification.from_pretrained(
-                str(folder), use_safetensors=True
-            ).eval()
+            runner.torch_model = auto.from_pretrained(str(folder), use_safetensors=True).eval()
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             raise BenchError(f"{folder}: cannot load model ({_short(exc)})") from None
         runner.input_names = ["input_ids", "attention_mask"]
     else:
         runner.session, runner.input_names = _onnx_session(path, settings, provider)
     runner.label_names = read_label_names(folder)
+    runner.token_level = _is_token_classifier(folder)
     runner.tokenizer = _tokenizer(folder)
     return runner
+
+
+def _is_token_classifier(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(a.endswith("ForTokenClassification") for a in config.get("architectures") or [])
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

@@ -56,6 +56,9 @@ class Accuracy(_Strict):
     confusion_matrix: list[list[int]]
     labels: list[str]
     label_agreement_with_baseline: float | None = None
+    entity_precision: float | None = Field(None, description="token classification, micro")
+    entity_recall: float | None = None
+    entity_f1: float | None = Field(None, description="token classification: seqeval-style F1")
 
 
 class ModelResult(_Strict):

@@ -94,7 +94,7 @@ def run(
         raise EdgebertError("give a RECIPE (a YAML file or a shipped recipe name) or --resume")
     parsed = load_recipe(find_recipe(recipe), set_)
     if dry_run:
-        data = load_task_data(parsed.data, parsed.seed)
+        data = load_task_data(parsed.data, parsed.seed, parsed.task)
         typer.echo(
             f"recipe ok: {len(parsed.stages)} stages; data: {len(data.train)} train"
             + (f" ({data.augmented_rows} augmented)" if data.augmented_rows else "") + ", "

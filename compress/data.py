@@ -267,11 +267,13 @@ def make_collate(pad_token_id: int):
         for i, row in enumerate(rows):
             input_ids[i, : len(row["input_ids"])] = torch.tensor(row["input_ids"])
             attention[i, : len(row["input_ids"])] = 1
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "labels": torch.tensor([r["labels"] for r in rows], dtype=torch.long),
-        }
+        if isinstance(rows[0]["labels"], list):  # token classification: a tag per position
+            labels = torch.full((len(rows), width), -100, dtype=torch.long)
+            for i, row in enumerate(rows):
+                labels[i, : len(row["labels"])] = torch.tensor(row["labels"])
+        else:
+            labels = torch.tensor([r["labels"] for r in rows], dtype=torch.long)
+        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
         if "row" in rows[0]:  # which training rows these are (for cached teacher logits)
             batch["row"] = torch.tensor([r["row"] for r in rows], dtype=torch.long)
         return batch
@@ -297,12 +299,17 @@ def _label_names_for(cfg, folder: Path | None, train_path: Path) -> list[str]:
     )
 
 
-def load_task_data(cfg, seed: int) -> TaskData:
+def load_task_data(cfg, seed: int, task: str = "text-classification") -> TaskData:
     """Everything a recipe's `data:` section names, cleaned and validated.
 
     `cfg` is the recipe's DataConfig (duck-typed to keep this module free of the recipe model).
     """
     from compress.cleaning import make_cleaner
+
+    if task == "token-classification":
+        from compress.tokens import load_token_task
+
+        return load_token_task(cfg, seed)
 
     clean = make_cleaner(cfg.clean)
     folder = resolve_dataset(cfg.dataset) if cfg.dataset else None

@@ -93,7 +93,7 @@ def run_recipe(
     console = console or Console(stderr=True)
     set_seed(recipe.seed)
     # Data problems are input problems: surface them before any directory or work exists.
-    data = load_task_data(recipe.data, recipe.seed)
+    data = load_task_data(recipe.data, recipe.seed, recipe.task)
     hashes = {str(p): file_sha256(p) for p in data.files}
     if resume:
         assert run_dir is not None

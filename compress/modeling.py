@@ -14,7 +14,11 @@ from typing import Sequence
 
 import transformers
 from safetensors import SafetensorError
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 
 from compress.errors import EdgebertError
 from compress.models import check_model_dir
@@ -32,7 +36,9 @@ def load_tokenizer(model_dir: Path):
         raise EdgebertError(f"{model_dir}: cannot load tokenizer ({_first_line(exc)})") from None
 
 
-def load_classifier(model_dir: Path, label_names: Sequence[str] | None = None):
+def load_classifier(
+    model_dir: Path, label_names: Sequence[str] | None = None, task: str = "text-classification"
+):
     """Load a sequence classifier; with `label_names`, (re)build the head for those labels.
 
     A checkpoint whose head has another number of labels (e.g. a sentence encoder, or a teacher
@@ -48,7 +54,9 @@ def load_classifier(model_dir: Path, label_names: Sequence[str] | None = None):
             ignore_mismatched_sizes=True,
         )
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), **kwargs)
+        auto = AutoModelForTokenClassification if task == "token-classification" \
+            else AutoModelForSequenceClassification
+        model = auto.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError, SafetensorError, RuntimeError, KeyError) as exc:
         raise EdgebertError(f"{model_dir}: cannot load model ({_first_line(exc)})") from None
     return model

@@ -34,6 +34,8 @@ class Predictor:
             if not value.strip():
                 raise EdgebertError(f"text {i + 1} is empty after cleaning")
             cleaned.append(value)
+        if self.runner.token_level:
+            return self._entities(texts, cleaned)
         limit = self.runner.max_length
         lengths = self.runner.tokenizer(cleaned, truncation=False, verbose=False)["input_ids"]
         self.warnings = [  # this call's only: a server calls predict for ever
@@ -55,6 +57,25 @@ class Predictor:
                     "probs": {n: round(float(p), 6) for n, p in zip(labels, row)},
                 }
             )
+        return results
+
+
+    def _entities(self, texts: list[str], cleaned: list[str]) -> list[dict]:
+        """Token classifier: words split on whitespace, a tag per word, BIO spans as entities."""
+        from bench.metrics import entity_spans
+
+        words = [text.split() for text in cleaned]
+        names = self.runner.label_names
+        results = []
+        for text, row, tags in zip(texts, words, self.runner.word_tags(words)):
+            tag_names = [names[t] for t in tags]
+            spans = sorted(entity_spans(tag_names), key=lambda span: span[1])
+            results.append({
+                "text": text,
+                "tags": tag_names,
+                "entities": [{"type": kind, "text": " ".join(row[a:b]), "start_word": a,
+                              "end_word": b} for kind, a, b in spans],
+            })
         return results
 
 

@@ -144,7 +144,7 @@ def build_recipe_model() -> type[BaseModel]:
         """A whole edgebert run: data, then stages in order."""
 
         name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)
-        task: Literal["text-classification"] = "text-classification"
+        task: Literal["text-classification", "token-classification"] = "text-classification"
         seed: int = 42
         data: DataConfig
         stages: list[stage_union] = Field(min_length=1)  # type: ignore[valid-type]

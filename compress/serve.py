@@ -158,8 +158,9 @@ def create_app(model: Path, max_batch: int = 32, max_wait_ms: float = 5.0):
         except EdgebertError as exc:
             metrics.requests.labels(status="422").inc()
             return JSONResponse(status_code=422, content={"error": str(exc)})
-        for result in results:
-            metrics.predicted.labels(label=result["label"]).inc()
+        for result in results:  # a label per text, or an entity type per entity (NER)
+            for label in [result["label"]] if "label" in result else [e["type"] for e in result["entities"]]:
+                metrics.predicted.labels(label=label).inc()
         metrics.requests.labels(status="200").inc()
         metrics.latency.observe(time.perf_counter() - started)
         return {"predictions": results}

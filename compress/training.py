@@ -73,8 +73,10 @@ def batched_logits(
                 attention_mask=batch["attention_mask"].to(device),
             ).logits.cpu()
             for i, row in zip(chunk, logits.float().numpy()):
-                out[i] = row
+                out[i] = row if row.ndim == 1 else row[: len(input_ids[i])]  # token rows: unpadded
     model.train(was_training)
+    if out and out[0] is not None and out[0].ndim == 2:
+        return out  # type: ignore[return-value]  # token classification: one [length, C] per row
     return np.stack(out)  # type: ignore[arg-type]
 
 
@@ -108,15 +110,44 @@ class TrainingPhase:
     extra_parameters: list = field(default_factory=list)  # trained too (e.g. projections)
     structure_changed: bool = False  # set by modifiers that reshape the model (pruning)
     restart_selection: bool = False  # set when earlier epochs stop being comparable (QAT on)
+    task: str = "text-classification"  # or token-classification: texts are word lists
 
     def __post_init__(self) -> None:
-        self.train_ids, self.train_truncated = encode(
-            self.tokenizer, self.train_texts, self.max_length
+        if self.token_level and self.modifiers:
+            from compress.errors import EdgebertError
+
+            raise EdgebertError(
+                f"with.{self.modifiers[0].type_name}: token classification trains without "
+                "modifiers (distill, prune, qat act on sentence logits)"
+            )
+        self.train_ids, self.train_labels, self.train_truncated = self._encode(
+            self.train_texts, self.train_labels
         )
-        self.eval_ids, self.eval_truncated = encode(
-            self.tokenizer, self.eval_texts, self.max_length
+        self.eval_ids, self.eval_row_labels, self.eval_truncated = self._encode(
+            self.eval_texts, self.eval_labels
         )
         self.pad_id = self.tokenizer.pad_token_id or 0
+
+    @property
+    def token_level(self) -> bool:
+        return self.task == "token-classification"
+
+    def _encode(self, texts, labels):
+        """(ids, labels per row as the loss reads them, rows truncated)."""
+        if self.token_level:
+            from compress.tokens import encode_words
+
+            return encode_words(self.tokenizer, texts, labels, self.max_length)
+        ids, truncated = encode(self.tokenizer, texts, self.max_length)
+        return ids, labels, truncated
+
+    def _metrics(self, row_labels, logits) -> dict:
+        if self.token_level:
+            from bench.metrics import token_metrics
+            from compress.tokens import word_level
+
+            return token_metrics(*word_level(row_labels, logits), self.label_names)
+        return classification_metrics(row_labels, logits.argmax(-1), self.label_names)
 
     def leading_batches(self, count: int):
         """The first `count` training batches in file order, on the model's device: for
@@ -131,22 +162,21 @@ class TrainingPhase:
             )
             yield {k: v.to(device) for k, v in batch.items() if k != "row"}
 
-    def _logits(self, model, ids: list[list[int]]) -> np.ndarray:
+    def _logits(self, model, ids: list[list[int]]):
         """Logits of every row; with several processes each scores its share and all gather."""
         ranks, me = distributed.world_size(), distributed.rank()
         local = batched_logits(model, ids[me::ranks], self.training.eval_batch_size, self.pad_id) \
-            if ids[me::ranks] else np.zeros((0, len(self.label_names)), np.float32)
-        return np.stack(distributed.gather_rows(list(local), len(ids)))
+            if ids[me::ranks] else []
+        rows = distributed.gather_rows(list(local), len(ids))
+        return rows if self.token_level else np.stack(rows)
 
-    def evaluate_texts(self, texts: list[str], labels: list[int]) -> dict:
+    def evaluate_texts(self, texts: list, labels: list) -> dict:
         """Metrics of the current model on other rows (e.g. the test split)."""
-        ids, _ = encode(self.tokenizer, texts, self.max_length)
-        logits = self._logits(self.model, ids)
-        return classification_metrics(labels, logits.argmax(-1), self.label_names)
+        ids, row_labels, _ = self._encode(texts, labels)
+        return self._metrics(row_labels, self._logits(self.model, ids))
 
     def evaluate(self, model=None) -> dict:
-        logits = self._logits(model or self.model, self.eval_ids)
-        return classification_metrics(self.eval_labels, logits.argmax(-1), self.label_names)
+        return self._metrics(self.eval_row_labels, self._logits(model or self.model, self.eval_ids))
 
     def _distributed_sampler(self, device: torch.device):
         """Under torchrun: join the group, check the run can be split, return the sampler."""

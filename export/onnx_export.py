@@ -37,18 +37,25 @@ def check_classifier_dir(model_dir: Path) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"{config_path}: unreadable ({exc})") from None
     architectures = config.get("architectures") or []
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+    if not any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in architectures):
         raise ExportError(
-            f"{model_dir}: not a sequence classifier (architectures: {architectures or 'none'})"
+            f"{model_dir}: not a sequence or token classifier (architectures: "
+            f"{architectures or 'none'})"
         )
     return config
+
+
+def export_task(config: dict) -> str:
+    """Optimum's task name for a saved classifier's config."""
+    token = any(a.endswith("ForTokenClassification") for a in config.get("architectures") or [])
+    return "token-classification" if token else "text-classification"
 
 
 def export_onnx(model_dir: Path, out_dir: Path, opset: int = OPSET) -> Path:
     """Export to `out_dir/model.onnx` with tokenizer and config beside it; returns the path."""
     from optimum.exporters.onnx import main_export
 
-    check_classifier_dir(model_dir)
+    task = export_task(check_classifier_dir(model_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".export-"))
     try:
@@ -56,7 +63,7 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = OPSET) -> Path:
             warnings.simplefilter("ignore")
             logging.getLogger("optimum").setLevel(logging.ERROR)
             main_export(
-                str(model_dir), output=str(tmp), task="text-classification", opset=opset,
+                str(model_dir), output=str(tmp), task=task, opset=opset,
                 do_validation=False, device="cpu",
             )
         for name in SIDE_FILES:

@@ -40,6 +40,8 @@ def compare_logits(
     max_abs_diff: float | None = None,
     min_label_agreement: float | None = None,
 ) -> ParityResult:
+    if isinstance(reference, list):  # token classification: rows of [tokens, labels]
+        reference, candidate = np.concatenate(reference), np.concatenate(candidate)
     if reference.shape != candidate.shape:
         raise ValueError(f"logit shapes differ: {reference.shape} vs {candidate.shape}")
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))

@@ -219,7 +219,7 @@ def _(t):
     config = json.loads((t["model"] / "config.json").read_text()) | {"architectures": ["BertForMaskedLM"]}
     (encoder / "config.json").write_text(json.dumps(config))
     (encoder / "model.safetensors").write_bytes((t["model"] / "model.safetensors").read_bytes())
-    return ["export", str(encoder), "--out", str(t["dir"] / "e")], "not a sequence classifier"
+    return ["export", str(encoder), "--out", str(t["dir"] / "e")], "not a sequence or token classifier"
 
 @case("resume of something that is not a run directory")
 def _(t):

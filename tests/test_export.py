@@ -92,7 +92,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_model_dir):
     config["architectures"] = ["BertModel"]
     (encoder / "config.json").write_text(json.dumps(config))
     (encoder / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
-    with pytest.raises(ExportError, match=r"not a sequence classifier \(architectures: \['BertModel'\]\)"):
+    with pytest.raises(ExportError, match=r"not a sequence or token classifier \(architectures: \['BertModel'\]\)"):
         export_onnx(encoder, tmp_path / "out")
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage")

@@ -63,13 +63,14 @@ class FinetuneStage(Stage):
         # A fresh classifier head is drawn from the RNG: seed here so a resumed run, which skips
         # the earlier stages, draws the same head as an uninterrupted one.
         set_seed(self._seed(ctx))
-        self.model = load_classifier(self.model_dir, ctx.data.label_names)
+        self.model = load_classifier(self.model_dir, ctx.data.label_names, ctx.recipe.task)
         if self.config.keep_layers is not None:
             drop_layers(self.model, self.config.keep_layers, f"stages[{self.index}].keep_layers")
         self.vocab_report = None
         if self.config.vocab is not None:
+            corpus = [t if isinstance(t, str) else " ".join(t) for t in ctx.data.train.texts]
             self.tokenizer, self.vocab_report = prune_vocabulary(
-                self.model, self.tokenizer, ctx.data.train.texts, self.config.vocab
+                self.model, self.tokenizer, corpus, self.config.vocab
             )
             added = self.vocab_report["characters_added"]
             ctx.log(f"[{self.name}] vocabulary {self.vocab_report['vocab_before']:,} -> "
@@ -103,6 +104,7 @@ class FinetuneStage(Stage):
             max_length=recipe.data.max_length,
             select_best=self.config.select_best,
             modifiers=self.modifiers,
+            task=recipe.task,
             log=ctx.log,
             seed=self._seed(ctx),
             extra={
