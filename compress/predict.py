@@ -9,6 +9,7 @@ import numpy as np
 
 from bench.runtime import open_model
 from compress.cleaning import make_cleaner
+from compress.data import read_lines
 from compress.errors import EdgebertError
 from compress.modeling import read_meta
 
@@ -81,12 +82,7 @@ class Predictor:
 
 def read_texts(path: Path) -> list[str]:
     """Texts from a .jsonl (field `text`) or a plain file (one text per non-empty line)."""
-    if not path.is_file():
-        raise EdgebertError(f"file not found: {path}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise EdgebertError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    lines = read_lines(path)
     texts = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

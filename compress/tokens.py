@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from compress.data import SPLIT_NAMES, Split, TaskData, find_split_file, resolve_dataset
+from compress.data import SPLIT_NAMES, Split, TaskData, find_split_file, read_lines, resolve_dataset
 from compress.errors import EdgebertError
 
 TAG = re.compile(r"^(O|[BI]-\S+)$")
@@ -54,12 +54,7 @@ def _rows_jsonl(path: Path, lines: list[str]):
 
 def read_tagged(path: Path) -> list[tuple[int, list[str], list[str]]]:
     """(line, words, tag names) per sentence; tags checked to be BIO."""
-    if not path.is_file():
-        raise EdgebertError(f"data file not found: {path}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise EdgebertError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    lines = read_lines(path, missing="data file not found")
     reader = _rows_jsonl if path.suffix == ".jsonl" else _rows_conll
     rows = list(reader(path, lines))
     for line, _, tags in rows:
