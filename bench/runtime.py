@@ -184,7 +184,9 @@ class ModelRunner:
 
     def encode(self, texts: Sequence[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Tokenize a batch; `pad_to` pads to a fixed length (benchmarks), else to the longest."""
-        encoded = self._tokenize(texts, pad_to)
+        return self._feeds(self._tokenize(texts, pad_to))
+
+    def _feeds(self, encoded) -> dict[str, np.ndarray]:
         feeds = {name: encoded[name].astype(np.int64) for name in self.input_names if name in encoded}
         if "token_type_ids" in self.input_names and "token_type_ids" not in feeds:
             feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
@@ -232,37 +234,42 @@ class ModelRunner:
 
         return call
 
-    def logits(self, texts: Sequence, batch_size: int = 32):
-        """Logits for many texts, batched by length (little padding), in input order. A token
-        classifier gives a list with one [tokens, labels] array per text instead."""
+    def _batches(self, texts: Sequence, batch_size: int):
+        """(row indices, their encoding, their logits) in batches of similar length, so padding
+        stays small; every text is tokenized once."""
         lengths = [len(t) for t in texts]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            encoded = self._tokenize([texts[i] for i in chunk])
+            yield chunk, encoded, self.run(self._feeds(encoded))
+
+    def logits(self, texts: Sequence, batch_size: int = 32):
+        """Logits for many texts, in input order. A token classifier gives a list with one
+        [tokens, labels] array per text instead."""
         if self.token_level:
             rows: list = [None] * len(texts)
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                feeds = self.encode([texts[i] for i in chunk])
-                for i, row, mask in zip(chunk, self.run(feeds), feeds["attention_mask"]):
+            for chunk, encoded, logits in self._batches(texts, batch_size):
+                for i, row, mask in zip(chunk, logits, encoded["attention_mask"]):
                     rows[i] = row[: int(mask.sum())]
             return rows
         out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            out[chunk] = self.run(self.encode([texts[i] for i in chunk]))
+        for chunk, _, logits in self._batches(texts, batch_size):
+            out[chunk] = logits
         return out
 
     def word_tags(self, words: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[int]]:
         """A token classifier's label per word (its first piece decides); words cut off by
         the max length get label 0 (`O`), so every row keeps its length."""
-        rows = self.logits(words, batch_size)
-        tags = []
-        for i, (row_words, row) in enumerate(zip(words, rows)):
-            encoded = self._tokenize([row_words])
-            first: dict[int, int] = {}
-            for position, word in enumerate(encoded.word_ids(0)):
-                if word is not None and word not in first:
-                    first[word] = position
-            tags.append([int(row[first[w]].argmax()) if w in first else 0 for w in range(len(row_words))])
+        tags: list = [None] * len(words)
+        for chunk, encoded, logits in self._batches(words, batch_size):
+            for j, (i, row) in enumerate(zip(chunk, logits)):
+                first: dict[int, int] = {}
+                for position, word in enumerate(encoded.word_ids(j)):
+                    if word is not None and word not in first:
+                        first[word] = position
+                tags[i] = [int(row[first[w]].argmax()) if w in first else 0
+                           for w in range(len(words[i]))]
         return tags
 
 

@@ -128,21 +128,23 @@ def encode_words(
     tokenizer, words: Sequence[Sequence[str]], tags: Sequence[Sequence[int]], max_length: int
 ) -> tuple[list[list[int]], list[list[int]], int]:
     """Subword ids and aligned labels (first piece of a word: its tag; the rest: -100);
-    returns (ids, labels, rows truncated)."""
-    encoded = tokenizer([list(w) for w in words], is_split_into_words=True, truncation=True,
-                        max_length=max_length, verbose=False)
-    full = tokenizer([list(w) for w in words], is_split_into_words=True, truncation=False,
-                     verbose=False)["input_ids"]
-    ids, labels = [], []
+    returns (ids, labels, rows truncated). Rows are cut as `compress.data.encode` cuts them,
+    keeping the closing special token."""
+    encoded = tokenizer([list(w) for w in words], is_split_into_words=True, truncation=False,
+                        verbose=False)
+    ids, labels, truncated = [], [], 0
     for i, row_tags in enumerate(tags):
         previous = None
         aligned = []
         for word in encoded.word_ids(i):
             aligned.append(IGNORE if word is None or word == previous else row_tags[word])
             previous = word
-        ids.append(encoded["input_ids"][i])
+        row = encoded["input_ids"][i]
+        if len(row) > max_length:
+            truncated += 1
+            row, aligned = row[: max_length - 1] + row[-1:], aligned[: max_length - 1] + aligned[-1:]
+        ids.append(row)
         labels.append(aligned)
-    truncated = sum(len(f) > max_length for f in full)
     return ids, labels, truncated
 
 
