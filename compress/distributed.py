@@ -89,12 +89,13 @@ def check_split(batch_size: int, modifiers: list[tuple[str, object]], nproc: int
 
 def check_splittable(recipe, nproc: int) -> None:
     """`check_split` for every training stage of a recipe, before any process starts."""
+    from compress.recipe import modifier_entry
+
     for index, stage in enumerate(recipe.stages):
         training = getattr(stage, "training", None)
         if training is not None:
-            entries = [(next(iter(type(e).model_fields)), e) for e in getattr(stage, "with_", [])]
-            check_split(training.batch_size, [(n, getattr(e, n)) for n, e in entries], nproc,
-                        f"stages[{index}].")
+            entries = [modifier_entry(e) for e in getattr(stage, "with_", [])]
+            check_split(training.batch_size, entries, nproc, f"stages[{index}].")
 
 
 def relaunch(nproc: int, argv: list[str]) -> int:

@@ -115,6 +115,12 @@ def _tag_of_single_key(value: Any) -> str | None:
     return None
 
 
+def modifier_entry(entry: BaseModel) -> tuple[str, Any]:
+    """A validated `with:` entry as (modifier name, its config): `{distill: {...}}`."""
+    name = next(iter(type(entry).model_fields))
+    return name, getattr(entry, name)
+
+
 def modifier_list_type():
     """`with:` entries: one-key mappings such as `{distill: {...}}`, by the modifier registry."""
     from compress.stages.registry import MODIFIERS

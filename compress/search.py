@@ -106,7 +106,9 @@ def _score(metrics: dict, stage: str, metric: str) -> float:
 
 
 def _trained_stage(recipe) -> str:
-    names = [s.name or s.type for s in recipe.stages if s.type in ("finetune", "train")]
+    from compress.engine import TRAINING_STAGES
+
+    names = [s.name or s.type for s in recipe.stages if s.type in TRAINING_STAGES]
     if not names:
         raise EdgebertError("search: the recipe has no training stage to score")
     return names[-1]

@@ -12,7 +12,13 @@ from pydantic import Field
 from transformers import set_seed
 
 from compress.modeling import load_classifier, load_tokenizer, save_classifier
-from compress.recipe import MetricName, StageConfig, TrainingConfig, modifier_list_type
+from compress.recipe import (
+    MetricName,
+    StageConfig,
+    TrainingConfig,
+    modifier_entry,
+    modifier_list_type,
+)
 from compress.stages.base import Stage
 from compress.stages.registry import MODIFIERS, register_stage
 from compress.training import TrainingPhase
@@ -79,8 +85,8 @@ class FinetuneStage(Stage):
         # Each `with:` entry is a one-field model named after its modifier: {distill: {...}}.
         self.modifiers = []
         for entry in self.config.with_:
-            name = next(iter(type(entry).model_fields))
-            self.modifiers.append(MODIFIERS[name](getattr(entry, name)))
+            name, config = modifier_entry(entry)
+            self.modifiers.append(MODIFIERS[name](config))
 
     def _seed(self, ctx) -> int:
         seed = self.config.training.seed
