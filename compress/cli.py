@@ -62,7 +62,7 @@ def run(
     nproc: int = typer.Option(1, "--nproc", min=1, max=64, help="data-parallel processes (torchrun)"),
 ) -> None:
     """Run a recipe end to end and write a run directory (or resume one)."""
-    from compress.data import load_task_data
+    from compress.task_data import load_task_data
     from compress import distributed
     from compress.engine import RESOLVED_RECIPE, run_recipe
     from compress.recipe import load_recipe
@@ -190,7 +190,7 @@ DEFAULT_CLEAN = ["nfkc", "remove_control", "collapse_whitespace"]
 
 def _clean_steps_of(model: Path) -> list[str]:
     """The cleaning a model was trained with (its edgebert.json, beside an ONNX file too)."""
-    from compress.modeling import read_meta
+    from compress.model_io import read_meta
 
     folder = model if model.is_dir() else model.parent
     return list(read_meta(folder).get("clean", DEFAULT_CLEAN)) if folder.is_dir() else DEFAULT_CLEAN

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from compress.data import TaskData
 from compress.errors import EdgebertError
-from compress.models import resolve_model
+from compress.model_names import resolve_model
 from compress.rundir import RunDir
 
 
@@ -49,3 +49,19 @@ class RunContext:
     def log(self, message: str) -> None:
         self.console.print(message, markup=False, highlight=False, soft_wrap=True)
         self.run_dir.log(message)
+
+
+@dataclass
+class StageScope:
+    """What a modifier may know of the stage it acts in: the run, the stage's name and folder,
+    and the metadata the stage's saved model will carry (so files a modifier writes, such as
+    QAT's ONNX, describe themselves the same way)."""
+
+    run: RunContext
+    stage_name: str
+    folder: Path
+    model_meta: dict = field(default_factory=dict)
+
+    def publish_file(self, variant: str, path: Path) -> None:
+        """A shippable file this stage made, for later export/bench stages (`@stage` files)."""
+        self.run.artifacts.setdefault(self.stage_name, {})[variant] = path

@@ -291,7 +291,7 @@ def make_collate(pad_token_id: int):
     return collate
 
 
-def _label_names_for(cfg, folder: Path | None, train_path: Path) -> list[str]:
+def label_names_for(cfg, folder: Path | None, train_path: Path) -> list[str]:
     if isinstance(cfg.labels, list):
         if len(set(cfg.labels)) != len(cfg.labels):
             raise EdgebertError("data.labels: label names repeat")
@@ -307,45 +307,3 @@ def _label_names_for(cfg, folder: Path | None, train_path: Path) -> list[str]:
         f"data.labels: no label names for {train_path}: add a labels.json beside it "
         "or list them under data.labels"
     )
-
-
-def load_task_data(cfg, seed: int, task: str = "text-classification") -> TaskData:
-    """Everything a recipe's `data:` section names, cleaned and validated.
-
-    `cfg` is the recipe's DataConfig (duck-typed to keep this module free of the recipe model).
-    """
-    from compress.cleaning import make_cleaner
-
-    if task == "token-classification":
-        from compress.tokens import load_token_task
-
-        return load_token_task(cfg, seed)
-
-    clean = make_cleaner(cfg.clean)
-    folder = resolve_dataset(cfg.dataset) if cfg.dataset else None
-    paths: dict[str, Path | None] = {}
-    for split in SPLIT_NAMES:
-        explicit = getattr(cfg, split)
-        paths[split] = explicit if explicit is not None else (
-            find_split_file(folder, split) if folder else None
-        )
-    if paths["train"] is None:
-        raise EdgebertError(f"dataset '{cfg.dataset}' has no train split")
-    label_names = _label_names_for(cfg, folder, paths["train"])
-    read = lambda p: read_split(p, label_names, clean, cfg.text_field, cfg.label_field)  # noqa: E731
-    train = read(paths["train"])
-    validation = read(paths["validation"]) if paths["validation"] else None
-    test = read(paths["test"]) if paths["test"] else None
-    if validation is None:
-        train, validation = carve_validation(train, cfg.validation_fraction, seed)
-    train = subsample(train, cfg.max_train_rows, seed)
-    validation = subsample(validation, cfg.max_eval_rows, seed)
-    if test is not None:
-        test = subsample(test, cfg.max_eval_rows, seed)
-    added = 0
-    if getattr(cfg, "augment", None) is not None:  # training rows only, after subsampling
-        from compress.augment import augment_split
-
-        train, added = augment_split(train, cfg.augment, seed)
-    files = [p for p in paths.values() if p is not None]
-    return TaskData(label_names, train, validation, test, files, augmented_rows=added)

@@ -16,6 +16,8 @@ import sys
 import torch
 import torch.distributed as dist
 
+from compress.errors import EdgebertError
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -71,8 +73,6 @@ SPLITTABLE_MODIFIERS = ("distill",)
 def check_split(batch_size: int, modifiers: list[tuple[str, object]], nproc: int, where: str) -> None:
     """Refuse what data-parallel training cannot split: a batch that does not divide, and
     modifiers whose state would drift apart per rank (pruning scores, QAT ranges, projections)."""
-    from compress.errors import EdgebertError
-
     if batch_size % nproc:
         raise EdgebertError(
             f"{where}training.batch_size: {batch_size} does not split over {nproc} processes; "
@@ -89,12 +89,10 @@ def check_split(batch_size: int, modifiers: list[tuple[str, object]], nproc: int
 
 def check_splittable(recipe, nproc: int) -> None:
     """`check_split` for every training stage of a recipe, before any process starts."""
-    from compress.recipe import modifier_entry
-
     for index, stage in enumerate(recipe.stages):
         training = getattr(stage, "training", None)
         if training is not None:
-            entries = [modifier_entry(e) for e in getattr(stage, "with_", [])]
+            entries = [(e.modifier_name, e.modifier_config) for e in getattr(stage, "with_", [])]
             check_split(training.batch_size, entries, nproc, f"stages[{index}].")
 
 

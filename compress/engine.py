@@ -20,11 +20,12 @@ from transformers import set_seed
 
 from compress import distributed
 from compress.context import RunContext
-from compress.data import file_sha256, load_task_data
+from compress.data import file_sha256
+from compress.task_data import load_task_data
 from compress.errors import EdgebertError
 from compress.manifest import build_manifest
 from compress.rundir import RunDir, write_text_atomic
-from compress.stages.registry import build_stage
+from compress.catalog import STAGES, build_stage
 
 STATE_FILE = "state.json"
 RESOLVED_RECIPE = "recipe.resolved.yaml"
@@ -64,9 +65,6 @@ def prepare_run_dir(out_base: Path, name: str, run_dir: Path | None, overwrite: 
     except OSError as exc:
         raise EdgebertError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
     return RunDir(run_dir)
-
-
-TRAINING_STAGES = ("finetune", "train")
 
 
 def run_recipe(
@@ -123,7 +121,7 @@ def run_recipe(
                 f"({len(data.train)} in all)")
     try:
         for index, config in enumerate(recipe.stages):
-            if index < completed or (_helper and config.type not in TRAINING_STAGES):
+            if index < completed or (_helper and not STAGES[config.type].trains):
                 continue
             stage = build_stage(config, index)
             started = time.perf_counter()

@@ -11,7 +11,7 @@ from bench.runtime import open_model
 from compress.cleaning import make_cleaner
 from compress.data import read_lines
 from compress.errors import EdgebertError
-from compress.modeling import read_meta
+from compress.model_io import read_meta
 
 MAX_CHARS = 100_000
 

@@ -1,7 +1,7 @@
 """Recipe format: YAML -> validated pydantic model, with errors that name field and line.
 
-The stage list is a discriminated union built from the stage registry at validation time, so a
-new stage module only registers itself; nothing here changes. Validation happens before any work
+The stage list is a discriminated union built from the stage catalog (`compress.catalog`) when
+the model is built, and so is each training stage's `with:` list of modifiers. Validation happens before any work
 starts: a typo in stage 4 must not cost the user a finished stage 1.
 """
 
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -23,89 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from bench.metrics import METRIC_NAMES
-from compress.augment import AugmentConfig
-from compress.cleaning import CLEANERS
+from compress.catalog import MODIFIERS, STAGES, check_stage_order
+from compress.config import DataConfig, ModifierEntry, SearchConfig, Strict
 from compress.errors import EdgebertError
-
-CleanStep = Literal[tuple(CLEANERS)]  # type: ignore[valid-type]
-MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
-
-
-class Strict(BaseModel):
-    """Base of every recipe section: unknown fields are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class EarlyStopping(Strict):
-    metric: MetricName = "accuracy"
-    patience: int = Field(2, ge=1, description="epochs without improvement before stopping")
-
-
-class TrainingConfig(Strict):
-    """Optimiser and schedule of one training phase."""
-
-    lr: float = Field(5e-5, gt=0, le=1.0, description="peak learning rate of AdamW")
-    batch_size: int = Field(32, ge=1, le=4096)
-    eval_batch_size: int = Field(64, ge=1, le=4096)
-    epochs: int = Field(3, ge=1, le=1000)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps warming up")
-    weight_decay: float = Field(0.01, ge=0, le=1)
-    grad_accum: int = Field(1, ge=1, le=1024, description="batches per optimiser step")
-    max_grad_norm: float = Field(1.0, gt=0)
-    shuffle: bool = Field(True, description="reshuffle training rows every epoch")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
-    checkpoint_steps: int | None = Field(
-        200, ge=1, description="save a resumable checkpoint every N steps (and every epoch)"
-    )
-    seed: int | None = Field(None, description="defaults to the recipe's seed")
-    threads: int | None = Field(
-        None, ge=1, le=256, description="CPU threads for training (1 makes CPU runs bit-exact)"
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present")
-    bf16: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU)")
-    early_stopping: EarlyStopping | None = None
-
-
-class DataConfig(Strict):
-    """Where the labelled texts come from and how they are cleaned and tokenized."""
-
-    dataset: str | None = Field(None, description="a staged set by name, e.g. sst2")
-    train: Path | None = None
-    validation: Path | None = None
-    test: Path | None = None
-    labels: list[str] | Path | None = Field(
-        None, description="label names in index order, or a labels.json path"
-    )
-    text_field: str = "text"
-    label_field: str = "label"
-    clean: list[CleanStep] = Field(default_factory=list)  # type: ignore[valid-type]
-    max_length: int = Field(128, ge=8, le=512)
-    max_train_rows: int | None = Field(None, ge=1)
-    max_eval_rows: int | None = Field(None, ge=1)
-    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
-    augment: AugmentConfig | None = Field(
-        None, description="perturbed copies of the training rows (delete/swap/synonym/typo)"
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "DataConfig":
-        if self.dataset is None and self.train is None:
-            raise ValueError("give either 'dataset' (a staged set) or 'train' (a file)")
-        if self.dataset is not None and self.train is not None:
-            raise ValueError("give 'dataset' or 'train', not both")
-        return self
-
-
-class StageConfig(Strict):
-    """Fields every stage has; each registered stage subclasses this with `type: Literal[...]`."""
-
-    name: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60,
-        description="label for `@name` references and the stage folder; defaults to type",
-    )
-
 
 def _tag_of_single_key(value: Any) -> str | None:
     if isinstance(value, dict) and len(value) == 1:
@@ -115,34 +34,39 @@ def _tag_of_single_key(value: Any) -> str | None:
     return None
 
 
-def modifier_entry(entry: BaseModel) -> tuple[str, Any]:
-    """A validated `with:` entry as (modifier name, its config): `{distill: {...}}`."""
-    name = next(iter(type(entry).model_fields))
-    return name, getattr(entry, name)
+def _entry_model(name: str, modifier_class: type) -> type[ModifierEntry]:
+    """`{name: {...}}` as a one-field model that knows which modifier it builds."""
+    model = create_model(f"With_{name}", __base__=ModifierEntry, **{name: (modifier_class.Config, ...)})
+    model.modifier_class = modifier_class
+    return model
 
 
-def modifier_list_type():
-    """`with:` entries: one-key mappings such as `{distill: {...}}`, by the modifier registry."""
-    from compress.stages.registry import MODIFIERS
-
-    if not MODIFIERS:
-        return list[dict[str, Any]]
-    members = []
-    for name, cls in sorted(MODIFIERS.items()):
-        wrapper = create_model(
-            f"With_{name}", __base__=Strict, **{name: (cls.Config, ...)}
-        )
-        members.append(Annotated[wrapper, Tag(name)])
+def modifier_list_type() -> Any:
+    """`with:` entries: one-key mappings such as `{distill: {...}}`, one member per modifier."""
+    members = [
+        Annotated[_entry_model(name, cls), Tag(name)] for name, cls in sorted(MODIFIERS.items())
+    ]
     return list[Annotated[Union[tuple(members)], Discriminator(_tag_of_single_key)]]
 
 
-def build_recipe_model() -> type[BaseModel]:
-    """The Recipe model for the stages registered now."""
-    from compress.search import SearchConfig
-    from compress.stages.registry import STAGES
+def _stage_config_model(stage_class: type, modifiers: Any) -> type[BaseModel]:
+    """A stage's config; a training stage's `with:` field is typed by the modifier union."""
+    if not stage_class.trains:
+        return stage_class.Config
+    return create_model(
+        stage_class.Config.__name__, __base__=stage_class.Config,
+        with_=(modifiers, Field(default_factory=list, alias="with")),
+    )
 
+
+def build_recipe_model() -> type[BaseModel]:
+    """The Recipe model for the stages and modifiers in the catalog."""
+    modifiers = modifier_list_type()
     stage_union = Annotated[
-        Union[tuple(Annotated[cls.Config, Tag(name)] for name, cls in sorted(STAGES.items()))],
+        Union[tuple(
+            Annotated[_stage_config_model(cls, modifiers), Tag(name)]
+            for name, cls in sorted(STAGES.items())
+        )],
         Field(discriminator="type"),
     ]
 
@@ -160,8 +84,6 @@ def build_recipe_model() -> type[BaseModel]:
 
         @model_validator(mode="after")
         def _stage_order(self) -> "Recipe":
-            from compress.stages.registry import check_stage_order
-
             check_stage_order(self.stages)
             return self
 
@@ -242,16 +164,12 @@ def _expected(error: dict, model: type[BaseModel], loc: tuple) -> str:
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:
     """Every pydantic model inside list/Optional/Union/Annotated annotations."""
-    from typing import get_args
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def _has_tag(model: type[BaseModel], tag: str) -> bool:
-    from typing import get_args
-
     fields = model.model_fields
     if "type" in fields and tag in get_args(fields["type"].annotation):
         return True
@@ -283,8 +201,6 @@ def format_validation_error(
     exc: ValidationError, model: type[BaseModel], root: yaml.Node | None, source: str
 ) -> str:
     """First error as `file:line: field.path: what was expected` (+ how many more)."""
-    from compress.stages.registry import MODIFIERS, STAGES
-
     tags = set(STAGES) | set(MODIFIERS) | {f"With_{m}" for m in MODIFIERS}
     errors = exc.errors()
     first = errors[0]

@@ -9,67 +9,19 @@ with the best values written in, ready for `edgebert run`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Literal
 
+import optuna
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from compress.errors import EdgebertError
-from compress.recipe import MetricName, Strict, apply_overrides, parse_recipe
+from compress.catalog import STAGES
+from compress.config import Range, SearchConfig
+from compress.recipe import apply_overrides, parse_recipe
 from compress.rundir import write_json_atomic, write_text_atomic
-
-
-class Range(Strict):
-    low: float
-    high: float
-    log: bool = Field(False, description="sample on a log scale (learning rates)")
-    integer: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "Range":
-        if self.high <= self.low:
-            raise ValueError("high must be above low")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-
-def _as_range(value):
-    """Mappings are ranges: validate them here so an error names the range's problem, not a
-    mismatch against every member of the union."""
-    if isinstance(value, dict):
-        try:
-            return Range.model_validate(value)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"{where + ': ' if where else ''}{first['msg']}") from None
-    return value
-
-
-Values = Annotated[list[bool | int | float | str] | Range, BeforeValidator(_as_range)]
-
-
-class SearchConfig(Strict):
-    method: Literal["grid", "random", "tpe"] = "random"
-    trials: int = Field(8, ge=1, le=1000, description="trials to run (grid: at most the grid)")
-    metric: MetricName = "accuracy"  # type: ignore[valid-type]
-    stage: str | None = Field(None, description="stage whose validation metric counts (default: last trained)")
-    space: dict[str, Values] = Field(
-        min_length=1, description="dotted recipe path -> list of values or {low, high, log}"
-    )
-
-    @model_validator(mode="after")
-    def _grid_needs_lists(self) -> "SearchConfig":
-        for key, values in self.space.items():
-            if isinstance(values, list) and not values:
-                raise ValueError(f"space.{key}: give at least one value")
-            if self.method == "grid" and isinstance(values, Range):
-                raise ValueError(f"space.{key}: grid search needs a list of values, not a range")
-        return self
 
 
 def _sample(trial, key: str, values):
@@ -83,10 +35,6 @@ def _sample(trial, key: str, values):
 def _study(config: SearchConfig, seed: int):
     """An Optuna study; a grid is enqueued point by point (Optuna's GridSampler stops the study
     from inside its callback, which the ask/tell loop here does not allow)."""
-    import itertools
-
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = (optuna.samplers.TPESampler(seed=seed) if config.method == "tpe"
                else optuna.samplers.RandomSampler(seed=seed))
@@ -106,9 +54,7 @@ def _score(metrics: dict, stage: str, metric: str) -> float:
 
 
 def _trained_stage(recipe) -> str:
-    from compress.engine import TRAINING_STAGES
-
-    names = [s.name or s.type for s in recipe.stages if s.type in TRAINING_STAGES]
+    names = [s.name or s.type for s in recipe.stages if STAGES[s.type].trains]
     if not names:
         raise EdgebertError("search: the recipe has no training stage to score")
     return names[-1]
@@ -116,8 +62,6 @@ def _trained_stage(recipe) -> str:
 
 def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> Path:
     """Run every trial with `run_trial(recipe, run_dir)`; returns the search directory."""
-    import optuna
-
     text = path.read_text(encoding="utf-8")
     base = parse_recipe(text, str(path), overrides, base_dir=path.parent)
     config = base.search

@@ -7,15 +7,13 @@ recipe's metric, optional early stopping.
 
 from __future__ import annotations
 
-import copy
 import math
-from contextlib import contextmanager
-import signal
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,20 +26,25 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from torch.ao.quantization import FakeQuantizeBase
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-from bench.metrics import classification_metrics
+from bench.metrics import classification_metrics, token_metrics
 from compress import distributed
 from compress.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from compress.data import EncodedDataset, encode, make_collate
+from compress.errors import EdgebertError
+from compress.loop_state import InterruptFlag, LoopState
+from compress.ner_data import encode_words, word_level
 from compress.rundir import recover_replaced_dir
+
+if TYPE_CHECKING:
+    from compress.context import StageScope
 
 
 @contextmanager
 def observers_paused(model):
     """Evaluation must not move QAT ranges: switch fake-quant observers off while it runs."""
-    from torch.ao.quantization import FakeQuantizeBase
-
     quants = [m for m in model.modules() if isinstance(m, FakeQuantizeBase)]
     states = [bool(q.observer_enabled[0]) for q in quants]
     for q in quants:
@@ -84,7 +87,10 @@ def batched_logits(
 class TrainingPhase:
     """One training run: model, data, optimiser, and the modifiers acting on it.
 
-    Modifiers read and change its fields (`model`, `step`, `epoch`, `total_steps`, `extra`).
+    Modifiers read its fields (`model`, `tokenizer`, the encoded rows, `training`, `step`,
+    `epoch`, `total_steps`, `scope`) and ask things of the loop only through the four request
+    methods below (`request_outputs`, `add_trained_parameters`, `model_reshaped`,
+    `model_changed`).
     """
 
     model: Any
@@ -100,22 +106,18 @@ class TrainingPhase:
     modifiers: list = field(default_factory=list)
     log: Any = print
     seed: int = 42
-    step: int = 0
-    epoch: int = 0
+    task: str = "text-classification"  # or token-classification: texts are word lists
+    scope: "StageScope | None" = None  # the run and stage folder (None: a bare phase in tests)
+    state: LoopState = field(default_factory=LoopState)
     total_steps: int = 0
     steps_per_epoch: int = 0
-    history: list[dict] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
-    forward_kwargs: dict = field(default_factory=dict)  # e.g. output_hidden_states for distill
-    extra_parameters: list = field(default_factory=list)  # trained too (e.g. projections)
-    structure_changed: bool = False  # set by modifiers that reshape the model (pruning)
-    restart_selection: bool = False  # set when earlier epochs stop being comparable (QAT on)
-    task: str = "text-classification"  # or token-classification: texts are word lists
+    forward_kwargs: dict = field(default_factory=dict, init=False)
+    extra_parameters: list = field(default_factory=list, init=False)
+    _reshaped: bool = field(default=False, init=False)
+    _changed: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if self.token_level and self.modifiers:
-            from compress.errors import EdgebertError
-
             raise EdgebertError(
                 f"with.{self.modifiers[0].type_name}: token classification trains without "
                 "modifiers (distill, prune, qat act on sentence logits)"
@@ -129,23 +131,46 @@ class TrainingPhase:
         self.pad_id = self.tokenizer.pad_token_id or 0
 
     @property
+    def step(self) -> int:
+        return self.state.step
+
+    @property
+    def epoch(self) -> int:
+        return self.state.epoch
+
+    # --- what modifiers may ask of the loop ------------------------------------------------
+
+    def request_outputs(self, **flags: bool) -> None:
+        """More outputs from the model's forward, e.g. `output_hidden_states=True`."""
+        self.forward_kwargs.update(flags)
+
+    def add_trained_parameters(self, parameters) -> None:
+        """Parameters outside the model that the optimiser trains too (e.g. projections)."""
+        self.extra_parameters.extend(parameters)
+
+    def model_reshaped(self) -> None:
+        """Modules were replaced (pruning): after this epoch's evaluation the optimiser is
+        rebuilt at the same schedule position, and best-epoch selection starts again."""
+        self._reshaped = True
+
+    def model_changed(self) -> None:
+        """The model computes differently from now on (QAT switched on): the epoch in progress
+        is no best-epoch candidate, and selection starts again after it."""
+        self._changed = True
+
+    @property
     def token_level(self) -> bool:
         return self.task == "token-classification"
 
     def _encode(self, texts, labels):
         """(ids, labels per row as the loss reads them, rows truncated)."""
         if self.token_level:
-            from compress.tokens import encode_words
-
             return encode_words(self.tokenizer, texts, labels, self.max_length)
         ids, truncated = encode(self.tokenizer, texts, self.max_length)
         return ids, labels, truncated
 
     def _metrics(self, row_labels, logits) -> dict:
         if self.token_level:
-            from bench.metrics import token_metrics
-            from compress.tokens import word_level
-
             return token_metrics(*word_level(row_labels, logits), self.label_names)
         return classification_metrics(row_labels, logits.argmax(-1), self.label_names)
 
@@ -208,8 +233,6 @@ class TrainingPhase:
     def _device(self) -> torch.device:
         wanted = self.training.device
         if wanted == "cuda" and not torch.cuda.is_available():
-            from compress.errors import EdgebertError
-
             raise EdgebertError("training.device: cuda requested but no CUDA device is visible")
         if wanted == "auto":
             wanted = "cuda" if torch.cuda.is_available() else "cpu"
@@ -224,10 +247,10 @@ class TrainingPhase:
             optimizer, int(self.training.warmup_ratio * self.total_steps), self.total_steps
         )
 
-    def _trainer_state(self, optimizer, scheduler, epoch_generator: torch.Tensor) -> dict:
+    def _trainer_state(self, run: "_Run", epoch_generator: torch.Tensor) -> dict:
         return {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
             "rng": rng_state(),
             "epoch_generator": epoch_generator,
             "modifiers": {m.type_name: m.state_dict() for m in self.modifiers},
@@ -249,9 +272,32 @@ class TrainingPhase:
             torch.set_num_threads(threads)
 
     def _fit(self, checkpoint_dir: Path | None) -> dict:
-        """The loop itself; `fit` wraps it with the thread setting."""
-        cfg = self.training
+        """Build the run, restore a checkpoint if there is one, then epochs until finished."""
         set_seed(self.seed)
+        run = self._start_run(checkpoint_dir)
+        resume = self._restore(run)
+        self.model.train()
+        run.net = self._wrap_parallel(run)
+        run.seen_at_start = self.state.seen
+        self.state.finished = self.state.finished or self.state.step >= self.total_steps
+        with run.progress, run.interrupted:
+            run.task = run.progress.add_task(
+                "train", total=self.total_steps, completed=self.state.step,
+                loss=self.state.running_loss, rate=0.0,
+            )
+            for epoch in range(resume.first_epoch, self.training.epochs + 1):
+                if self.state.finished:
+                    break
+                batches_done = self._run_epoch(run, epoch, resume)
+                resume = _Resume(first_epoch=epoch + 1)
+                self._end_epoch(run, epoch, batches_done)
+        return self._finish(run)
+
+    # --- building and restoring a run ------------------------------------------------------
+
+    def _start_run(self, checkpoint_dir: Path | None) -> "_Run":
+        """Device, loader, schedule length, modifiers set up, optimiser: what each fit builds."""
+        cfg = self.training
         generator = torch.Generator().manual_seed(self.seed)
         device = self._device()
         sampler = self._distributed_sampler(device)
@@ -270,220 +316,230 @@ class TrainingPhase:
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.model.to(device)
-        autocast = torch.autocast(
-            device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"
-        )
         for modifier in self.modifiers:
             modifier.setup(self)
-        optimizer = self._optimizer()
-        scheduler = self._schedule(optimizer)
-        best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
-        running, seen, start_epoch, skip_batches = 0.0, 0, 1, 0
-        resume_generator = None
-        stopped_early = False
-        if checkpoint_dir is not None:
-            recover_replaced_dir(checkpoint_dir)
-        if checkpoint_dir is not None and (checkpoint_dir / "state.json").is_file():
-            model_state, best_state, trainer, counters = load_checkpoint(checkpoint_dir)
-            for modifier in self.modifiers:
-                modifier.load_state_dict(self, trainer["modifiers"].get(modifier.type_name, {}))
-            self.model.load_state_dict(model_state)
-            self.model.to(device)
-            optimizer = self._optimizer()
-            scheduler = self._schedule(optimizer)
-            optimizer.load_state_dict(trainer["optimizer"])
-            scheduler.load_state_dict(trainer["scheduler"])
-            self.step = counters["step"]
-            self.history = counters["history"]
-            best_score, best_epoch, stale = counters["best_score"], counters["best_epoch"], counters["stale"]
-            running, seen = counters["running_loss"], counters["seen"]
-            self.epoch = counters["epoch"]
-            stopped_early = counters.get("finished", False)
-            if counters["epoch_done"]:
-                # Saved after the epoch's shuffle draws: the next epoch shuffles as it would have.
-                start_epoch = counters["epoch"] + 1
-                generator.set_state(trainer["epoch_generator"])
-            else:
-                start_epoch, skip_batches = counters["epoch"], counters["batches_done"]
-                resume_generator = trainer["epoch_generator"]
-            set_rng_state(trainer["rng"])
-            self.log(f"resumed from {checkpoint_dir} at epoch {start_epoch}, step {self.step}")
-        interrupted = _InterruptFlag()
+        run = _Run(device=device, loader=loader, sampler=sampler, generator=generator,
+                   checkpoint_dir=checkpoint_dir, progress=_progress_bar())
+        self._new_optimizer(run)
+        return run
 
-        def save(epoch: int, batches_done: int, epoch_done: bool, epoch_generator) -> None:
-            if checkpoint_dir is None or not distributed.is_main():
-                return
-            save_checkpoint(
-                checkpoint_dir, self.model, best_state,
-                self._trainer_state(optimizer, scheduler, epoch_generator),
-                {
-                    "step": self.step, "epoch": epoch, "batches_done": batches_done,
-                    "epoch_done": epoch_done, "best_score": best_score, "best_epoch": best_epoch,
-                    "stale": stale, "running_loss": running, "seen": seen,
-                    "history": self.history, "finished": finished,
-                },
-            )
+    def _new_optimizer(self, run: "_Run") -> None:
+        run.optimizer = self._optimizer()
+        run.scheduler = self._schedule(run.optimizer)
 
-        self.model.train()
-        started = time.perf_counter()
-        progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} rows/s"),
-            TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-            console=Console(stderr=True), disable=not distributed.is_main(),
-        )
-        net = self.model
-        if sampler is not None:
-            net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[device.index] if device.type == "cuda" else None
-            )
-        seen_at_start = seen
-        finished = stopped_early or self.step >= self.total_steps
-        with progress, interrupted:
-            task = progress.add_task(
-                "train", total=self.total_steps, completed=self.step, loss=running, rate=0.0
-            )
-            for epoch in range(start_epoch, cfg.epochs + 1):
-                if finished:
-                    break
-                self.epoch = epoch
-                if sampler is not None:
-                    sampler.set_epoch(epoch)
-                if resume_generator is not None:
-                    generator.set_state(resume_generator)
-                epoch_generator = generator.get_state()
-                batches = iter(loader)
-                rng_after_skip = torch.get_rng_state() if resume_generator is not None else None
-                for _ in range(skip_batches):
-                    next(batches)
-                if rng_after_skip is not None:
-                    torch.set_rng_state(rng_after_skip)
-                micro = skip_batches
-                resume_generator, skip_batches = None, 0
-                self.model.train()  # a modifier's epoch-end work (pruning, scoring) may flip it
-                for batch in batches:
-                    micro += 1
-                    batch = {k: v.to(device) for k, v in batch.items()}
-                    with autocast:
-                        outputs = net(
-                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            labels=batch["labels"], **self.forward_kwargs,
-                        )
-                        loss = outputs.loss
-                        for modifier in self.modifiers:
-                            loss = modifier.loss(self, batch, outputs, loss)
-                    (loss / cfg.grad_accum).backward()
-                    running = loss.item() if running == 0.0 else 0.9 * running + 0.1 * loss.item()
-                    seen += batch["input_ids"].shape[0]
-                    if micro % cfg.grad_accum and micro != len(loader):
-                        continue
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    self.step += 1
-                    for modifier in self.modifiers:
-                        modifier.on_step(self)
-                    rate = (seen - seen_at_start) / (time.perf_counter() - started)
-                    progress.update(task, completed=self.step, loss=running, rate=rate)
-                    if self.step >= self.total_steps:
-                        finished = True
-                        break
-                    if interrupted.flag or (
-                        cfg.checkpoint_steps and self.step % cfg.checkpoint_steps == 0
-                    ):
-                        save(epoch, micro, False, epoch_generator)
-                    if interrupted.flag:
-                        raise KeyboardInterrupt
-                metrics = self.evaluate()
-                running = distributed.mean(running)
-                metrics.update(epoch=epoch, step=self.step, train_loss=running)
-                self.history.append(
-                    {k: metrics[k] for k in ("epoch", "step", "train_loss", "accuracy", "macro_f1")}
-                )
-                for modifier in self.modifiers:
-                    modifier.on_epoch_end(self, metrics)
-                if self.structure_changed:
-                    # New modules mean new parameters: rebuild the optimiser, keep the schedule
-                    # position, and compare only epochs that share the new shape.
-                    self.structure_changed = False
-                    optimizer = self._optimizer()
-                    scheduler = self._schedule(optimizer)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # "step() before optimizer.step()"
-                        for _ in range(self.step):
-                            scheduler.step()
-                    metrics.update(self.evaluate())
-                    best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
-                    self.history[-1].update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
-                score = metrics[self.select_best]
-                self.log(
-                    f"epoch {epoch}: loss {running:.4f}  accuracy {metrics['accuracy']:.4f}  "
-                    f"macro_f1 {metrics['macro_f1']:.4f}"
-                )
-                if self.restart_selection:
-                    # This epoch ended with a different model (e.g. QAT switched on): it is no
-                    # candidate, and later epochs are compared only with each other.
-                    self.restart_selection = False
-                    best_score, best_state, best_epoch, stale = -math.inf, None, 0, 0
-                elif score > best_score:
-                    best_score, best_epoch, stale = score, epoch, 0
-                    best_state = copy.deepcopy(self.model.state_dict())
-                else:
-                    stale += 1
-                if cfg.early_stopping and stale >= cfg.early_stopping.patience:
-                    self.log(f"early stopping: no better {self.select_best} for {stale} epochs")
-                    finished = True
-                save(epoch, micro, True, generator.get_state())
-                if interrupted.flag:
-                    raise KeyboardInterrupt
-        if best_state is not None and best_epoch != self.epoch:
-            self.model.load_state_dict(best_state)
-        self.model.to("cpu").eval()
-        modifier_metrics: dict[str, dict] = {}
+    def _restore(self, run: "_Run") -> "_Resume":
+        """Continue from the checkpoint in `run.checkpoint_dir`, if one is there."""
+        folder = run.checkpoint_dir
+        if folder is not None:
+            recover_replaced_dir(folder)
+        if folder is None or not (folder / "state.json").is_file():
+            return _Resume()
+        model_state, best_weights, trainer, counters = load_checkpoint(folder)
         for modifier in self.modifiers:
-            modifier_metrics[modifier.type_name] = modifier.finish(self)
+            modifier.load_state_dict(self, trainer["modifiers"].get(modifier.type_name, {}))
+        self.model.load_state_dict(model_state)
+        self.model.to(run.device)
+        self._new_optimizer(run)
+        run.optimizer.load_state_dict(trainer["optimizer"])
+        run.scheduler.load_state_dict(trainer["scheduler"])
+        self.state = LoopState.from_counters(counters, best_weights)
+        if self.state.epoch_done:
+            # Saved after the epoch's shuffle draws: the next epoch shuffles as it would have.
+            run.generator.set_state(trainer["epoch_generator"])
+            resume = _Resume(first_epoch=self.state.epoch + 1)
+        else:
+            resume = _Resume(self.state.epoch, self.state.batches_done, trainer["epoch_generator"])
+        set_rng_state(trainer["rng"])
+        self.log(f"resumed from {folder} at epoch {resume.first_epoch}, step {self.state.step}")
+        return resume
+
+    def _wrap_parallel(self, run: "_Run"):
+        if run.sampler is None:
+            return self.model
+        device = run.device
+        return torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    # --- one epoch ---------------------------------------------------------------------------
+
+    def _epoch_batches(self, run: "_Run", epoch: int, resume: "_Resume"):
+        """(batch iterator, the epoch's shuffle state): a resumed epoch replays the same order
+        and skips the batches already trained, leaving the RNG as it was."""
+        if run.sampler is not None:
+            run.sampler.set_epoch(epoch)
+        if resume.generator is not None:
+            run.generator.set_state(resume.generator)
+        epoch_generator = run.generator.get_state()
+        batches = iter(run.loader)
+        rng_after_skip = torch.get_rng_state() if resume.generator is not None else None
+        for _ in range(resume.skip_batches):
+            next(batches)
+        if rng_after_skip is not None:
+            torch.set_rng_state(rng_after_skip)
+        return batches, epoch_generator
+
+    def _run_epoch(self, run: "_Run", epoch: int, resume: "_Resume") -> int:
+        """Train one epoch; returns the micro-batches done. Checkpoints on schedule and on a
+        signal (then raises KeyboardInterrupt)."""
+        cfg = self.training
+        self.state.epoch = epoch
+        batches, epoch_generator = self._epoch_batches(run, epoch, resume)
+        micro = resume.skip_batches
+        self.model.train()  # a modifier's epoch-end work (pruning, scoring) may flip it
+        for batch in batches:
+            micro += 1
+            self._backward(run, batch)
+            if micro % cfg.grad_accum and micro != len(run.loader):
+                continue
+            self._optimizer_step(run)
+            if self.state.step >= self.total_steps:
+                self.state.finished = True
+                break
+            due = cfg.checkpoint_steps and self.state.step % cfg.checkpoint_steps == 0
+            if run.interrupted.flag or due:
+                self._save(run, micro, False, epoch_generator)
+            if run.interrupted.flag:
+                raise KeyboardInterrupt
+        return micro
+
+    def _backward(self, run: "_Run", batch: dict) -> None:
+        batch = {k: v.to(run.device) for k, v in batch.items()}
+        autocast = torch.autocast(
+            run.device.type, dtype=torch.bfloat16,
+            enabled=self.training.bf16 and run.device.type == "cuda",
+        )
+        with autocast:
+            outputs = run.net(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                labels=batch["labels"], **self.forward_kwargs,
+            )
+            loss = outputs.loss
+            for modifier in self.modifiers:
+                loss = modifier.loss(self, batch, outputs, loss)
+        (loss / self.training.grad_accum).backward()
+        self.state.track_loss(loss.item(), batch["input_ids"].shape[0])
+
+    def _optimizer_step(self, run: "_Run") -> None:
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.max_grad_norm)
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        for modifier in self.modifiers:
+            modifier.on_step(self)
+        rate = (self.state.seen - run.seen_at_start) / (time.perf_counter() - run.started)
+        run.progress.update(run.task, completed=self.state.step, loss=self.state.running_loss,
+                            rate=rate)
+
+    # --- epoch end ---------------------------------------------------------------------------
+
+    def _end_epoch(self, run: "_Run", epoch: int, batches_done: int) -> None:
+        """Evaluate, let modifiers act, pick the best epoch, maybe stop early, checkpoint."""
+        state = self.state
+        metrics = self.evaluate()
+        state.running_loss = distributed.mean(state.running_loss)
+        metrics.update(epoch=epoch, step=state.step, train_loss=state.running_loss)
+        state.history.append(
+            {k: metrics[k] for k in ("epoch", "step", "train_loss", "accuracy", "macro_f1")}
+        )
+        for modifier in self.modifiers:
+            modifier.on_epoch_end(self, metrics)
+        if self._reshaped:
+            self._after_reshape(run, metrics)
+        self.log(
+            f"epoch {epoch}: loss {state.running_loss:.4f}  accuracy {metrics['accuracy']:.4f}  "
+            f"macro_f1 {metrics['macro_f1']:.4f}"
+        )
+        if self._changed:  # this epoch ended with another model: no candidate
+            self._changed = False
+            state.best.reset()
+        else:
+            state.best.offer(epoch, metrics[self.select_best], self.model)
+        stopping = self.training.early_stopping
+        if stopping and state.best.stale >= stopping.patience:
+            self.log(f"early stopping: no better {self.select_best} for {state.best.stale} epochs")
+            state.finished = True
+        self._save(run, batches_done, True, run.generator.get_state())
+        if run.interrupted.flag:
+            raise KeyboardInterrupt
+
+    def _after_reshape(self, run: "_Run", metrics: dict) -> None:
+        """New modules mean new parameters: rebuild the optimiser, keep the schedule position,
+        and compare only epochs that share the new shape."""
+        self._reshaped = False
+        self._new_optimizer(run)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "step() before optimizer.step()"
+            for _ in range(self.state.step):
+                run.scheduler.step()
+        metrics.update(self.evaluate())
+        self.state.best.reset()
+        self.state.history[-1].update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
+
+    def _save(self, run: "_Run", batches_done: int, epoch_done: bool, epoch_generator) -> None:
+        if run.checkpoint_dir is None or not distributed.is_main():
+            return
+        self.state.batches_done, self.state.epoch_done = batches_done, epoch_done
+        save_checkpoint(
+            run.checkpoint_dir, self.model, self.state.best.weights,
+            self._trainer_state(run, epoch_generator), self.state.counters(),
+        )
+
+    def _finish(self, run: "_Run") -> dict:
+        """Best weights back, modifiers' finish, and the stage's training metrics."""
+        best = self.state.best
+        if best.weights is not None and best.epoch != self.state.epoch:
+            self.model.load_state_dict(best.weights)
+        self.model.to("cpu").eval()
+        modifier_metrics = {m.type_name: m.finish(self) for m in self.modifiers}
         return {
-            "best_epoch": best_epoch,
-            f"best_{self.select_best}": best_score,
-            "epochs_run": self.epoch,
-            "steps": self.step,
+            "best_epoch": best.epoch,
+            f"best_{self.select_best}": best.score,
+            "epochs_run": self.state.epoch,
+            "steps": self.state.step,
             "train_rows": len(self.train_ids),
             "train_truncated": self.train_truncated,
             "eval_truncated": self.eval_truncated,
-            "train_seconds": round(time.perf_counter() - started, 2),
-            "device": str(device),
-            "history": self.history,
+            "train_seconds": round(time.perf_counter() - run.started, 2),
+            "device": str(run.device),
+            "history": self.state.history,
             "modifiers": modifier_metrics,
         }
 
 
-class _InterruptFlag:
-    """Turns Ctrl-C (SIGINT) and a polite kill (SIGTERM, as from `kill`, systemd or a batch
-    scheduler) into a flag the loop checks after each optimiser step, so the checkpoint written
-    on the way out is consistent (never mid-backward)."""
+@dataclass
+class _Resume:
+    """Where the first epoch of this fit starts: a fresh run starts at epoch 1."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    first_epoch: int = 1
+    skip_batches: int = 0
+    generator: torch.Tensor | None = None  # the interrupted epoch's shuffle state
 
-    def __init__(self):
-        self.flag = False
-        self._previous: dict = {}
 
-    def __enter__(self):
-        for signum in self.SIGNALS:
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                break
-        return self
+@dataclass
+class _Run:
+    """What one `fit` builds once and its steps share."""
 
-    def _handle(self, signum, frame):
-        if self.flag:  # second signal: stop now
-            raise KeyboardInterrupt
-        self.flag = True
+    device: torch.device
+    loader: Any
+    sampler: Any
+    generator: torch.Generator
+    checkpoint_dir: Path | None
+    progress: Progress
+    optimizer: Any = None
+    scheduler: Any = None
+    net: Any = None  # the model, or its DDP wrapper under torchrun
+    task: Any = None  # the progress bar's task id
+    interrupted: InterruptFlag = field(default_factory=InterruptFlag)
+    started: float = field(default_factory=time.perf_counter)
+    seen_at_start: int = 0
 
-    def __exit__(self, *exc):
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
-        return False
+
+def _progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} rows/s"),
+        TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+        console=Console(stderr=True), disable=not distributed.is_main(),
+    )

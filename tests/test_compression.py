@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
-from compress.stages.distill import attention_kl, kd_loss, layer_map
-from compress.stages.prune import cubic_sparsity, heads_per_layer, prune_ffn, prune_heads
+from compress.modifiers.distill import attention_kl, kd_loss, layer_map
+from compress.modifiers.prune import cubic_sparsity, heads_per_layer, prune_ffn, prune_heads
 from tests.conftest import run_ok, tiny_recipe
 
 

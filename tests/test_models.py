@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-import compress.models as models
+import compress.model_names as models
 from compress.errors import EdgebertError
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from bench.metrics import entity_spans, token_metrics
 from compress.errors import EdgebertError
-from compress.tokens import IGNORE, encode_words, read_tagged
+from compress.ner_data import IGNORE, encode_words, read_tagged
 from tests.conftest import run_ok
 
 SAMPLE = Path(__file__).parent / "data" / "ner-sample"

@@ -17,8 +17,8 @@ def test_quickstart_reaches_85_percent_on_sst2_validation(tmp_path, run_cli):
 
 
 def test_minilm_exports_with_fp32_parity_and_int8_ops(tmp_path):
-    from compress.modeling import load_classifier, load_tokenizer
-    from compress.models import resolve_model
+    from compress.model_io import load_classifier, load_tokenizer
+    from compress.model_names import resolve_model
     from export.pipeline import ExportOptions, export_model
     from tests.conftest import sample_rows
 

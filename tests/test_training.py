@@ -1,8 +1,8 @@
 import torch
 
 from compress.data import make_collate
-from compress.modeling import load_classifier, load_tokenizer
-from compress.recipe import TrainingConfig
+from compress.model_io import load_classifier, load_tokenizer
+from compress.config import TrainingConfig
 from compress.training import TrainingPhase
 from tests.conftest import sample_rows
 

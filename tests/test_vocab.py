@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from compress.errors import EdgebertError
-from compress.modeling import load_classifier, load_tokenizer, save_classifier
+from compress.model_io import load_classifier, load_tokenizer, save_classifier
 from compress.vocab import VocabConfig, prune_vocabulary
 from tests.conftest import run_ok, sample_rows, tiny_recipe
 

@@ -12,9 +12,8 @@ from bench.report import write_reports
 from bench.runner import run_benchmark
 from bench.runtime import RuntimeSettings, model_settings
 from compress.errors import EdgebertError
-from compress.recipe import StageConfig
+from compress.config import StageConfig
 from compress.stages.base import Stage
-from compress.stages.registry import register_stage
 from export.onnx_export import export_onnx
 from export.quantize import optimum_dynamic_int8
 
@@ -50,7 +49,6 @@ class BenchConfig(StageConfig):
     )
 
 
-@register_stage
 class BenchStage(Stage):
     type_name = "bench"
     Config = BenchConfig

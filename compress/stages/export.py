@@ -7,9 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from compress.errors import EdgebertError
-from compress.recipe import StageConfig, Strict
+from compress.config import StageConfig, Strict
 from compress.stages.base import Stage
-from compress.stages.registry import register_stage
 from export.pipeline import ExportOptions, export_model
 
 
@@ -40,16 +39,13 @@ class ExportConfig(StageConfig):
     parity: Parity = Field(default_factory=Parity)
 
 
-@register_stage
 class ExportStage(Stage):
     type_name = "export"
     Config = ExportConfig
 
     @classmethod
     def check_position(cls, config, previous, index) -> None:
-        if config.model == "@previous" and not any(
-            getattr(p, "type", "") in ("finetune", "train") for p in previous
-        ):
+        if config.model == "@previous" and not any(stage.trains for stage in previous):
             raise ValueError(
                 f"stages[{index}].model: '@previous' but no training stage comes before export"
             )

@@ -6,24 +6,19 @@ list (distill, prune, qat) does the real work on a student.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from transformers import set_seed
 
-from compress.modeling import load_classifier, load_tokenizer, save_classifier
-from compress.recipe import (
-    MetricName,
-    StageConfig,
-    TrainingConfig,
-    modifier_entry,
-    modifier_list_type,
-)
+from compress.context import StageScope
+from compress.model_io import load_classifier, load_tokenizer, save_classifier
+from compress.config import MetricName, ModifierEntry, StageConfig, TrainingConfig
 from compress.stages.base import Stage
-from compress.stages.registry import MODIFIERS, register_stage
 from compress.training import TrainingPhase
 from compress.errors import EdgebertError
-from compress.stages.prune import encoder_layers
+from compress.modifiers.prune import encoder_layers
 from compress.vocab import VocabConfig, prune_vocabulary
 
 
@@ -37,8 +32,6 @@ def drop_layers(model, keep: list[int], field: str) -> None:
     model.base_model.encoder.layer = type(layers)(layers[i] for i in keep)
     model.config.num_hidden_layers = len(keep)
 
-_Modifiers = modifier_list_type()
-
 
 class FinetuneConfig(StageConfig):
     type: Literal["finetune"]
@@ -51,17 +44,18 @@ class FinetuneConfig(StageConfig):
         None, description="keep only the tokens of the training texts (shrinks the embedding)"
     )
     select_best: MetricName = "accuracy"  # type: ignore[valid-type]
-    with_: _Modifiers = Field(default_factory=list, alias="with")  # type: ignore[valid-type]
+    # Typed by the modifier union when the recipe model is built (compress.recipe).
+    with_: list[ModifierEntry] = Field(default_factory=list, alias="with")
 
 
 class TrainConfig(FinetuneConfig):
     type: Literal["train"]  # type: ignore[assignment]
 
 
-@register_stage
 class FinetuneStage(Stage):
     type_name = "finetune"
     Config = FinetuneConfig
+    trains = True
 
     def setup(self, ctx) -> None:
         self.model_dir = ctx.resolve_model_ref(self.config.model)
@@ -82,11 +76,7 @@ class FinetuneStage(Stage):
             ctx.log(f"[{self.name}] vocabulary {self.vocab_report['vocab_before']:,} -> "
                     f"{self.vocab_report['vocab_after']:,} tokens"
                     + (f" ({added:,} characters added)" if added else ""))
-        # Each `with:` entry is a one-field model named after its modifier: {distill: {...}}.
-        self.modifiers = []
-        for entry in self.config.with_:
-            name, config = modifier_entry(entry)
-            self.modifiers.append(MODIFIERS[name](config))
+        self.modifiers = [entry.build() for entry in self.config.with_]
 
     def _seed(self, ctx) -> int:
         seed = self.config.training.seed
@@ -113,12 +103,9 @@ class FinetuneStage(Stage):
             task=recipe.task,
             log=ctx.log,
             seed=self._seed(ctx),
-            extra={
-                "ctx": ctx, "stage_name": self.name,
-                "stage_dir": ctx.run_dir.stage_dir(self.index, self.name),
-            },
+            scope=StageScope(ctx, self.name, self._folder(ctx), self._model_meta(ctx)),
         )
-        result = phase.fit(ctx.run_dir.stage_dir(self.index, self.name) / "checkpoint")
+        result = phase.fit(self._folder(ctx) / "checkpoint")
         self.model = phase.model
         result["parameters"] = self.model.num_parameters()
         if self.vocab_report is not None:
@@ -128,9 +115,12 @@ class FinetuneStage(Stage):
             result["test"] = phase.evaluate_texts(data.test.texts, data.test.labels)
         return result
 
-    def finish(self, ctx) -> None:
-        target = ctx.run_dir.stage_dir(self.index, self.name) / "model"
-        meta = {
+    def _folder(self, ctx) -> Path:
+        return ctx.run_dir.stage_dir(self.index, self.name)
+
+    def _model_meta(self, ctx) -> dict:
+        """What the saved model's edgebert.json records (QAT's ONNX folder records the same)."""
+        return {
             "task": ctx.recipe.task,
             "labels": ctx.data.label_names,
             "clean": list(ctx.recipe.data.clean),
@@ -138,12 +128,14 @@ class FinetuneStage(Stage):
             "source_model": self.config.model,
             "stage": self.name,
         }
-        save_classifier(self.model, self.tokenizer, target, meta)
+
+    def finish(self, ctx) -> None:
+        target = self._folder(ctx) / "model"
+        save_classifier(self.model, self.tokenizer, target, self._model_meta(ctx))
         ctx.publish_model(self.name, target)
         ctx.log(f"[{self.name}] saved {target}")
 
 
-@register_stage
 class TrainStage(FinetuneStage):
     type_name = "train"
     Config = TrainConfig

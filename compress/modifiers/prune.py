@@ -24,9 +24,8 @@ import torch
 from pydantic import Field, model_validator
 
 from compress.errors import EdgebertError
-from compress.recipe import Strict
-from compress.stages.base import Modifier
-from compress.stages.registry import register_modifier
+from compress.config import Strict
+from compress.modifiers.base import Modifier
 
 
 def encoder_layers(model) -> torch.nn.ModuleList:
@@ -174,7 +173,6 @@ class PruneStructuredConfig(Strict):
         return self
 
 
-@register_modifier
 class PruneStructured(Modifier):
     type_name = "prune_structured"
     Config = PruneStructuredConfig
@@ -214,7 +212,7 @@ class PruneStructured(Modifier):
         current_ffn = _ffn_parts(encoder_layers(model)[0])[0].out_features
         want_ffn = self.original_ffn - round(self.original_ffn * cfg.ffn * fraction)
         prune_ffn(model, neuron_scores, current_ffn - want_ffn)
-        phase.structure_changed = True
+        phase.model_reshaped()
         event = {
             "epoch": phase.epoch, "heads_removed": removed,
             "heads_left": sum(heads_per_layer(model)),
@@ -283,7 +281,6 @@ def cubic_sparsity(step: int, initial: float, final: float, start: int, end: int
     return final + (initial - final) * (1 - progress) ** 3
 
 
-@register_modifier
 class PruneUnstructured(Modifier):
     type_name = "prune_unstructured"
     Config = PruneUnstructuredConfig

@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from compress.errors import EdgebertError
-from compress.models import check_model_dir
+from compress.model_names import check_model_dir
 from compress.rundir import replace_dir_atomic, write_json_atomic
 
 transformers.logging.set_verbosity_error()

@@ -24,11 +24,14 @@ from torch.ao.quantization import (
     disable_observer,
 )
 
+from bench.metrics import classification_metrics
+from bench.files import write_model_meta
+from bench.runtime import open_model
 from compress.errors import EdgebertError
-from compress.recipe import Strict
-from compress.rundir import write_json_atomic
-from compress.stages.base import Modifier
-from compress.stages.registry import register_modifier
+from compress.config import Strict
+from compress.modifiers.base import Modifier
+from compress.training import batched_logits
+from export.parity import compare_logits
 from export.qdq import fold_weight_quantization, quantize_embedding_tables
 
 QAT_ONNX = "model_qat_int8.onnx"
@@ -151,7 +154,6 @@ class QATConfig(Strict):
     )
 
 
-@register_modifier
 class QAT(Modifier):
     type_name = "qat"
     Config = QATConfig
@@ -177,8 +179,8 @@ class QAT(Modifier):
         if calibrate:
             self._calibrate(phase)
         self.enabled = True
-        # Epochs before QAT ended with a float model: no candidates for the best QAT checkpoint.
-        phase.restart_selection = restart_selection
+        if restart_selection:  # earlier epochs ended with a float model: no QAT candidates
+            phase.model_changed()
         phase.log(f"qat: fake quantization on {len(wrapped)} Linear layers")
 
     def _calibrate(self, phase) -> None:
@@ -205,14 +207,11 @@ class QAT(Modifier):
     def finish(self, phase) -> dict:
         if not self.enabled:
             return {"enabled": False}
-        from bench.metrics import classification_metrics
-        from bench.runtime import open_model
-        from compress.training import batched_logits
-
         model = phase.model
         model.apply(disable_observer)
-        stage_dir = Path(phase.extra["stage_dir"])
-        out_dir = stage_dir / "qat"
+        if phase.scope is None:
+            raise EdgebertError("with.qat: needs a recipe run (a stage folder for its ONNX file)")
+        out_dir = phase.scope.folder / "qat"
         out_dir.mkdir(parents=True, exist_ok=True)
         fake_quant_logits = batched_logits(model, phase.eval_ids, phase.training.eval_batch_size, phase.pad_id)
         fake_quant = classification_metrics(phase.eval_labels, fake_quant_logits.argmax(-1), phase.label_names)
@@ -222,20 +221,13 @@ class QAT(Modifier):
         phase.tokenizer.save_pretrained(str(out_dir))
         unwrap_linears(model)
         model.config.save_pretrained(str(out_dir))
-        ctx = phase.extra.get("ctx")
-        clean = list(ctx.recipe.data.clean) if ctx is not None else []
-        write_json_atomic(
-            out_dir / "edgebert.json",
-            {"max_length": phase.max_length, "clean": clean, "quantization": "qat"},
-        )
+        write_model_meta(out_dir, {**phase.scope.model_meta, "quantization": "qat"})
         rows = min(self.config.parity_rows, len(phase.eval_texts))
-        ort_logits = open_model(onnx_path).logits(phase.eval_texts[:rows])
-        agreement = float((ort_logits.argmax(-1) == fake_quant_logits[:rows].argmax(-1)).mean())
-        if ctx is not None:
-            ctx.artifacts.setdefault(phase.extra.get("stage_name", "train"), {})["qat_int8"] = onnx_path
+        parity = compare_logits(fake_quant_logits[:rows], open_model(onnx_path).logits(phase.eval_texts[:rows]))
+        phase.scope.publish_file("qat_int8", onnx_path)
         phase.log(
             f"qat: exported {onnx_path.name}; fake-quant accuracy {fake_quant['accuracy']:.4f}, "
-            f"macro_f1 {fake_quant['macro_f1']:.4f}; ORT labels agree {agreement:.2%}"
+            f"macro_f1 {fake_quant['macro_f1']:.4f}; ORT {parity.summary()}"
         )
         return {
             "enabled": True,
@@ -245,7 +237,8 @@ class QAT(Modifier):
             "int8_embedding_tables": tables,
             "freeze_step": self.freeze_step,
             "fake_quant_validation": {k: fake_quant[k] for k in ("accuracy", "macro_f1")},
-            "ort_label_agreement_with_fake_quant": agreement,
+            "ort_label_agreement_with_fake_quant": parity.label_agreement,
+            "ort_parity_with_fake_quant": parity.as_dict(),
         }
 
     def state_dict(self) -> dict:

@@ -21,12 +21,11 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
 
-from compress.data import encode
+from compress.data import encode, make_collate
 from compress.errors import EdgebertError
-from compress.modeling import load_classifier, load_tokenizer
-from compress.recipe import Strict
-from compress.stages.base import Modifier
-from compress.stages.registry import register_modifier
+from compress.model_io import load_classifier, load_tokenizer
+from compress.config import Strict
+from compress.modifiers.base import Modifier
 from compress.training import batched_logits
 
 
@@ -86,14 +85,15 @@ class DistillConfig(Strict):
         return self
 
 
-@register_modifier
 class Distill(Modifier):
     type_name = "distill"
     Config = DistillConfig
 
     def setup(self, phase) -> None:
         cfg = self.config
-        ctx = phase.extra["ctx"]
+        if phase.scope is None:
+            raise EdgebertError("with.distill: needs a recipe run (a teacher to resolve)")
+        ctx = phase.scope.run
         self.device = next(phase.model.parameters()).device
         self.cached: torch.Tensor | None = None
         self.teacher = None
@@ -153,8 +153,7 @@ class Distill(Modifier):
             key.update(f"{w}:{w.stat().st_size}:{w.stat().st_mtime_ns}".encode())
         key.update(repr(ids).encode())
         digest = key.hexdigest()[:16]
-        stage_dir = phase.extra.get("stage_dir") or ctx.run_dir.root
-        cache = Path(stage_dir) / f"teacher_logits-{digest}.safetensors"
+        cache = phase.scope.folder / f"teacher_logits-{digest}.safetensors"
         if cache.is_file():
             return load_file(str(cache))["logits"].to(self.device)
         logits = batched_logits(teacher, ids, phase.training.eval_batch_size, tokenizer.pad_token_id or 0)
@@ -186,9 +185,9 @@ class Distill(Modifier):
         cfg = self.config
         student_cfg, teacher_cfg = phase.model.config, teacher.config
         self.map = layer_map(student_cfg.num_hidden_layers, teacher_cfg.num_hidden_layers)
-        phase.forward_kwargs["output_hidden_states"] = bool(cfg.hidden)
+        phase.request_outputs(output_hidden_states=bool(cfg.hidden))
         if cfg.attention:
-            phase.forward_kwargs["output_attentions"] = True
+            phase.request_outputs(output_attentions=True)
             for model in (phase.model, teacher):
                 if hasattr(model, "set_attn_implementation"):
                     model.set_attn_implementation("eager")
@@ -205,7 +204,7 @@ class Distill(Modifier):
                 self.projections = torch.nn.ModuleList(
                     torch.nn.Linear(s_width, t_width) for _ in self.map
                 ).to(self.device)
-                phase.extra_parameters.extend(self.projections.parameters())
+                phase.add_trained_parameters(self.projections.parameters())
 
     def loss(self, phase, batch, outputs, loss):
         cfg = self.config
@@ -241,8 +240,6 @@ class Distill(Modifier):
             if self.same_tokenizer:
                 ids, mask = batch["input_ids"], batch["attention_mask"]
             else:
-                from compress.data import make_collate
-
                 rows = [{"input_ids": self.teacher_ids[i], "labels": 0} for i in batch["row"].tolist()]
                 collated = make_collate(self.teacher_pad)(rows)
                 ids, mask = collated["input_ids"].to(self.device), collated["attention_mask"].to(self.device)

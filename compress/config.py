@@ -1,0 +1,173 @@
+"""The recipe's shared config sections: the leaf every stage, modifier and the recipe build on.
+
+Stages and modifiers import their base sections from here, and `compress.recipe` assembles the
+whole Recipe model from the stage catalog; keeping these models in a module that imports no
+stage, no training code and no recipe logic is what keeps those imports one-way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from bench.metrics import METRIC_NAMES
+from compress.augment import AugmentConfig
+from compress.cleaning import CLEANERS
+
+CleanStep = Literal[tuple(CLEANERS)]  # type: ignore[valid-type]
+MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
+
+
+class Strict(BaseModel):
+    """Base of every recipe section: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class EarlyStopping(Strict):
+    metric: MetricName = "accuracy"  # type: ignore[valid-type]
+    patience: int = Field(2, ge=1, description="epochs without improvement before stopping")
+
+
+class TrainingConfig(Strict):
+    """Optimiser and schedule of one training phase."""
+
+    lr: float = Field(5e-5, gt=0, le=1.0, description="peak learning rate of AdamW")
+    batch_size: int = Field(32, ge=1, le=4096)
+    eval_batch_size: int = Field(64, ge=1, le=4096)
+    epochs: int = Field(3, ge=1, le=1000)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="fraction of steps warming up")
+    weight_decay: float = Field(0.01, ge=0, le=1)
+    grad_accum: int = Field(1, ge=1, le=1024, description="batches per optimiser step")
+    max_grad_norm: float = Field(1.0, gt=0)
+    shuffle: bool = Field(True, description="reshuffle training rows every epoch")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    checkpoint_steps: int | None = Field(
+        200, ge=1, description="save a resumable checkpoint every N steps (and every epoch)"
+    )
+    seed: int | None = Field(None, description="defaults to the recipe's seed")
+    threads: int | None = Field(
+        None, ge=1, le=256, description="CPU threads for training (1 makes CPU runs bit-exact)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present")
+    bf16: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU)")
+    early_stopping: EarlyStopping | None = None
+
+
+class DataConfig(Strict):
+    """Where the labelled texts come from and how they are cleaned and tokenized."""
+
+    dataset: str | None = Field(None, description="a staged set by name, e.g. sst2")
+    train: Path | None = None
+    validation: Path | None = None
+    test: Path | None = None
+    labels: list[str] | Path | None = Field(
+        None, description="label names in index order, or a labels.json path"
+    )
+    text_field: str = "text"
+    label_field: str = "label"
+    clean: list[CleanStep] = Field(default_factory=list)  # type: ignore[valid-type]
+    max_length: int = Field(128, ge=8, le=512)
+    max_train_rows: int | None = Field(None, ge=1)
+    max_eval_rows: int | None = Field(None, ge=1)
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    augment: AugmentConfig | None = Field(
+        None, description="perturbed copies of the training rows (delete/swap/synonym/typo)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if self.dataset is None and self.train is None:
+            raise ValueError("give either 'dataset' (a staged set) or 'train' (a file)")
+        if self.dataset is not None and self.train is not None:
+            raise ValueError("give 'dataset' or 'train', not both")
+        return self
+
+
+class StageConfig(Strict):
+    """Fields every stage has; each stage subclasses this with `type: Literal[...]`."""
+
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60,
+        description="label for `@name` references and the stage folder; defaults to type",
+    )
+
+
+class ModifierEntry(Strict):
+    """One `with:` entry, `{distill: {...}}`: a one-field model named after its modifier.
+
+    The recipe model builder makes one subclass per modifier and sets `modifier_class`, so a
+    training stage builds its modifiers from the validated entries without a registry lookup.
+    """
+
+    modifier_class: ClassVar[type]
+
+    @property
+    def modifier_name(self) -> str:
+        return next(iter(type(self).model_fields))
+
+    @property
+    def modifier_config(self) -> Any:
+        return getattr(self, self.modifier_name)
+
+    def build(self) -> Any:
+        return self.modifier_class(self.modifier_config)
+
+
+# --- search ----------------------------------------------------------------------------------
+
+
+class Range(Strict):
+    low: float
+    high: float
+    log: bool = Field(False, description="sample on a log scale (learning rates)")
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.high <= self.low:
+            raise ValueError("high must be above low")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+def _as_range(value):
+    """Mappings are ranges: validate them here so an error names the range's problem, not a
+    mismatch against every member of the union."""
+    if isinstance(value, dict):
+        try:
+            return Range.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{where + ': ' if where else ''}{first['msg']}") from None
+    return value
+
+
+Values = Annotated[list[bool | int | float | str] | Range, BeforeValidator(_as_range)]
+
+
+class SearchConfig(Strict):
+    """A recipe's `search:` block (run by `compress.search`)."""
+
+    method: Literal["grid", "random", "tpe"] = "random"
+    trials: int = Field(8, ge=1, le=1000, description="trials to run (grid: at most the grid)")
+    metric: MetricName = "accuracy"  # type: ignore[valid-type]
+    stage: str | None = Field(
+        None, description="stage whose validation metric counts (default: last trained)"
+    )
+    space: dict[str, Values] = Field(
+        min_length=1, description="dotted recipe path -> list of values or {low, high, log}"
+    )
+
+    @model_validator(mode="after")
+    def _grid_needs_lists(self) -> "SearchConfig":
+        for key, values in self.space.items():
+            if isinstance(values, list) and not values:
+                raise ValueError(f"space.{key}: give at least one value")
+            if self.method == "grid" and isinstance(values, Range):
+                raise ValueError(f"space.{key}: grid search needs a list of values, not a range")
+        return self
