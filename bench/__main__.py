@@ -16,16 +16,19 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.options import DEFAULTS, BenchOptions, name_models
 from bench.report import write_reports
 from bench.runner import run_benchmark
-from bench.runtime import model_settings, read_label_names
+from bench.runtime import read_label_names
 
 
 def _ints(value: str) -> list[int]:
     try:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got '{value}'")
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of integers, got '{value}'"
+        ) from None
 
 
 def read_rows(path: Path, label_names: list[str]) -> tuple[list[str], list[int] | None]:
@@ -43,12 +46,16 @@ def read_rows(path: Path, label_names: list[str]) -> tuple[list[str], list[int] 
             row = json.loads(line)
             texts.append(str(row["text"]))
         except (ValueError, KeyError, TypeError):
-            raise BenchError(f"{path}:{number}: expected a JSON object with a 'text' field") from None
+            raise BenchError(
+                f"{path}:{number}: expected a JSON object with a 'text' field"
+            ) from None
         label = row.get("label")
         if label is not None:
             if isinstance(label, str):
                 if label not in label_names:
-                    raise BenchError(f"{path}:{number}: unknown label '{label}' (model has {label_names})")
+                    raise BenchError(
+                        f"{path}:{number}: unknown label '{label}' (model has {label_names})"
+                    )
                 label = label_names.index(label)
             labels.append(int(label))
     if not texts:
@@ -60,31 +67,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="NAME=PATH or PATH (.onnx or .ort)")
     parser.add_argument("--data", type=Path, required=True, help="JSONL with text (and label)")
-    parser.add_argument("--batch", type=_ints, default=[1, 32])
-    parser.add_argument("--seq", type=_ints, default=[128])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runtime", default="", help="ORT settings, e.g. spinning=off")
-    parser.add_argument("--baseline", default=None)
-    parser.add_argument("--min-seconds", type=float, default=2.0)
-    parser.add_argument("--traffic-batch", type=int, default=32)
+    parser.add_argument("--batch", type=_ints, default=DEFAULTS.batch_sizes)
+    parser.add_argument("--seq", type=_ints, default=DEFAULTS.seq_lengths)
+    parser.add_argument("--threads", type=int, default=DEFAULTS.threads)
+    parser.add_argument("--provider", default=DEFAULTS.provider, help="cpu or cuda")
+    parser.add_argument(
+        "--runtime", default=DEFAULTS.runtime, help="ORT settings, e.g. spinning=off"
+    )
+    parser.add_argument("--baseline", default=DEFAULTS.baseline)
+    parser.add_argument("--min-seconds", type=float, default=DEFAULTS.min_seconds)
+    parser.add_argument(
+        "--traffic-batch",
+        type=int,
+        default=DEFAULTS.traffic_batch_size,
+        help="batch of the end-to-end pass (0: skip)",
+    )
     parser.add_argument("--emulated", action="store_true", help="label timings as emulated")
     parser.add_argument("--out", type=Path, default=Path("bench-report"))
     args = parser.parse_args(argv)
     try:
-        models = {}
-        for spec in args.models:
-            name, _, path = spec.rpartition("=")
-            models[name or Path(path).stem] = Path(path)
+        models = name_models(args.models)
+        options = BenchOptions.parse(
+            batch_sizes=args.batch,
+            seq_lengths=args.seq,
+            threads=args.threads,
+            provider=args.provider,
+            runtime=args.runtime,
+            baseline=args.baseline,
+            min_seconds=args.min_seconds,
+            traffic_batch_size=args.traffic_batch or None,
+        )
         first = next(iter(models.values()))
         label_names = read_label_names(first if first.is_dir() else first.parent)
         texts, labels = read_rows(args.data, label_names)
-        settings = model_settings(models, args.runtime)
-        report = run_benchmark(
-            models, texts, labels, dataset=args.data.name, batch_sizes=args.batch,
-            seq_lengths=args.seq, threads=args.threads, baseline=args.baseline,
-            min_seconds=args.min_seconds, settings=settings,
-            traffic_batch_size=args.traffic_batch or None,
-        )
+        report = run_benchmark(models, texts, labels, dataset=args.data.name, options=options)
         report.machine.emulated = report.machine.emulated or args.emulated
         paths = write_reports(report, args.out)
     except BenchError as exc:

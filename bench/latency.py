@@ -24,7 +24,8 @@ def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
     stdev = float(values.std(ddof=1)) if values.size > 1 else 0.0
     half = (
         float(stats.t.ppf(0.975, values.size - 1) * stdev / math.sqrt(values.size))
-        if values.size > 1 else 0.0
+        if values.size > 1
+        else 0.0
     )
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return {

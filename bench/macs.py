@@ -15,8 +15,14 @@ from bench.errors import BenchError
 
 # Ops whose cost is a matrix product A[..., K] x B[K, N]; everything else is negligible here.
 MATMUL_OPS = {
-    "MatMul", "MatMulInteger", "MatMulIntegerToFloat", "FusedMatMul", "DynamicQuantizeMatMul",
-    "QLinearMatMul", "Gemm", "QGemm",
+    "MatMul",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "FusedMatMul",
+    "DynamicQuantizeMatMul",
+    "QLinearMatMul",
+    "Gemm",
+    "QGemm",
 }
 
 

@@ -106,8 +106,12 @@ def token_metrics(
     precision, recall, f1 = prf(*totals)
     return {
         **words,
-        "macro_precision": float(np.mean([v["precision"] for v in per_type.values()])) if per_type else 0.0,
-        "macro_recall": float(np.mean([v["recall"] for v in per_type.values()])) if per_type else 0.0,
+        "macro_precision": float(np.mean([v["precision"] for v in per_type.values()]))
+        if per_type
+        else 0.0,
+        "macro_recall": float(np.mean([v["recall"] for v in per_type.values()]))
+        if per_type
+        else 0.0,
         "macro_f1": float(np.mean([v["f1"] for v in per_type.values()])) if per_type else 0.0,
         "entity_precision": precision,
         "entity_recall": recall,

@@ -6,11 +6,9 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-import os
-import tempfile
 from pathlib import Path
 
+from bench.files import write_bytes_atomic
 from bench.schema import BenchReport
 
 SCHEMA_FILE = Path(__file__).parent / "report.schema.json"
@@ -18,15 +16,6 @@ SCHEMA_FILE = Path(__file__).parent / "report.schema.json"
 
 def report_json_schema() -> dict:
     return BenchReport.model_json_schema()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def _headline(model) -> tuple[float, float | None]:
@@ -41,7 +30,8 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     for name, (lat, acc) in points.items():
         dominated = any(
             (l2 <= lat and a2 >= acc) and (l2 < lat or a2 > acc)
-            for other, (l2, a2) in points.items() if other != name
+            for other, (l2, a2) in points.items()
+            if other != name
         )
         if not dominated:
             front.append(name)
@@ -64,8 +54,13 @@ def pareto_png(report: BenchReport) -> bytes | None:
     for name, (lat, f1) in points.items():
         ax.scatter(lat, f1, s=40, color="tab:blue" if name in front else "tab:gray", zorder=3)
         ax.annotate(name, (lat, f1), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.plot([points[n][0] for n in front], [points[n][1] for n in front], "--", color="tab:blue",
-            label="Pareto front")
+    ax.plot(
+        [points[n][0] for n in front],
+        [points[n][1] for n in front],
+        "--",
+        color="tab:blue",
+        label="Pareto front",
+    )
     first = report.models[0].latency[0]
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency, ms (batch {first.batch_size}, seq {first.seq_length}, log scale)")
@@ -80,8 +75,23 @@ def pareto_png(report: BenchReport) -> bytes | None:
     return buffer.getvalue()
 
 
-MODEL_HEAD = ["model", "kind", "size MB", "zip MB", "batch", "seq", "p50 ms", "p90 ms", "p99 ms",
-              "seq/s", "x baseline", "GMAC/s", "% INT8 peak", "accuracy", "macro-F1"]
+MODEL_HEAD = [
+    "model",
+    "kind",
+    "size MB",
+    "zip MB",
+    "batch",
+    "seq",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "seq/s",
+    "x baseline",
+    "GMAC/s",
+    "% INT8 peak",
+    "accuracy",
+    "macro-F1",
+]
 TRAFFIC_HEAD = ["model", "batch", "texts", "mean tokens", "seq/s end to end", "x padded"]
 STAGE_HEAD = ["stage", "accuracy", "macro-F1", "parameters", "size MB", "wall s"]
 
@@ -97,31 +107,53 @@ def model_rows(report: BenchReport) -> list[list[str]]:
     for model in report.models:
         acc = model.accuracy
         for lat in model.latency:
-            rows.append([
-                model.name, model.kind, f"{model.size_bytes / 1e6:.1f}",
-                f"{(model.zipped_bytes or 0) / 1e6:.1f}", str(lat.batch_size), str(lat.seq_length),
-                f"{lat.p50_ms:.2f}", f"{lat.p90_ms:.2f}", f"{lat.p99_ms:.2f}",
-                f"{lat.throughput_seq_per_s:.1f}", _fmt(lat.ratio_to_baseline_p50, ".2f"),
-                _fmt(lat.gmacs_per_s, ".0f"),
-                _fmt(lat.gmacs_per_s and peak and 100 * lat.gmacs_per_s / peak, ".0f"),
-                _fmt(acc and acc.accuracy, ".4f"), _fmt(acc and acc.macro_f1, ".4f"),
-            ])
+            rows.append(
+                [
+                    model.name,
+                    model.kind,
+                    f"{model.size_bytes / 1e6:.1f}",
+                    f"{(model.zipped_bytes or 0) / 1e6:.1f}",
+                    str(lat.batch_size),
+                    str(lat.seq_length),
+                    f"{lat.p50_ms:.2f}",
+                    f"{lat.p90_ms:.2f}",
+                    f"{lat.p99_ms:.2f}",
+                    f"{lat.throughput_seq_per_s:.1f}",
+                    _fmt(lat.ratio_to_baseline_p50, ".2f"),
+                    _fmt(lat.gmacs_per_s, ".0f"),
+                    _fmt(lat.gmacs_per_s and peak and 100 * lat.gmacs_per_s / peak, ".0f"),
+                    _fmt(acc and acc.accuracy, ".4f"),
+                    _fmt(acc and acc.macro_f1, ".4f"),
+                ]
+            )
     return rows
 
 
 def traffic_rows(report: BenchReport) -> list[list[str]]:
     return [
-        [m.name, str(t.batch_size), str(t.texts), f"{t.mean_tokens:.1f}", f"{t.seq_per_s:.1f}",
-         _fmt(t.ratio_to_padded, ".2f")]
-        for m in report.models if (t := m.traffic) is not None
+        [
+            m.name,
+            str(t.batch_size),
+            str(t.texts),
+            f"{t.mean_tokens:.1f}",
+            f"{t.seq_per_s:.1f}",
+            _fmt(t.ratio_to_padded, ".2f"),
+        ]
+        for m in report.models
+        if (t := m.traffic) is not None
     ]
 
 
 def stage_rows(report: BenchReport) -> list[list[str]]:
     return [
-        [row.stage, _fmt(row.accuracy, ".4f"), _fmt(row.macro_f1, ".4f"),
-         _fmt(row.parameters, ","), _fmt(row.size_bytes and row.size_bytes / 1e6, ".1f"),
-         _fmt(row.wall_seconds, ".0f")]
+        [
+            row.stage,
+            _fmt(row.accuracy, ".4f"),
+            _fmt(row.macro_f1, ".4f"),
+            _fmt(row.parameters, ","),
+            _fmt(row.size_bytes and row.size_bytes / 1e6, ".1f"),
+            _fmt(row.wall_seconds, ".0f"),
+        ]
         for row in report.stages
     ]
 
@@ -139,21 +171,29 @@ def _machine_line(report: BenchReport) -> str:
 
 def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
     align = ["---" if i == 0 or head[i] == "kind" else "---:" for i in range(len(head))]
-    return ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|",
-            *("| " + " | ".join(row) + " |" for row in rows)]
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(align) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
 
 
 def markdown(report: BenchReport) -> str:
     lines = [
-        "Machine: " + _machine_line(report)
+        "Machine: "
+        + _machine_line(report)
         + (" (emulated: timings are not hardware figures)" if report.machine.emulated else ""),
         "",
         *_md_table(MODEL_HEAD, model_rows(report)),
     ]
     traffic = traffic_rows(report)
     if traffic:
-        lines += ["", "Real traffic (tokenization included, length-bucketed dynamic padding):", "",
-                  *_md_table(TRAFFIC_HEAD, traffic)]
+        lines += [
+            "",
+            "Real traffic (tokenization included, length-bucketed dynamic padding):",
+            "",
+            *_md_table(TRAFFIC_HEAD, traffic),
+        ]
     if report.stages:
         lines += ["", *_md_table(STAGE_HEAD, stage_rows(report))]
     return "\n".join(lines) + "\n"
@@ -163,14 +203,18 @@ def _html_table(table_id: str, head: list[str], rows: list[list[str]]) -> str:
     cells = "".join(
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
     )
-    return f'<table id="{table_id}"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{cells}</table>'
+    return (
+        f'<table id="{table_id}"><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>{cells}</table>'
+    )
 
 
 def html_page(report: BenchReport) -> str:
     png = pareto_png(report)
     image = (
         f'<img alt="latency vs accuracy Pareto plot" src="data:image/png;base64,'
-        f'{base64.b64encode(png).decode()}">' if png else "<p>(no accuracy data: no plot)</p>"
+        f'{base64.b64encode(png).decode()}">'
+        if png
+        else "<p>(no accuracy data: no plot)</p>"
     )
     m = report.machine
     return f"""<!doctype html>
@@ -180,7 +224,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 </head><body>
 <h1>edgebert benchmark</h1>
 <p>{html.escape(_machine_line(report) + ", " + report.created)}
-{'<b>emulated: timings are not hardware figures</b>' if m.emulated else ''}</p>
+{"<b>emulated: timings are not hardware figures</b>" if m.emulated else ""}</p>
 {image}
 <h2>Models</h2>
 {_html_table("models", MODEL_HEAD, model_rows(report))}
@@ -200,12 +244,7 @@ def write_reports(report: BenchReport, out_dir: Path) -> dict[str, Path]:
         "markdown": out_dir / "report.md",
         "html": out_dir / "report.html",
     }
-    _atomic_write(paths["json"], (report.model_dump_json(indent=2) + "\n").encode())
-    _atomic_write(paths["markdown"], markdown(report).encode())
-    _atomic_write(paths["html"], html_page(report).encode())
+    write_bytes_atomic(paths["json"], (report.model_dump_json(indent=2) + "\n").encode())
+    write_bytes_atomic(paths["markdown"], markdown(report).encode())
+    write_bytes_atomic(paths["html"], html_page(report).encode())
     return paths
-
-
-def write_schema_file(path: Path = SCHEMA_FILE) -> Path:
-    _atomic_write(path, (json.dumps(report_json_schema(), indent=2) + "\n").encode())
-    return path

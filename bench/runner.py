@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import gc
-from dataclasses import replace
 import io
 import time
 import zipfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import psutil
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 from bench.errors import BenchError
 from bench.latency import interleaved_timings, latency_stats
-from bench.machine import machine_info
-from bench.metrics import classification_metrics, token_metrics
+from bench.machine import int8_peak_gmacs, machine_info
 from bench.macs import graph_macs
-from bench.machine import int8_peak_gmacs
-from bench.runtime import BENCH_DEFAULTS, ModelRunner, RuntimeSettings, open_model
+from bench.metrics import classification_metrics, token_metrics
+from bench.options import DEFAULTS, BenchOptions
+from bench.runtime import BENCH_DEFAULTS, ModelRunner, RuntimeSettings, model_settings, open_model
 from bench.schema import Accuracy, BenchReport, Latency, Machine, ModelResult, StageRow, Traffic
 
 
@@ -44,38 +45,71 @@ def run_benchmark(
     texts: Sequence[str],
     labels: Sequence[int] | None = None,
     dataset: str = "texts",
-    batch_sizes: Sequence[int] = (1, 32),
-    seq_lengths: Sequence[int] = (128,),
-    threads: int = 2,
-    provider: str = "cpu",
-    baseline: str | None = None,
-    min_seconds: float = 2.0,
-    min_runs: int = 10,
+    options: BenchOptions = DEFAULTS,
+    *,
     stages: list[dict] | None = None,
     console: Console | None = None,
     settings: dict[str, RuntimeSettings] | None = None,
-    traffic_batch_size: int | None = 32,
+    min_runs: int = 10,
     traffic_rounds: int = 3,
 ) -> BenchReport:
     """Load every model, score it on (texts, labels), then time all of them interleaved.
 
     Latency inputs are real texts padded/truncated to each fixed sequence length, so every model
-    sees identical feeds. Accuracy uses dynamic padding (what `predict` does). `settings` gives
-    some models other ORT runtime settings (the same file may appear under several names).
-    "Real traffic" then runs every text end to end (tokenize + length-bucketed batches of
-    `traffic_batch_size`), as a server with dynamic padding would.
+    sees identical feeds. Accuracy uses dynamic padding (what `predict` does). ORT settings come
+    from `options.runtime` and `options.runtime_variants` (a variant times one file again under
+    another name) unless `settings` gives them per model. "Real traffic" then runs every text end
+    to end (tokenize + length-bucketed batches of `traffic_batch_size`), as a server with dynamic
+    padding would.
     """
-    import onnxruntime
+    models = dict(models)
+    _check_inputs(models, texts, options)
+    if settings is None:
+        settings = model_settings(models, options.runtime, options.runtime_variants)
+    console = console or Console(stderr=True)
+    runners, results = _load_and_score(models, texts, labels, dataset, options, settings, console)
+    grid = [(b, s) for s in options.seq_lengths for b in options.batch_sizes]
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        console=console,
+    ) as progress:
+        task = progress.add_task("bench", total=len(grid))
+        for batch_size, seq_length in grid:
+            progress.update(task, description=f"batch {batch_size} x seq {seq_length}")
+            _time_shape(runners, results, texts, batch_size, seq_length, options, min_runs)
+            progress.advance(task)
+    if options.traffic_batch_size:
+        _real_traffic(
+            runners, results, texts, options.traffic_batch_size, traffic_rounds, options.seq_lengths
+        )
+    return BenchReport(
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        machine=_machine(options.threads),
+        baseline=options.baseline,
+        models=list(results.values()),
+        stages=[StageRow(**row) for row in stages or []],
+    )
 
+
+def _check_inputs(models: dict, texts: Sequence[str], options: BenchOptions) -> None:
     if not models:
         raise BenchError("no models to benchmark")
     if not texts:
         raise BenchError("no texts to benchmark on")
-    if baseline is not None and baseline not in models:
-        raise BenchError(f"baseline '{baseline}' is not among the models: {', '.join(models)}")
-    if any(b < 1 for b in batch_sizes) or any(s < 8 or s > 512 for s in seq_lengths):
+    if options.baseline is not None and options.baseline not in models:
+        raise BenchError(
+            f"baseline '{options.baseline}' is not among the models: {', '.join(models)}"
+        )
+    if any(b < 1 for b in options.batch_sizes) or any(
+        s < 8 or s > 512 for s in options.seq_lengths
+    ):
         raise BenchError("batch sizes must be >= 1 and sequence lengths within 8..512")
-    console = console or Console(stderr=True)
+
+
+def _load_and_score(models, texts, labels, dataset, options, settings, console):
+    """Open every model (memory growth measured around each load) and score it on the rows."""
     process = psutil.Process()
     runners: dict[str, ModelRunner] = {}
     results: dict[str, ModelResult] = {}
@@ -83,84 +117,107 @@ def run_benchmark(
     for name, path in models.items():
         gc.collect()
         before = process.memory_info().rss
-        chosen = (settings or {}).get(name) or BENCH_DEFAULTS
-        runner = open_model(path, provider=provider,
-                            settings=replace(chosen, threads=chosen.threads or threads))
-        runner.run(runner.encode(_texts_for(max(batch_sizes), texts), pad_to=max(seq_lengths)))
+        chosen = settings.get(name) or BENCH_DEFAULTS
+        runner = open_model(
+            path,
+            provider=options.provider,
+            settings=replace(chosen, threads=chosen.threads or options.threads),
+        )
+        runner.run(
+            runner.encode(
+                _texts_for(max(options.batch_sizes), texts), pad_to=max(options.seq_lengths)
+            )
+        )
         growth = (process.memory_info().rss - before) / 2**20
         runners[name] = runner
         accuracy = None
         if labels is not None:
-            if runner.token_level:  # word rows: entity-level metrics, word-level agreement
-                tags = runner.word_tags(texts)
-                metrics = token_metrics(labels, tags, runner.label_names)
-                preds = np.asarray([t for row in tags for t in row])
-            else:
-                preds = runner.logits(texts).argmax(-1)
-                metrics = classification_metrics(labels, preds, runner.label_names)
-            predictions[name] = preds
-            metrics.pop("n")
-            accuracy = Accuracy(dataset=dataset, n=len(labels), **metrics)
+            accuracy, predictions[name] = _score(runner, texts, labels, dataset)
         results[name] = ModelResult(
-            name=name, path=str(path), kind=runner.kind, provider=provider,
-            size_bytes=runner.size_bytes, zipped_bytes=zipped_size(runner.path),
-            rss_growth_mb=round(growth, 1), latency=[], accuracy=accuracy,
-            settings=runner.settings.as_dict() if runner.kind != "torch" else {"threads": runner.settings.threads},
+            name=name,
+            path=str(path),
+            kind=runner.kind,
+            provider=options.provider,
+            size_bytes=runner.size_bytes,
+            zipped_bytes=zipped_size(runner.path),
+            rss_growth_mb=round(growth, 1),
+            latency=[],
+            accuracy=accuracy,
+            settings=runner.settings.as_dict()
+            if runner.kind != "torch"
+            else {"threads": runner.settings.threads},
         )
-        console.print(f"loaded {name} ({runner.kind}, {runner.size_bytes / 1e6:.1f} MB)", markup=False)
-    if baseline is not None and predictions:
+        console.print(
+            f"loaded {name} ({runner.kind}, {runner.size_bytes / 1e6:.1f} MB)", markup=False
+        )
+    if options.baseline is not None and predictions:
         for name, preds in predictions.items():
             results[name].accuracy.label_agreement_with_baseline = float(  # type: ignore[union-attr]
-                (preds == predictions[baseline]).mean()
+                (preds == predictions[options.baseline]).mean()
             )
-    grid = [(b, s) for s in seq_lengths for b in batch_sizes]
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), console=console) as progress:
-        task = progress.add_task("bench", total=len(grid))
-        for batch_size, seq_length in grid:
-            progress.update(task, description=f"batch {batch_size} x seq {seq_length}")
-            batch_texts = _texts_for(batch_size, texts)
-            feeds = {name: r.encode(batch_texts, pad_to=seq_length) for name, r in runners.items()}
-            calls = {name: r.bound(feeds[name]) for name, r in runners.items()}
-            timings = interleaved_timings(calls, min_runs=min_runs, min_seconds=min_seconds)
-            for name, runner in runners.items():
-                tokenize = []
-                for _ in range(5):
-                    t0 = time.perf_counter()
-                    runner.encode(batch_texts, pad_to=seq_length)
-                    tokenize.append((time.perf_counter() - t0) * 1000)
-                summary = latency_stats(timings[name])
-                macs = _macs(runner, batch_size, seq_length)
-                results[name].latency.append(
-                    Latency(
-                        batch_size=batch_size, seq_length=seq_length, **summary,
-                        throughput_seq_per_s=batch_size * 1000.0 / summary["mean_ms"],
-                        tokenize_p50_ms=float(np.median(tokenize)),
-                        macs=macs,
-                        gmacs_per_s=None if macs is None else macs / summary["p50_ms"] / 1e6,
-                    )
-                )
-            if baseline is not None:
-                base = results[baseline].latency[-1].p50_ms
-                for result in results.values():
-                    result.latency[-1].ratio_to_baseline_p50 = base / result.latency[-1].p50_ms
-            progress.advance(task)
-    if traffic_batch_size:
-        _real_traffic(runners, results, texts, traffic_batch_size, traffic_rounds, seq_lengths)
+    return runners, results
+
+
+def _score(runner: ModelRunner, texts, labels, dataset: str) -> tuple[Accuracy, np.ndarray]:
+    """Accuracy of one model and its predictions (word rows: entity-level metrics)."""
+    if runner.token_level:
+        tags = runner.word_tags(texts)
+        metrics = token_metrics(labels, tags, runner.label_names)
+        preds = np.asarray([t for row in tags for t in row])
+    else:
+        preds = runner.logits(texts).argmax(-1)
+        metrics = classification_metrics(labels, preds, runner.label_names)
+    metrics.pop("n")
+    return Accuracy(dataset=dataset, n=len(labels), **metrics), preds
+
+
+def _time_shape(
+    runners, results, texts, batch_size: int, seq_length: int, options: BenchOptions, min_runs: int
+) -> None:
+    """Time every model on one (batch, sequence) shape, interleaved; add one Latency each."""
+    batch_texts = _texts_for(batch_size, texts)
+    feeds = {name: r.encode(batch_texts, pad_to=seq_length) for name, r in runners.items()}
+    calls = {name: r.bound(feeds[name]) for name, r in runners.items()}
+    timings = interleaved_timings(calls, min_runs=min_runs, min_seconds=options.min_seconds)
+    for name, runner in runners.items():
+        tokenize = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            runner.encode(batch_texts, pad_to=seq_length)
+            tokenize.append((time.perf_counter() - t0) * 1000)
+        summary = latency_stats(timings[name])
+        macs = _macs(runner, batch_size, seq_length)
+        results[name].latency.append(
+            Latency(
+                batch_size=batch_size,
+                seq_length=seq_length,
+                **summary,
+                throughput_seq_per_s=batch_size * 1000.0 / summary["mean_ms"],
+                tokenize_p50_ms=float(np.median(tokenize)),
+                macs=macs,
+                gmacs_per_s=None if macs is None else macs / summary["p50_ms"] / 1e6,
+            )
+        )
+    if options.baseline is not None:
+        base = results[options.baseline].latency[-1].p50_ms
+        for result in results.values():
+            result.latency[-1].ratio_to_baseline_p50 = base / result.latency[-1].p50_ms
+
+
+def _machine(threads: int) -> Machine:
     info = machine_info()
     peak = int8_peak_gmacs(info)
-    return BenchReport(
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        machine=Machine(
-            platform=info["platform"], machine=info["machine"], cpu_model=info["cpu_model"],
-            cpu_count=info["cpu_count"], cpu_flags=info["cpu_flags"], threads=threads,
-            onnxruntime=onnxruntime.__version__,
-            emulated=bool(info.get("emulated")),
-            int8_peak_gmacs=peak[0] if peak else None,
-            int8_peak_basis=peak[1] if peak else None,
-        ),
-        baseline=baseline,
-        models=list(results.values()),
-        stages=[StageRow(**row) for row in stages or []],
+    return Machine(
+        platform=info["platform"],
+        machine=info["machine"],
+        cpu_model=info["cpu_model"],
+        cpu_count=info["cpu_count"],
+        cpu_flags=info["cpu_flags"],
+        threads=threads,
+        onnxruntime=onnxruntime.__version__,
+        emulated=bool(info.get("emulated")),
+        int8_peak_gmacs=peak[0] if peak else None,
+        int8_peak_basis=peak[1] if peak else None,
     )
 
 
@@ -199,12 +256,19 @@ def _real_traffic(
         lengths = runners[name].token_lengths(texts)
         best = float(np.median(seconds[name]))
         padded = next(
-            (l.throughput_seq_per_s for l in result.latency
-             if l.batch_size == batch_size and l.seq_length == max(seq_lengths)), None,
+            (
+                l.throughput_seq_per_s
+                for l in result.latency
+                if l.batch_size == batch_size and l.seq_length == max(seq_lengths)
+            ),
+            None,
         )
         rate = len(texts) / best
         result.traffic = Traffic(
-            batch_size=batch_size, texts=len(texts), seconds=best, seq_per_s=rate,
+            batch_size=batch_size,
+            texts=len(texts),
+            seconds=best,
+            seq_per_s=rate,
             mean_tokens=float(np.mean(lengths)),
             ratio_to_padded=None if padded is None else rate / padded,
         )

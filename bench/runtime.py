@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from bench.errors import BenchError
+from bench.files import first_line, read_model_meta
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -48,13 +50,7 @@ def read_label_names(folder: Path) -> list[str]:
 
 
 def read_max_length(folder: Path, default: int = 128) -> int:
-    meta = folder / "edgebert.json"
-    if meta.is_file():
-        try:
-            return int(json.loads(meta.read_text(encoding="utf-8")).get("max_length", default))
-        except (ValueError, OSError):
-            return default
-    return default
+    return int(read_model_meta(folder).get("max_length", default))
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,7 @@ class RuntimeSettings:
     LEVELS = ("disable", "basic", "extended", "all")
 
     @classmethod
-    def parse(cls, spec: str, base: "RuntimeSettings | None" = None) -> "RuntimeSettings":
+    def parse(cls, spec: str, base: RuntimeSettings | None = None) -> RuntimeSettings:
         """`threads=1,spinning=off,io_binding=on` (booleans: on/off, true/false, 1/0)."""
         base = base or cls()
         known = {f.name: f for f in fields(cls)}
@@ -114,7 +110,9 @@ def model_settings(
         if not sep or "=" not in changes:
             base, changes = spec, ""
         if base not in models:
-            raise BenchError(f"variant '{name}': unknown model '{base}'; expected one of {', '.join(models)}")
+            raise BenchError(
+                f"variant '{name}': unknown model '{base}'; expected one of {', '.join(models)}"
+            )
         if name in models:
             raise BenchError(f"variant '{name}': the name is already taken")
         settings[name] = RuntimeSettings.parse(changes, common)
@@ -129,7 +127,9 @@ def _setting_value(key: str, value: str) -> Any:
         return int(value)
     if key == "optimization":
         if value not in RuntimeSettings.LEVELS:
-            raise BenchError(f"runtime setting optimization: expected one of {', '.join(RuntimeSettings.LEVELS)}")
+            raise BenchError(
+                f"runtime setting optimization: expected one of {', '.join(RuntimeSettings.LEVELS)}"
+            )
         return value
     if value in ("on", "true", "1", "yes"):
         return True
@@ -156,7 +156,9 @@ def session_options(settings: RuntimeSettings):
         options.intra_op_num_threads = settings.threads
     options.enable_mem_pattern = settings.memory_pattern
     options.enable_cpu_mem_arena = settings.cpu_arena
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spinning else "0")
+    options.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if settings.spinning else "0"
+    )
     options.log_severity_level = 3
     return options
 
@@ -187,7 +189,9 @@ class ModelRunner:
         return self._feeds(self._tokenize(texts, pad_to))
 
     def _feeds(self, encoded) -> dict[str, np.ndarray]:
-        feeds = {name: encoded[name].astype(np.int64) for name in self.input_names if name in encoded}
+        feeds = {
+            name: encoded[name].astype(np.int64) for name in self.input_names if name in encoded
+        }
         if "token_type_ids" in self.input_names and "token_type_ids" not in feeds:
             feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
         return feeds
@@ -268,8 +272,9 @@ class ModelRunner:
                 for position, word in enumerate(encoded.word_ids(j)):
                     if word is not None and word not in first:
                         first[word] = position
-                tags[i] = [int(row[first[w]].argmax()) if w in first else 0
-                           for w in range(len(words[i]))]
+                tags[i] = [
+                    int(row[first[w]].argmax()) if w in first else 0 for w in range(len(words[i]))
+                ]
         return tags
 
 
@@ -296,7 +301,11 @@ def open_model(
         path = path / "model.onnx"
     folder = path if path.is_dir() else path.parent
     runner = ModelRunner(
-        path=path, kind=kind, tokenizer=None, label_names=[], max_length=read_max_length(folder),
+        path=path,
+        kind=kind,
+        tokenizer=None,
+        label_names=[],
+        max_length=read_max_length(folder),
         settings=settings,
     )
     if kind == "torch":
@@ -306,12 +315,15 @@ def open_model(
 
         if threads:
             torch.set_num_threads(threads)
-        auto = AutoModelForTokenClassification if _is_token_classifier(folder) \
+        auto = (
+            AutoModelForTokenClassification
+            if _is_token_classifier(folder)
             else AutoModelForSequenceClassification
+        )
         try:
             runner.torch_model = auto.from_pretrained(str(folder), use_safetensors=True).eval()
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-            raise BenchError(f"{folder}: cannot load model ({_short(exc)})") from None
+            raise BenchError(f"{folder}: cannot load model ({first_line(exc, 200)})") from None
         runner.input_names = ["input_ids", "attention_mask"]
     else:
         runner.session, runner.input_names = _onnx_session(path, settings, provider)
@@ -329,19 +341,15 @@ def _is_token_classifier(folder: Path) -> bool:
     return any(a.endswith("ForTokenClassification") for a in config.get("architectures") or [])
 
 
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= limit else line[:limit] + "..."
-
-
 def _tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(folder), use_fast=True)
     except (OSError, ValueError) as exc:
-        raise BenchError(f"{folder}: no usable tokenizer beside the model ({_short(exc)})") from None
+        raise BenchError(
+            f"{folder}: no usable tokenizer beside the model ({first_line(exc, 200)})"
+        ) from None
 
 
 def _onnx_session(path: Path, settings: RuntimeSettings, provider: str):
@@ -355,7 +363,7 @@ def _onnx_session(path: Path, settings: RuntimeSettings, provider: str):
             str(path), sess_options=session_options(settings), providers=[wanted]
         )
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        raise BenchError(f"{path}: cannot load ({_short(exc)})") from None
+        raise BenchError(f"{path}: cannot load ({first_line(exc, 200)})") from None
     input_names = [i.name for i in session.get_inputs()]
     if "input_ids" not in input_names or "logits" not in [o.name for o in session.get_outputs()]:
         raise BenchError(

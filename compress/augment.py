@@ -54,7 +54,9 @@ class TypoStep(_Step):
     p: float = Field(0.05, gt=0, lt=1)
 
 
-AugmentStep = Annotated[Union[DeleteStep, SwapStep, SynonymStep, TypoStep], Field(discriminator="type")]
+AugmentStep = Annotated[
+    Union[DeleteStep, SwapStep, SynonymStep, TypoStep], Field(discriminator="type")
+]
 
 
 class AugmentConfig(BaseModel):
@@ -91,9 +93,9 @@ def _typo(word: str, rng: random.Random) -> str:
     i = rng.randrange(len(word) - 1)
     kind = rng.randrange(4)
     if kind == 0:  # swap two neighbouring letters
-        return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
     if kind == 1:  # drop a letter
-        return word[:i] + word[i + 1:]
+        return word[:i] + word[i + 1 :]
     if kind == 2:  # double a letter
         return word[:i] + word[i] + word[i:]
     for row in KEYBOARD_ROWS:  # hit a neighbouring key
@@ -101,7 +103,7 @@ def _typo(word: str, rng: random.Random) -> str:
         if j >= 0:
             left = j > 0 and (j == len(row) - 1 or rng.random() < 0.5)
             near = row[j - 1] if left else row[j + 1]
-            return word[:i] + near + word[i + 1:]
+            return word[:i] + near + word[i + 1 :]
     return word
 
 

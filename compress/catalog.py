@@ -20,8 +20,7 @@ STAGES: dict[str, type[Stage]] = {
     cls.type_name: cls for cls in (FinetuneStage, TrainStage, ExportStage, BenchStage)
 }
 MODIFIERS: dict[str, type[Modifier]] = {
-    cls.type_name: cls
-    for cls in (Distill, PruneStructured, PruneUnstructured, QAT)
+    cls.type_name: cls for cls in (Distill, PruneStructured, PruneUnstructured, QAT)
 }
 
 

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from bench.files import first_line, write_json_atomic
 from compress.errors import EdgebertError
-from compress.rundir import replace_dir_atomic, write_json_atomic
+from compress.rundir import replace_dir_atomic
 
 
 def rng_state() -> dict:
@@ -75,6 +76,6 @@ def load_checkpoint(directory: Path) -> tuple[dict, dict | None, dict, dict]:
     except Exception as exc:  # noqa: BLE001 - any damage means the same thing to the user
         raise EdgebertError(
             f"checkpoint {directory} is damaged ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); remove it to restart the stage"
+            f"{first_line(exc, 200)}); remove it to restart the stage"
         ) from None
     return model_state, best_state, trainer, counters

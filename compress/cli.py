@@ -2,6 +2,11 @@
 
 Exit codes: 0 ok, 1 usage error from the argument parser, 2 bad input (recipe, data, model),
 3 internal error (a bug: rerun with --debug for the traceback), 130 interrupted.
+
+Each command imports its machinery when it runs, not when this module loads: `edgebert predict`
+and `serve` on an .onnx/.ort file must start without torch (edge boards, cold starts), and
+`--help` must be instant. These are deferred loads, not cycle dodges: nothing below imports
+this module.
 """
 
 from __future__ import annotations
@@ -14,8 +19,14 @@ from typing import Optional
 
 import typer
 
+from bench.files import first_line, read_model_meta
+from bench.options import DEFAULTS as BENCH
+from bench.options import BenchOptions, name_models
 from compress import __version__
 from compress.errors import USER_ERRORS, EdgebertError
+from export.options import QUANTIZE_MODES, ExportOptions
+
+EXPORT = ExportOptions()
 
 app = typer.Typer(
     add_completion=False,
@@ -59,13 +70,15 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --run-dir"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue a killed run"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate recipe and data, then stop"),
-    nproc: int = typer.Option(1, "--nproc", min=1, max=64, help="data-parallel processes (torchrun)"),
+    nproc: int = typer.Option(
+        1, "--nproc", min=1, max=64, help="data-parallel processes (torchrun)"
+    ),
 ) -> None:
     """Run a recipe end to end and write a run directory (or resume one)."""
-    from compress.task_data import load_task_data
     from compress import distributed
     from compress.engine import RESOLVED_RECIPE, run_recipe
     from compress.recipe import load_recipe
+    from compress.task_data import load_task_data
 
     if nproc > 1 and not distributed.active():
         if resume is not None or dry_run:
@@ -82,8 +95,10 @@ def run(
 
     if resume is not None:
         if recipe is not None or set_ or run_dir is not None:
-            raise EdgebertError("--resume takes the recipe from the run directory: give no "
-                                "RECIPE, --set or --run-dir with it")
+            raise EdgebertError(
+                "--resume takes the recipe from the run directory: give no "
+                "RECIPE, --set or --run-dir with it"
+            )
         if not (resume / RESOLVED_RECIPE).is_file():
             raise EdgebertError(f"{resume}: not a run directory (no {RESOLVED_RECIPE})")
         parsed = load_recipe(resume / RESOLVED_RECIPE)
@@ -97,7 +112,8 @@ def run(
         data = load_task_data(parsed.data, parsed.seed, parsed.task)
         typer.echo(
             f"recipe ok: {len(parsed.stages)} stages; data: {len(data.train)} train"
-            + (f" ({data.augmented_rows} augmented)" if data.augmented_rows else "") + ", "
+            + (f" ({data.augmented_rows} augmented)" if data.augmented_rows else "")
+            + ", "
             f"{len(data.validation)} validation, {len(data.test) if data.test else 0} test rows, "
             f"labels {data.label_names}"
         )
@@ -107,8 +123,12 @@ def run(
 
         if run_dir is not None:
             raise EdgebertError("--run-dir: a search writes one directory per trial; use --out")
-        root = run_search(find_recipe(recipe), set_, out,
-                          run_trial=lambda trial, folder: run_recipe(trial, out, run_dir=folder))
+        root = run_search(
+            find_recipe(recipe),
+            set_,
+            out,
+            run_trial=lambda trial, folder: run_recipe(trial, out, run_dir=folder),
+        )
         typer.echo((root / "summary.md").read_text(encoding="utf-8"), err=True)
         typer.echo(str(root))
         return
@@ -147,7 +167,9 @@ def serve(
     """Serve /predict, /health and /metrics (Prometheus) over HTTP."""
     from compress.serve import serve as run_server
 
-    typer.echo(f"serving {model} on http://{host}:{port} (POST /predict, GET /health, /metrics)", err=True)
+    typer.echo(
+        f"serving {model} on http://{host}:{port} (POST /predict, GET /health, /metrics)", err=True
+    )
     run_server(model, host, port, max_batch, max_wait_ms)
 
 
@@ -190,10 +212,12 @@ DEFAULT_CLEAN = ["nfkc", "remove_control", "collapse_whitespace"]
 
 def _clean_steps_of(model: Path) -> list[str]:
     """The cleaning a model was trained with (its edgebert.json, beside an ONNX file too)."""
-    from compress.model_io import read_meta
-
     folder = model if model.is_dir() else model.parent
-    return list(read_meta(folder).get("clean", DEFAULT_CLEAN)) if folder.is_dir() else DEFAULT_CLEAN
+    return (
+        list(read_model_meta(folder).get("clean", DEFAULT_CLEAN))
+        if folder.is_dir()
+        else DEFAULT_CLEAN
+    )
 
 
 def _eval_texts(
@@ -215,6 +239,19 @@ def _eval_texts(
     return rows.texts, rows.labels, f"{folder.name} {split}"
 
 
+def _export_options(modes: list[str], ort: bool, rows: int, agreement: float) -> ExportOptions:
+    unknown = [m for m in modes if m not in QUANTIZE_MODES]
+    if unknown:
+        raise EdgebertError(
+            f"--quantize: quantize mode '{unknown[0]}': use one of {', '.join(QUANTIZE_MODES)}"
+        )
+    return ExportOptions(
+        quantize=modes,
+        formats=["onnx", "ort"] if ort else ["onnx"],
+        parity=EXPORT.parity.model_copy(update={"rows": rows, "min_label_agreement": agreement}),
+    )
+
+
 @app.command("export")
 def export_command(
     model_dir: Path = typer.Argument(..., help="a saved classifier directory"),
@@ -223,80 +260,95 @@ def export_command(
     ort: bool = typer.Option(False, "--ort", help="also write the ORT mobile .ort file"),
     texts: Optional[Path] = typer.Option(None, "--texts", help="parity/calibration texts file"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="parity texts from a staged set"),
-    parity_rows: int = typer.Option(512, "--parity-rows", min=1),
-    min_label_agreement: float = typer.Option(0.99, "--min-label-agreement", min=0, max=1),
+    parity_rows: int = typer.Option(EXPORT.parity.rows, "--parity-rows", min=1),
+    min_label_agreement: float = typer.Option(
+        EXPORT.parity.min_label_agreement, "--min-label-agreement", min=0, max=1
+    ),
 ) -> None:
     """Export a classifier to ONNX (+ fused graph, INT8, .ort) and check parity."""
-    from export.pipeline import ExportOptions, export_model
+    from export.pipeline import export_model
 
-    modes = _parse_list(quantize, "--quantize", str)
-    parity_texts, _, _ = _eval_texts(dataset, "validation", texts, _clean_steps_of(model_dir))
-    options = ExportOptions(
-        quantize=modes, ort_format=ort, parity_rows=parity_rows,
-        min_label_agreement=min_label_agreement,
+    options = _export_options(
+        _parse_list(quantize, "--quantize", str), ort, parity_rows, min_label_agreement
     )
-    result = export_model(model_dir, out, parity_texts, options, log=lambda m: typer.echo(m, err=True))
+    parity_texts, _, _ = _eval_texts(dataset, "validation", texts, _clean_steps_of(model_dir))
+    result = export_model(
+        model_dir, out, parity_texts, options, log=lambda m: typer.echo(m, err=True)
+    )
     for name, path in result.files.items():
         typer.echo(f"{name}\t{result.sizes[name] / 1e6:.1f} MB\t{path}")
     if result.failures:
         raise EdgebertError("; ".join(result.failures))
 
 
+def _csv(values: list[int]) -> str:
+    return ",".join(str(v) for v in values)
+
+
 @app.command("bench")
 def bench_command(
     models: list[str] = typer.Argument(..., help="model paths, optionally NAME=PATH"),
-    batch: str = typer.Option("1,32", "--batch", help="batch sizes, comma list"),
-    seq: str = typer.Option("128", "--seq", help="sequence lengths, comma list"),
-    threads: int = typer.Option(2, "--threads", min=1),
-    provider: str = typer.Option("cpu", "--provider", help="cpu or cuda"),
+    batch: str = typer.Option(_csv(BENCH.batch_sizes), "--batch", help="batch sizes, comma list"),
+    seq: str = typer.Option(_csv(BENCH.seq_lengths), "--seq", help="sequence lengths, comma list"),
+    threads: int = typer.Option(BENCH.threads, "--threads", min=1),
+    provider: str = typer.Option(BENCH.provider, "--provider", help="cpu or cuda"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="staged set for accuracy"),
     split: str = typer.Option("validation", "--split"),
     texts: Optional[Path] = typer.Option(None, "--texts", help="unlabelled texts (no accuracy)"),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="name to compute ratios to"),
-    min_seconds: float = typer.Option(2.0, "--min-seconds", min=0.01),
+    baseline: Optional[str] = typer.Option(
+        BENCH.baseline, "--baseline", help="name to compute ratios to"
+    ),
+    min_seconds: float = typer.Option(BENCH.min_seconds, "--min-seconds", min=0.01),
     runtime: str = typer.Option(
-        "", "--runtime", help="ORT settings for all models, e.g. spinning=off,io_binding=on"
+        BENCH.runtime,
+        "--runtime",
+        help="ORT settings for all models, e.g. spinning=off,io_binding=on",
     ),
     variant: list[str] = typer.Option(
         [], "--variant", help="NAME=MODEL:SETTINGS, a model again under other ORT settings"
     ),
     traffic_batch: int = typer.Option(
-        32, "--traffic-batch", min=0, help="batch of the end-to-end pass (0: skip)"
+        BENCH.traffic_batch_size,
+        "--traffic-batch",
+        min=0,
+        help="batch of the end-to-end pass (0: skip)",
     ),
     out: Path = typer.Option(Path("bench-report"), "--out", help="report directory"),
 ) -> None:
     """Benchmark models side by side; writes report.json, report.md and report.html."""
     from bench.report import write_reports
     from bench.runner import run_benchmark
-    from bench.runtime import model_settings
 
-    named: dict[str, Path] = {}
-    for spec in models:
-        name, _, path = spec.rpartition("=")
-        path_obj = Path(path)
-        name = name or (path_obj.stem if path_obj.suffix else path_obj.name)
-        if name in named:
-            raise EdgebertError(f"two models are named '{name}': use NAME=PATH")
-        named[name] = path_obj
+    named = name_models(models)
+    options = BenchOptions.parse(
+        batch_sizes=_parse_list(batch, "--batch"),
+        seq_lengths=_parse_list(seq, "--seq"),
+        threads=threads,
+        provider=provider,
+        baseline=baseline,
+        min_seconds=min_seconds,
+        runtime=runtime,
+        runtime_variants=_variants(variant),
+        traffic_batch_size=traffic_batch or None,
+    )
+    eval_texts, labels, label = _eval_texts(
+        dataset, split, texts, _clean_steps_of(next(iter(named.values())))
+    )
+    report = run_benchmark(named, eval_texts, labels, dataset=label, options=options)
+    paths = write_reports(report, out)
+    typer.echo(paths["markdown"].read_text(encoding="utf-8"))
+    typer.echo(f"reports: {out}")
+
+
+def _variants(specs: list[str]) -> dict[str, str]:
+    """`--variant NEW=MODEL:key=value,...` -> {NEW: "MODEL:key=value,..."}."""
     variants = {}
-    for spec in variant:
+    for spec in specs:
         name, eq, rest = spec.partition("=")
         if not eq or not rest:
             raise EdgebertError(f"--variant '{spec}': expected NEW_NAME=MODEL_NAME:key=value,...")
         variants[name] = rest
-    settings = model_settings(named, runtime, variants)
-    eval_texts, labels, label = _eval_texts(
-        dataset, split, texts, _clean_steps_of(next(iter(named.values())))
-    )
-    report = run_benchmark(
-        named, eval_texts, labels, dataset=label, batch_sizes=_parse_list(batch, "--batch"),
-        seq_lengths=_parse_list(seq, "--seq"), threads=threads, provider=provider,
-        baseline=baseline, min_seconds=min_seconds, settings=settings,
-        traffic_batch_size=traffic_batch or None,
-    )
-    paths = write_reports(report, out)
-    typer.echo(paths["markdown"].read_text(encoding="utf-8"))
-    typer.echo(f"reports: {out}")
+    return variants
 
 
 @app.command()
@@ -318,7 +370,7 @@ def main() -> None:
     except USER_ERRORS as exc:
         if debug:
             raise
-        print(f"edgebert: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"edgebert: error: {first_line(exc, 600)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("edgebert: interrupted", file=sys.stderr)
@@ -327,17 +379,11 @@ def main() -> None:
         if debug:
             raise
         print(
-            f"edgebert: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            f"edgebert: internal error: {type(exc).__name__}: {first_line(exc, 600)} "
             "(rerun with --debug for the traceback)",
             file=sys.stderr,
         )
         sys.exit(3)
-
-
-def _one_line(exc: BaseException, limit: int = 600) -> str:
-    lines = str(exc).strip().splitlines()
-    line = lines[0] if lines else type(exc).__name__
-    return line if len(line) <= limit else line[:limit] + "..."
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ class DataConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataConfig":
+    def _one_source(self) -> DataConfig:
         if self.dataset is None and self.train is None:
             raise ValueError("give either 'dataset' (a staged set) or 'train' (a file)")
         if self.dataset is not None and self.train is not None:
@@ -90,7 +90,9 @@ class StageConfig(Strict):
     """Fields every stage has; each stage subclasses this with `type: Literal[...]`."""
 
     name: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=60,
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=60,
         description="label for `@name` references and the stage folder; defaults to type",
     )
 
@@ -126,7 +128,7 @@ class Range(Strict):
     integer: bool = False
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.high <= self.low:
             raise ValueError("high must be above low")
         if self.log and self.low <= 0:
@@ -164,7 +166,7 @@ class SearchConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _grid_needs_lists(self) -> "SearchConfig":
+    def _grid_needs_lists(self) -> SearchConfig:
         for key, values in self.space.items():
             if isinstance(values, list) and not values:
                 raise ValueError(f"space.{key}: give at least one value")

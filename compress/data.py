@@ -78,8 +78,13 @@ def resolve_dataset(name: str) -> Path:
         if (candidate / "labels.json").is_file():
             return candidate
     known = sorted(
-        {p.name for root in dataset_search_path() if root.is_dir() for p in root.iterdir()
-         if (p / "labels.json").is_file()}
+        {
+            p.name
+            for root in dataset_search_path()
+            if root.is_dir()
+            for p in root.iterdir()
+            if (p / "labels.json").is_file()
+        }
     )
     raise EdgebertError(
         f"unknown dataset '{name}': known here: {', '.join(known) or 'none'} "
@@ -220,7 +225,8 @@ def carve_validation(train: Split, fraction: float, seed: int) -> tuple[Split, S
         indices, test_size=fraction, stratify=train.labels, random_state=seed
     )
     pick = lambda ids, tag: Split(  # noqa: E731
-        [train.texts[i] for i in sorted(ids)], [train.labels[i] for i in sorted(ids)],
+        [train.texts[i] for i in sorted(ids)],
+        [train.labels[i] for i in sorted(ids)],
         f"{train.source} ({tag})",
     )
     return pick(kept, "train part"), pick(held, f"held-out {fraction:.0%}")

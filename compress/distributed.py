@@ -54,7 +54,7 @@ def gather_rows(local: list, total: int) -> list:
     dist.all_gather_object(parts, local)
     out: list = [None] * total
     for r, part in enumerate(parts):
-        out[r::world_size()] = part
+        out[r :: world_size()] = part
     return out
 
 
@@ -70,7 +70,9 @@ def mean(value: float) -> float:
 SPLITTABLE_MODIFIERS = ("distill",)
 
 
-def check_split(batch_size: int, modifiers: list[tuple[str, object]], nproc: int, where: str) -> None:
+def check_split(
+    batch_size: int, modifiers: list[tuple[str, object]], nproc: int, where: str
+) -> None:
     """Refuse what data-parallel training cannot split: a batch that does not divide, and
     modifiers whose state would drift apart per rank (pruning scores, QAT ranges, projections)."""
     if batch_size % nproc:
@@ -79,8 +81,11 @@ def check_split(batch_size: int, modifiers: list[tuple[str, object]], nproc: int
             "use a multiple of --nproc (it stays the global batch size)"
         )
     for name, config in modifiers:
-        if name not in SPLITTABLE_MODIFIERS or getattr(config, "hidden", None) \
-                or getattr(config, "attention", None):
+        if (
+            name not in SPLITTABLE_MODIFIERS
+            or getattr(config, "hidden", None)
+            or getattr(config, "attention", None)
+        ):
             raise EdgebertError(
                 f"{where}with.{name}: multi-process training supports fine-tuning and logit "
                 "distillation; run pruning, QAT and hidden/attention transfer with one process"
@@ -102,12 +107,20 @@ def relaunch(nproc: int, argv: list[str]) -> int:
     The ranks report their own errors in one line; torchrun's closing traceback about a
     failed child adds nothing and is dropped from the stream."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={nproc}", "-m", "compress.cli", *argv,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "compress.cli",
+        *argv,
     ]
     env = dict(os.environ)
     cores = os.cpu_count() or 1
-    env.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))  # cores shared, not oversubscribed
+    env.setdefault(
+        "OMP_NUM_THREADS", str(max(1, cores // nproc))
+    )  # cores shared, not oversubscribed
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     hiding = False

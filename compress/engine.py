@@ -18,14 +18,15 @@ import yaml
 from rich.console import Console
 from transformers import set_seed
 
+from bench.files import first_line, write_text_atomic
 from compress import distributed
+from compress.catalog import STAGES, build_stage
 from compress.context import RunContext
 from compress.data import file_sha256
-from compress.task_data import load_task_data
 from compress.errors import EdgebertError
 from compress.manifest import build_manifest
-from compress.rundir import RunDir, write_text_atomic
-from compress.catalog import STAGES, build_stage
+from compress.rundir import RunDir
+from compress.task_data import load_task_data
 
 STATE_FILE = "state.json"
 RESOLVED_RECIPE = "recipe.resolved.yaml"
@@ -67,32 +68,11 @@ def prepare_run_dir(out_base: Path, name: str, run_dir: Path | None, overwrite: 
     return RunDir(run_dir)
 
 
-def run_recipe(
-    recipe,
-    out_base: Path,
-    console: Console | None = None,
-    run_dir: Path | None = None,
-    overwrite: bool = False,
-    resume: bool = False,
-    _helper: bool = False,
-) -> RunDir:
-    """Execute every stage; the run directory records the outcome even on failure.
-
-    Under torchrun, ranks other than 0 train into a scratch directory that is removed at the
-    end and skip the stages that only transform (export, bench): rank 0 writes the run."""
-    if distributed.active() and not distributed.is_main() and not _helper:
-        scratch = Path(tempfile.mkdtemp(prefix=f"edgebert-rank{distributed.rank()}-"))
-        try:
-            quiet = Console(stderr=True, quiet=True)
-            return run_recipe(recipe, scratch, quiet, run_dir=scratch / "run", resume=False,
-                              _helper=True)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    console = console or Console(stderr=True)
-    set_seed(recipe.seed)
-    # Data problems are input problems: surface them before any directory or work exists.
-    data = load_task_data(recipe.data, recipe.seed, recipe.task)
-    hashes = {str(p): file_sha256(p) for p in data.files}
+def _open_run_dir(
+    recipe, hashes: dict, out_base: Path, run_dir: Path | None, overwrite: bool, resume: bool
+) -> tuple[RunDir, dict, dict | None]:
+    """(run directory, manifest, saved stage state or None): a resumed run's own, whose data
+    must not have changed, or a new one with the resolved recipe and a fresh manifest."""
     if resume:
         assert run_dir is not None
         rd = RunDir(run_dir)
@@ -111,14 +91,49 @@ def run_recipe(
             recipe.seed, hashes, hashlib.sha256(resolved_text.encode()).hexdigest()
         )
         state = None
+    return rd, manifest, state
+
+
+def run_recipe(
+    recipe,
+    out_base: Path,
+    console: Console | None = None,
+    run_dir: Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    _helper: bool = False,
+) -> RunDir:
+    """Execute every stage; the run directory records the outcome even on failure.
+
+    Under torchrun, ranks other than 0 train into a scratch directory that is removed at the
+    end and skip the stages that only transform (export, bench): rank 0 writes the run."""
+    if distributed.active() and not distributed.is_main() and not _helper:
+        scratch = Path(tempfile.mkdtemp(prefix=f"edgebert-rank{distributed.rank()}-"))
+        try:
+            quiet = Console(stderr=True, quiet=True)
+            return run_recipe(
+                recipe, scratch, quiet, run_dir=scratch / "run", resume=False, _helper=True
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    console = console or Console(stderr=True)
+    set_seed(recipe.seed)
+    # Data problems are input problems: surface them before any directory or work exists.
+    data = load_task_data(recipe.data, recipe.seed, recipe.task)
+    hashes = {str(p): file_sha256(p) for p in data.files}
+    rd, manifest, state = _open_run_dir(recipe, hashes, out_base, run_dir, overwrite, resume)
     manifest["status"] = "running"
     rd.write_json("manifest.json", manifest)
     ctx = RunContext(recipe=recipe, run_dir=rd, data=data, console=console, resuming=resume)
     completed = _restore(ctx, state) if state else 0
-    ctx.log(f"run directory: {rd.root}" + (f" (resuming after {completed} stages)" if resume else ""))
+    ctx.log(
+        f"run directory: {rd.root}" + (f" (resuming after {completed} stages)" if resume else "")
+    )
     if data.augmented_rows:
-        ctx.log(f"augmentation: {data.augmented_rows} rows added to the training split "
-                f"({len(data.train)} in all)")
+        ctx.log(
+            f"augmentation: {data.augmented_rows} rows added to the training split "
+            f"({len(data.train)} in all)"
+        )
     try:
         for index, config in enumerate(recipe.stages):
             if index < completed or (_helper and not STAGES[config.type].trains):
@@ -130,7 +145,7 @@ def run_recipe(
             stage.finish(ctx)
             metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
             stage_dir = rd.stage_dir(index, stage.name)
-            rd.write_json(f"stages/{index:02d}-{stage.name}/metrics.json", metrics)
+            rd.write_json(stage_dir / "metrics.json", metrics)
             ctx.results[stage.name] = metrics
             rd.write_json("metrics.json", ctx.results)
             rd.write_json(STATE_FILE, _snapshot(ctx, index + 1))
@@ -142,8 +157,7 @@ def run_recipe(
             f"interrupted; continue with: edgebert run --resume {rd.root}"
         ) from None
     except BaseException as exc:
-        first = str(exc).splitlines()[0][:300] if str(exc) else ""
-        manifest["status"] = f"failed: {type(exc).__name__}: {first}"
+        manifest["status"] = f"failed: {type(exc).__name__}: {first_line(exc)}"
         raise
     finally:
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -54,11 +54,13 @@ class LoopState:
         """JSON-ready counters (what `state.json` holds)."""
         plain = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "best"}
         return plain | {
-            "best_score": self.best.score, "best_epoch": self.best.epoch, "stale": self.best.stale,
+            "best_score": self.best.score,
+            "best_epoch": self.best.epoch,
+            "stale": self.best.stale,
         }
 
     @classmethod
-    def from_counters(cls, counters: dict, best_weights: dict | None) -> "LoopState":
+    def from_counters(cls, counters: dict, best_weights: dict | None) -> LoopState:
         best = BestEpoch(
             counters["best_score"], counters["best_epoch"], counters["stale"], best_weights
         )
@@ -66,7 +68,9 @@ class LoopState:
         return cls(**{k: counters[k] for k in names if k in counters}, best=best)
 
     def track_loss(self, value: float, rows: int) -> None:
-        self.running_loss = value if self.running_loss == 0.0 else 0.9 * self.running_loss + 0.1 * value
+        self.running_loss = (
+            value if self.running_loss == 0.0 else 0.9 * self.running_loss + 0.1 * value
+        )
         self.seen += rows
 
 

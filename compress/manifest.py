@@ -14,8 +14,18 @@ from bench.machine import machine_info
 from compress import __version__
 
 PACKAGES = (
-    "torch", "transformers", "tokenizers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
-    "torch-pruning", "accelerate", "scikit-learn", "numpy", "pydantic",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "torch-pruning",
+    "accelerate",
+    "scikit-learn",
+    "numpy",
+    "pydantic",
 )
 
 
@@ -34,12 +44,17 @@ def git_commit() -> str | None:
     repo = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-            timeout=5, check=True,
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

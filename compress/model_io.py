@@ -7,10 +7,9 @@ treat text exactly as training did.
 
 from __future__ import annotations
 
-import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import transformers
 from safetensors import SafetensorError
@@ -20,20 +19,19 @@ from transformers import (
     AutoTokenizer,
 )
 
+from bench.files import first_line, write_model_meta
 from compress.errors import EdgebertError
 from compress.model_names import check_model_dir
-from compress.rundir import replace_dir_atomic, write_json_atomic
+from compress.rundir import replace_dir_atomic
 
 transformers.logging.set_verbosity_error()
-
-META_FILE = "edgebert.json"
 
 
 def load_tokenizer(model_dir: Path):
     try:
         return AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
     except (OSError, ValueError) as exc:
-        raise EdgebertError(f"{model_dir}: cannot load tokenizer ({_first_line(exc)})") from None
+        raise EdgebertError(f"{model_dir}: cannot load tokenizer ({first_line(exc)})") from None
 
 
 def load_classifier(
@@ -54,22 +52,15 @@ def load_classifier(
             ignore_mismatched_sizes=True,
         )
     try:
-        auto = AutoModelForTokenClassification if task == "token-classification" \
+        auto = (
+            AutoModelForTokenClassification
+            if task == "token-classification"
             else AutoModelForSequenceClassification
+        )
         model = auto.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError, SafetensorError, RuntimeError, KeyError) as exc:
-        raise EdgebertError(f"{model_dir}: cannot load model ({_first_line(exc)})") from None
+        raise EdgebertError(f"{model_dir}: cannot load model ({first_line(exc)})") from None
     return model
-
-
-def read_meta(model_dir: Path) -> dict:
-    path = Path(model_dir) / META_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EdgebertError(f"{path}: unreadable ({exc})") from None
 
 
 def save_classifier(model, tokenizer, target: Path, meta: dict) -> Path:
@@ -78,11 +69,6 @@ def save_classifier(model, tokenizer, target: Path, meta: dict) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
-    write_json_atomic(tmp / META_FILE, meta)
+    write_model_meta(tmp, meta)
     replace_dir_atomic(tmp, target)
     return target
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from compress.data import SPLIT_NAMES, Split, TaskData, find_split_file, read_lines, resolve_dataset
 from compress.errors import EdgebertError
@@ -46,9 +46,13 @@ def _rows_jsonl(path: Path, lines: list[str]):
             record = json.loads(line)
             words, tags = record["tokens"], record["tags"]
         except (ValueError, KeyError, TypeError):
-            raise EdgebertError(f"{path}:{number}: expected an object with 'tokens' and 'tags' lists") from None
+            raise EdgebertError(
+                f"{path}:{number}: expected an object with 'tokens' and 'tags' lists"
+            ) from None
         if not isinstance(words, list) or not isinstance(tags, list) or len(words) != len(tags):
-            raise EdgebertError(f"{path}:{number}: 'tokens' and 'tags' must be lists of equal length")
+            raise EdgebertError(
+                f"{path}:{number}: 'tokens' and 'tags' must be lists of equal length"
+            )
         yield number, [str(w) for w in words], [str(t) for t in tags]
 
 
@@ -85,7 +89,9 @@ def _split(path: Path, rows, label_names: list[str]) -> Split:
     for line, _, tags in rows:
         unknown = next((t for t in tags if t not in index), None)
         if unknown is not None:
-            raise EdgebertError(f"{path}:{line}: tag {unknown!r} is not among the labels {label_names}")
+            raise EdgebertError(
+                f"{path}:{line}: tag {unknown!r} is not among the labels {label_names}"
+            )
         labels.append([index[t] for t in tags])
     return Split([words for _, words, _ in rows], labels, str(path))
 
@@ -101,7 +107,9 @@ def load_token_task(cfg, seed: int) -> TaskData:
     """The recipe's `data:` for `task: token-classification` (cleaning does not apply: words
     are taken as the file gives them)."""
     folder = resolve_dataset(cfg.dataset) if cfg.dataset else None
-    paths = {s: getattr(cfg, s) or (find_split_file(folder, s) if folder else None) for s in SPLIT_NAMES}
+    paths = {
+        s: getattr(cfg, s) or (find_split_file(folder, s) if folder else None) for s in SPLIT_NAMES
+    }
     if paths["train"] is None:
         raise EdgebertError(f"dataset '{cfg.dataset}' has no train split")
     rows = {s: read_tagged(p) for s, p in paths.items() if p is not None}
@@ -113,7 +121,9 @@ def load_token_task(cfg, seed: int) -> TaskData:
         random.Random(seed).shuffle(order)
         cut = max(1, int(len(order) * cfg.validation_fraction))
         held, kept = sorted(order[:cut]), sorted(order[cut:])
-        validation = Split([train.texts[i] for i in held], [train.labels[i] for i in held], train.source)
+        validation = Split(
+            [train.texts[i] for i in held], [train.labels[i] for i in held], train.source
+        )
         train = Split([train.texts[i] for i in kept], [train.labels[i] for i in kept], train.source)
     return TaskData(
         label_names,
@@ -130,8 +140,9 @@ def encode_words(
     """Subword ids and aligned labels (first piece of a word: its tag; the rest: -100);
     returns (ids, labels, rows truncated). Rows are cut as `compress.data.encode` cuts them,
     keeping the closing special token."""
-    encoded = tokenizer([list(w) for w in words], is_split_into_words=True, truncation=False,
-                        verbose=False)
+    encoded = tokenizer(
+        [list(w) for w in words], is_split_into_words=True, truncation=False, verbose=False
+    )
     ids, labels, truncated = [], [], 0
     for i, row_tags in enumerate(tags):
         previous = None
@@ -142,13 +153,18 @@ def encode_words(
         row = encoded["input_ids"][i]
         if len(row) > max_length:
             truncated += 1
-            row, aligned = row[: max_length - 1] + row[-1:], aligned[: max_length - 1] + aligned[-1:]
+            row, aligned = (
+                row[: max_length - 1] + row[-1:],
+                aligned[: max_length - 1] + aligned[-1:],
+            )
         ids.append(row)
         labels.append(aligned)
     return ids, labels, truncated
 
 
-def word_level(label_rows: Sequence[Sequence[int]], logit_rows) -> tuple[list[list[int]], list[list[int]]]:
+def word_level(
+    label_rows: Sequence[Sequence[int]], logit_rows
+) -> tuple[list[list[int]], list[list[int]]]:
     """(true tags, predicted tags) at the positions that carry a word's tag."""
     true, pred = [], []
     for labels, logits in zip(label_rows, logit_rows):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.files import read_model_meta
 from bench.runtime import open_model
 from compress.cleaning import make_cleaner
 from compress.data import read_lines
 from compress.errors import EdgebertError
-from compress.model_io import read_meta
 
 MAX_CHARS = 100_000
 
@@ -25,7 +25,7 @@ class Predictor:
             raise EdgebertError(f"model directory not found: {model}")
         self.runner = open_model(model)
         folder = model if model.is_dir() else model.parent
-        self.clean = make_cleaner(read_meta(folder).get("clean", []))
+        self.clean = make_cleaner(read_model_meta(folder).get("clean", []))
         self.warnings: list[str] = []
 
     def predict(self, texts: list[str]) -> list[dict]:
@@ -41,7 +41,8 @@ class Predictor:
         lengths = self.runner.tokenizer(cleaned, truncation=False, verbose=False)["input_ids"]
         self.warnings = [  # this call's only: a server calls predict for ever
             f"text {i + 1}: {len(ids)} tokens, truncated to {limit}"
-            for i, ids in enumerate(lengths) if len(ids) > limit
+            for i, ids in enumerate(lengths)
+            if len(ids) > limit
         ]
         logits = self.runner.logits(cleaned)
         probs = np.exp(logits - logits.max(-1, keepdims=True))
@@ -60,7 +61,6 @@ class Predictor:
             )
         return results
 
-
     def _entities(self, texts: list[str], cleaned: list[str]) -> list[dict]:
         """Token classifier: words split on whitespace, a tag per word, BIO spans as entities."""
         from bench.metrics import entity_spans
@@ -71,12 +71,16 @@ class Predictor:
         for text, row, tags in zip(texts, words, self.runner.word_tags(words)):
             tag_names = [names[t] for t in tags]
             spans = sorted(entity_spans(tag_names), key=lambda span: span[1])
-            results.append({
-                "text": text,
-                "tags": tag_names,
-                "entities": [{"type": kind, "text": " ".join(row[a:b]), "start_word": a,
-                              "end_word": b} for kind, a, b in spans],
-            })
+            results.append(
+                {
+                    "text": text,
+                    "tags": tag_names,
+                    "entities": [
+                        {"type": kind, "text": " ".join(row[a:b]), "start_word": a, "end_word": b}
+                        for kind, a, b in spans
+                    ],
+                }
+            )
         return results
 
 

@@ -26,6 +26,7 @@ from compress.catalog import MODIFIERS, STAGES, check_stage_order
 from compress.config import DataConfig, ModifierEntry, SearchConfig, Strict
 from compress.errors import EdgebertError
 
+
 def _tag_of_single_key(value: Any) -> str | None:
     if isinstance(value, dict) and len(value) == 1:
         return next(iter(value))
@@ -36,7 +37,9 @@ def _tag_of_single_key(value: Any) -> str | None:
 
 def _entry_model(name: str, modifier_class: type) -> type[ModifierEntry]:
     """`{name: {...}}` as a one-field model that knows which modifier it builds."""
-    model = create_model(f"With_{name}", __base__=ModifierEntry, **{name: (modifier_class.Config, ...)})
+    model = create_model(
+        f"With_{name}", __base__=ModifierEntry, **{name: (modifier_class.Config, ...)}
+    )
     model.modifier_class = modifier_class
     return model
 
@@ -54,7 +57,8 @@ def _stage_config_model(stage_class: type, modifiers: Any) -> type[BaseModel]:
     if not stage_class.trains:
         return stage_class.Config
     return create_model(
-        stage_class.Config.__name__, __base__=stage_class.Config,
+        stage_class.Config.__name__,
+        __base__=stage_class.Config,
         with_=(modifiers, Field(default_factory=list, alias="with")),
     )
 
@@ -63,10 +67,12 @@ def build_recipe_model() -> type[BaseModel]:
     """The Recipe model for the stages and modifiers in the catalog."""
     modifiers = modifier_list_type()
     stage_union = Annotated[
-        Union[tuple(
-            Annotated[_stage_config_model(cls, modifiers), Tag(name)]
-            for name, cls in sorted(STAGES.items())
-        )],
+        Union[
+            tuple(
+                Annotated[_stage_config_model(cls, modifiers), Tag(name)]
+                for name, cls in sorted(STAGES.items())
+            )
+        ],
         Field(discriminator="type"),
     ]
 
@@ -83,7 +89,7 @@ def build_recipe_model() -> type[BaseModel]:
         )
 
         @model_validator(mode="after")
-        def _stage_order(self) -> "Recipe":
+        def _stage_order(self) -> Recipe:
             check_stage_order(self.stages)
             return self
 
@@ -130,10 +136,16 @@ def _readable_loc(loc: tuple, allowed_tags: set[str]) -> str:
 
 # Names users bring from other trainers, mapped to ours (for "did you mean").
 COMMON_MISTAKES = {
-    "learning_rate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs",
-    "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
-    "gradient_accumulation_steps": "grad_accum", "warmup": "warmup_ratio",
-    "max_seq_length": "max_length", "labels_file": "labels", "steps": "stages",
+    "learning_rate": "lr",
+    "num_epochs": "epochs",
+    "num_train_epochs": "epochs",
+    "train_batch_size": "batch_size",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "warmup": "warmup_ratio",
+    "max_seq_length": "max_length",
+    "labels_file": "labels",
+    "steps": "stages",
 }
 
 

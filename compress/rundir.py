@@ -1,4 +1,4 @@
-"""The run directory and atomic writes.
+"""The run directory and atomic directory swaps (file writes: `bench.files`).
 
 Layout of `runs/<name>-<timestamp>/`:
     recipe.resolved.yaml   the validated recipe with every default filled in
@@ -12,49 +12,19 @@ file that a later step would load.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.files import current_umask, write_json_atomic
 from compress.errors import EdgebertError
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; honour the umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def replace_dir_atomic(tmp_dir: Path, target: Path) -> None:
     """Swap a fully written directory into place; the old one is removed only afterwards."""
-    os.chmod(tmp_dir, 0o777 & ~_umask())
+    os.chmod(tmp_dir, 0o777 & ~current_umask())
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -84,7 +54,7 @@ class RunDir:
         self.root = root
 
     @classmethod
-    def create(cls, base: Path, name: str) -> "RunDir":
+    def create(cls, base: Path, name: str) -> RunDir:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         root = base / f"{name}-{stamp}"
         suffix = 1
@@ -102,7 +72,8 @@ class RunDir:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def write_json(self, relative: str, obj: Any) -> Path:
+    def write_json(self, relative: str | Path, obj: Any) -> Path:
+        """Write below the run (`relative` may also be a path inside it, e.g. a stage folder's)."""
         path = self.root / relative
         write_json_atomic(path, obj)
         return path

@@ -17,11 +17,11 @@ from pathlib import Path
 import optuna
 import yaml
 
-from compress.errors import EdgebertError
+from bench.files import write_json_atomic, write_text_atomic
 from compress.catalog import STAGES
 from compress.config import Range, SearchConfig
+from compress.errors import EdgebertError
 from compress.recipe import apply_overrides, parse_recipe
-from compress.rundir import write_json_atomic, write_text_atomic
 
 
 def _sample(trial, key: str, values):
@@ -36,8 +36,11 @@ def _study(config: SearchConfig, seed: int):
     """An Optuna study; a grid is enqueued point by point (Optuna's GridSampler stops the study
     from inside its callback, which the ask/tell loop here does not allow)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = (optuna.samplers.TPESampler(seed=seed) if config.method == "tpe"
-               else optuna.samplers.RandomSampler(seed=seed))
+    sampler = (
+        optuna.samplers.TPESampler(seed=seed)
+        if config.method == "tpe"
+        else optuna.samplers.RandomSampler(seed=seed)
+    )
     study = optuna.create_study(direction="maximize", sampler=sampler)
     if config.method == "grid":
         keys = list(config.space)
@@ -50,7 +53,9 @@ def _score(metrics: dict, stage: str, metric: str) -> float:
     try:
         return float(metrics[stage]["validation"][metric])
     except (KeyError, TypeError):
-        raise EdgebertError(f"search.stage: stage '{stage}' reported no validation {metric}") from None
+        raise EdgebertError(
+            f"search.stage: stage '{stage}' reported no validation {metric}"
+        ) from None
 
 
 def _trained_stage(recipe) -> str:
@@ -93,11 +98,20 @@ def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
             value = _score(metrics, stage, config.metric)
         except EdgebertError as exc:  # a trial that fails is recorded, the search goes on
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            rows.append({"trial": number, "params": params, "error": str(exc), "run_dir": str(run_dir)})
+            rows.append(
+                {"trial": number, "params": params, "error": str(exc), "run_dir": str(run_dir)}
+            )
             continue
         study.tell(trial, value)
-        rows.append({"trial": number, "params": params, config.metric: value,
-                     "wall_seconds": round(time.perf_counter() - started, 1), "run_dir": str(run_dir)})
+        rows.append(
+            {
+                "trial": number,
+                "params": params,
+                config.metric: value,
+                "wall_seconds": round(time.perf_counter() - started, 1),
+                "run_dir": str(run_dir),
+            }
+        )
         _write_summary(root, config, stage, rows)
     scored = [r for r in rows if config.metric in r]
     if not scored:
@@ -137,21 +151,35 @@ def _grid_size(config: SearchConfig) -> int:
     return size
 
 
-def _write_summary(root: Path, config: SearchConfig, stage: str, rows: list[dict], best: dict | None = None) -> None:
+def _write_summary(
+    root: Path, config: SearchConfig, stage: str, rows: list[dict], best: dict | None = None
+) -> None:
     metric = config.metric
-    write_json_atomic(root / "summary.json", {
-        "method": config.method, "metric": metric, "stage": stage,
-        "best": best, "trials": rows,
-    })
+    write_json_atomic(
+        root / "summary.json",
+        {
+            "method": config.method,
+            "metric": metric,
+            "stage": stage,
+            "best": best,
+            "trials": rows,
+        },
+    )
     keys = list(config.space)
     ranked = sorted(rows, key=lambda r: -r.get(metric, float("-inf")))
-    lines = [f"Search ({config.method}) on validation {metric} of stage '{stage}'", "",
-             "| rank | trial | " + " | ".join(keys) + f" | {metric} | wall s |",
-             "|---:|---:|" + "---|" * len(keys) + "---:|---:|"]
+    lines = [
+        f"Search ({config.method}) on validation {metric} of stage '{stage}'",
+        "",
+        "| rank | trial | " + " | ".join(keys) + f" | {metric} | wall s |",
+        "|---:|---:|" + "---|" * len(keys) + "---:|---:|",
+    ]
     for rank, row in enumerate(ranked, 1):
         score = f"{row[metric]:.4f}" if metric in row else "failed"
-        lines.append(f"| {rank} | {row['trial']} | " + " | ".join(str(row["params"][k]) for k in keys)
-                     + f" | {score} | {row.get('wall_seconds', '')} |")
+        lines.append(
+            f"| {rank} | {row['trial']} | "
+            + " | ".join(str(row["params"][k]) for k in keys)
+            + f" | {score} | {row.get('wall_seconds', '')} |"
+        )
     write_text_atomic(root / "summary.md", "\n".join(lines) + "\n")
     _plot(root / "trials.png", rows, metric)
 

@@ -43,14 +43,24 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter("edgebert_requests", "HTTP /predict requests", ["status"],
-                                registry=self.registry)
-        self.latency = Histogram("edgebert_request_seconds", "/predict latency, seconds",
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch = Histogram("edgebert_batch_size", "texts per model call",
-                               buckets=BATCH_BUCKETS, registry=self.registry)
-        self.predicted = Counter("edgebert_predicted", "predicted labels", ["label"],
-                                 registry=self.registry)
+        self.requests = Counter(
+            "edgebert_requests", "HTTP /predict requests", ["status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "edgebert_request_seconds",
+            "/predict latency, seconds",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch = Histogram(
+            "edgebert_batch_size",
+            "texts per model call",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.predicted = Counter(
+            "edgebert_predicted", "predicted labels", ["label"], registry=self.registry
+        )
         for label in labels:  # every label present from the start, at 0
             self.predicted.labels(label=label)
 
@@ -91,8 +101,10 @@ class Batcher:
             deadline = loop.time() + self.max_wait
             while size < self.max_batch:
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError:
+                    item = await asyncio.wait_for(
+                        self.queue.get(), max(0.0, deadline - loop.time())
+                    )
+                except TimeoutError:
                     break
                 batch.append(item)
                 size += len(item.texts)
@@ -115,7 +127,7 @@ class Batcher:
             return
         start = 0
         for item in batch:
-            part = results[start:start + len(item.texts)]
+            part = results[start : start + len(item.texts)]
             start += len(item.texts)
             if not item.future.done():
                 item.future.set_result(part)
@@ -137,6 +149,7 @@ def create_app(model: Path, max_batch: int = 32, max_wait_ms: float = 5.0):
 
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, Response
+
     predictor = Predictor(model)
     labels = predictor.runner.label_names
     metrics = Metrics(labels)
@@ -159,7 +172,9 @@ def create_app(model: Path, max_batch: int = 32, max_wait_ms: float = 5.0):
             metrics.requests.labels(status="422").inc()
             return JSONResponse(status_code=422, content={"error": str(exc)})
         for result in results:  # a label per text, or an entity type per entity (NER)
-            for label in [result["label"]] if "label" in result else [e["type"] for e in result["entities"]]:
+            for label in (
+                [result["label"]] if "label" in result else [e["type"] for e in result["entities"]]
+            ):
                 metrics.predicted.labels(label=label).inc()
         metrics.requests.labels(status="200").inc()
         metrics.latency.observe(time.perf_counter() - started)
@@ -167,7 +182,12 @@ def create_app(model: Path, max_batch: int = 32, max_wait_ms: float = 5.0):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": str(model), "kind": predictor.runner.kind, "labels": labels}
+        return {
+            "status": "ok",
+            "model": str(model),
+            "kind": predictor.runner.kind,
+            "labels": labels,
+        }
 
     @app.get("/metrics")
     async def prometheus():
@@ -185,8 +205,9 @@ def serve(model: Path, host: str, port: int, max_batch: int, max_wait_ms: float)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def load_test(url: str, texts: list[str], seconds: float, concurrency: int = 8,
-              max_requests: int = 100_000) -> dict:
+def load_test(
+    url: str, texts: list[str], seconds: float, concurrency: int = 8, max_requests: int = 100_000
+) -> dict:
     """Send single-text /predict requests from `concurrency` clients for at most `seconds`
     (and at most `max_requests`); return requests/s and latency percentiles. Loopback only."""
     import threading

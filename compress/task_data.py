@@ -38,8 +38,10 @@ def load_task_data(cfg, seed: int, task: str = "text-classification") -> TaskDat
     paths: dict[str, Path | None] = {}
     for split in SPLIT_NAMES:
         explicit = getattr(cfg, split)
-        paths[split] = explicit if explicit is not None else (
-            find_split_file(folder, split) if folder else None
+        paths[split] = (
+            explicit
+            if explicit is not None
+            else (find_split_file(folder, split) if folder else None)
         )
     if paths["train"] is None:
         raise EdgebertError(f"dataset '{cfg.dataset}' has no train split")

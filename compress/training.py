@@ -107,7 +107,7 @@ class TrainingPhase:
     log: Any = print
     seed: int = 42
     task: str = "text-classification"  # or token-classification: texts are word lists
-    scope: "StageScope | None" = None  # the run and stage folder (None: a bare phase in tests)
+    scope: StageScope | None = None  # the run and stage folder (None: a bare phase in tests)
     state: LoopState = field(default_factory=LoopState)
     total_steps: int = 0
     steps_per_epoch: int = 0
@@ -190,8 +190,11 @@ class TrainingPhase:
     def _logits(self, model, ids: list[list[int]]):
         """Logits of every row; with several processes each scores its share and all gather."""
         ranks, me = distributed.world_size(), distributed.rank()
-        local = batched_logits(model, ids[me::ranks], self.training.eval_batch_size, self.pad_id) \
-            if ids[me::ranks] else []
+        local = (
+            batched_logits(model, ids[me::ranks], self.training.eval_batch_size, self.pad_id)
+            if ids[me::ranks]
+            else []
+        )
         rows = distributed.gather_rows(list(local), len(ids))
         return rows if self.token_level else np.stack(rows)
 
@@ -213,8 +216,11 @@ class TrainingPhase:
         )
         distributed.init(device)
         return torch.utils.data.DistributedSampler(
-            EncodedDataset(self.train_ids, self.train_labels), num_replicas=ranks,
-            rank=distributed.rank(), shuffle=self.training.shuffle, seed=self.seed,
+            EncodedDataset(self.train_ids, self.train_labels),
+            num_replicas=ranks,
+            rank=distributed.rank(),
+            shuffle=self.training.shuffle,
+            seed=self.seed,
         )
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -247,7 +253,7 @@ class TrainingPhase:
             optimizer, int(self.training.warmup_ratio * self.total_steps), self.total_steps
         )
 
-    def _trainer_state(self, run: "_Run", epoch_generator: torch.Tensor) -> dict:
+    def _trainer_state(self, run: _Run, epoch_generator: torch.Tensor) -> dict:
         return {
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
@@ -282,8 +288,11 @@ class TrainingPhase:
         self.state.finished = self.state.finished or self.state.step >= self.total_steps
         with run.progress, run.interrupted:
             run.task = run.progress.add_task(
-                "train", total=self.total_steps, completed=self.state.step,
-                loss=self.state.running_loss, rate=0.0,
+                "train",
+                total=self.total_steps,
+                completed=self.state.step,
+                loss=self.state.running_loss,
+                rate=0.0,
             )
             for epoch in range(resume.first_epoch, self.training.epochs + 1):
                 if self.state.finished:
@@ -295,7 +304,7 @@ class TrainingPhase:
 
     # --- building and restoring a run ------------------------------------------------------
 
-    def _start_run(self, checkpoint_dir: Path | None) -> "_Run":
+    def _start_run(self, checkpoint_dir: Path | None) -> _Run:
         """Device, loader, schedule length, modifiers set up, optimiser: what each fit builds."""
         cfg = self.training
         generator = torch.Generator().manual_seed(self.seed)
@@ -318,16 +327,22 @@ class TrainingPhase:
         self.model.to(device)
         for modifier in self.modifiers:
             modifier.setup(self)
-        run = _Run(device=device, loader=loader, sampler=sampler, generator=generator,
-                   checkpoint_dir=checkpoint_dir, progress=_progress_bar())
+        run = _Run(
+            device=device,
+            loader=loader,
+            sampler=sampler,
+            generator=generator,
+            checkpoint_dir=checkpoint_dir,
+            progress=_progress_bar(),
+        )
         self._new_optimizer(run)
         return run
 
-    def _new_optimizer(self, run: "_Run") -> None:
+    def _new_optimizer(self, run: _Run) -> None:
         run.optimizer = self._optimizer()
         run.scheduler = self._schedule(run.optimizer)
 
-    def _restore(self, run: "_Run") -> "_Resume":
+    def _restore(self, run: _Run) -> _Resume:
         """Continue from the checkpoint in `run.checkpoint_dir`, if one is there."""
         folder = run.checkpoint_dir
         if folder is not None:
@@ -353,7 +368,7 @@ class TrainingPhase:
         self.log(f"resumed from {folder} at epoch {resume.first_epoch}, step {self.state.step}")
         return resume
 
-    def _wrap_parallel(self, run: "_Run"):
+    def _wrap_parallel(self, run: _Run):
         if run.sampler is None:
             return self.model
         device = run.device
@@ -363,7 +378,7 @@ class TrainingPhase:
 
     # --- one epoch ---------------------------------------------------------------------------
 
-    def _epoch_batches(self, run: "_Run", epoch: int, resume: "_Resume"):
+    def _epoch_batches(self, run: _Run, epoch: int, resume: _Resume):
         """(batch iterator, the epoch's shuffle state): a resumed epoch replays the same order
         and skips the batches already trained, leaving the RNG as it was."""
         if run.sampler is not None:
@@ -379,7 +394,7 @@ class TrainingPhase:
             torch.set_rng_state(rng_after_skip)
         return batches, epoch_generator
 
-    def _run_epoch(self, run: "_Run", epoch: int, resume: "_Resume") -> int:
+    def _run_epoch(self, run: _Run, epoch: int, resume: _Resume) -> int:
         """Train one epoch; returns the micro-batches done. Checkpoints on schedule and on a
         signal (then raises KeyboardInterrupt)."""
         cfg = self.training
@@ -403,16 +418,19 @@ class TrainingPhase:
                 raise KeyboardInterrupt
         return micro
 
-    def _backward(self, run: "_Run", batch: dict) -> None:
+    def _backward(self, run: _Run, batch: dict) -> None:
         batch = {k: v.to(run.device) for k, v in batch.items()}
         autocast = torch.autocast(
-            run.device.type, dtype=torch.bfloat16,
+            run.device.type,
+            dtype=torch.bfloat16,
             enabled=self.training.bf16 and run.device.type == "cuda",
         )
         with autocast:
             outputs = run.net(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                labels=batch["labels"], **self.forward_kwargs,
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                labels=batch["labels"],
+                **self.forward_kwargs,
             )
             loss = outputs.loss
             for modifier in self.modifiers:
@@ -420,7 +438,7 @@ class TrainingPhase:
         (loss / self.training.grad_accum).backward()
         self.state.track_loss(loss.item(), batch["input_ids"].shape[0])
 
-    def _optimizer_step(self, run: "_Run") -> None:
+    def _optimizer_step(self, run: _Run) -> None:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.max_grad_norm)
         run.optimizer.step()
         run.scheduler.step()
@@ -429,12 +447,13 @@ class TrainingPhase:
         for modifier in self.modifiers:
             modifier.on_step(self)
         rate = (self.state.seen - run.seen_at_start) / (time.perf_counter() - run.started)
-        run.progress.update(run.task, completed=self.state.step, loss=self.state.running_loss,
-                            rate=rate)
+        run.progress.update(
+            run.task, completed=self.state.step, loss=self.state.running_loss, rate=rate
+        )
 
     # --- epoch end ---------------------------------------------------------------------------
 
-    def _end_epoch(self, run: "_Run", epoch: int, batches_done: int) -> None:
+    def _end_epoch(self, run: _Run, epoch: int, batches_done: int) -> None:
         """Evaluate, let modifiers act, pick the best epoch, maybe stop early, checkpoint."""
         state = self.state
         metrics = self.evaluate()
@@ -464,7 +483,7 @@ class TrainingPhase:
         if run.interrupted.flag:
             raise KeyboardInterrupt
 
-    def _after_reshape(self, run: "_Run", metrics: dict) -> None:
+    def _after_reshape(self, run: _Run, metrics: dict) -> None:
         """New modules mean new parameters: rebuild the optimiser, keep the schedule position,
         and compare only epochs that share the new shape."""
         self._reshaped = False
@@ -477,16 +496,19 @@ class TrainingPhase:
         self.state.best.reset()
         self.state.history[-1].update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
 
-    def _save(self, run: "_Run", batches_done: int, epoch_done: bool, epoch_generator) -> None:
+    def _save(self, run: _Run, batches_done: int, epoch_done: bool, epoch_generator) -> None:
         if run.checkpoint_dir is None or not distributed.is_main():
             return
         self.state.batches_done, self.state.epoch_done = batches_done, epoch_done
         save_checkpoint(
-            run.checkpoint_dir, self.model, self.state.best.weights,
-            self._trainer_state(run, epoch_generator), self.state.counters(),
+            run.checkpoint_dir,
+            self.model,
+            self.state.best.weights,
+            self._trainer_state(run, epoch_generator),
+            self.state.counters(),
         )
 
-    def _finish(self, run: "_Run") -> dict:
+    def _finish(self, run: _Run) -> dict:
         """Best weights back, modifiers' finish, and the stage's training metrics."""
         best = self.state.best
         if best.weights is not None and best.epoch != self.state.epoch:
@@ -538,8 +560,14 @@ class _Run:
 
 def _progress_bar() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} rows/s"),
-        TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
-        console=Console(stderr=True), disable=not distributed.is_main(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.1f} rows/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+        console=Console(stderr=True),
+        disable=not distributed.is_main(),
     )

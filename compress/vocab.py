@@ -12,8 +12,8 @@ import json
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,7 +31,8 @@ class VocabConfig(BaseModel):
         True, description="keep every single-character piece so unseen words are spelled out"
     )
     add_characters: bool = Field(
-        False, description="add characters of the training texts the vocabulary lacks (e.g. CJK "
+        False,
+        description="add characters of the training texts the vocabulary lacks (e.g. CJK "
         "for an English model), with new embedding rows learned in training",
     )
 
@@ -40,8 +41,12 @@ def corpus_token_counts(tokenizer, texts: Sequence[str]) -> Counter:
     """Token-id counts of the texts, tokenized in batch without truncation."""
     counts: Counter = Counter()
     for start in range(0, len(texts), 2048):
-        encoded = tokenizer(list(texts[start:start + 2048]), add_special_tokens=False,
-                            truncation=False, verbose=False)["input_ids"]
+        encoded = tokenizer(
+            list(texts[start : start + 2048]),
+            add_special_tokens=False,
+            truncation=False,
+            verbose=False,
+        )["input_ids"]
         for ids in encoded:
             counts.update(ids)
     return counts
@@ -50,7 +55,9 @@ def corpus_token_counts(tokenizer, texts: Sequence[str]) -> Counter:
 def kept_token_ids(tokenizer, texts: Sequence[str], config: VocabConfig) -> list[int]:
     """Sorted old ids to keep: special tokens, corpus tokens, and (optionally) characters."""
     keep = set(tokenizer.all_special_ids)
-    keep.update(i for i, n in corpus_token_counts(tokenizer, texts).items() if n >= config.min_count)
+    keep.update(
+        i for i, n in corpus_token_counts(tokenizer, texts).items() if n >= config.min_count
+    )
     if config.keep_characters:
         prefix = _wordpiece(tokenizer)["continuing_subword_prefix"]
         for token, i in tokenizer.get_vocab().items():
@@ -95,7 +102,9 @@ def _rebuilt(tokenizer, data: dict, ordered_tokens: list[str]):
     folder = Path(tempfile.mkdtemp(prefix="edgebert-vocab-"))
     try:
         tokenizer.save_pretrained(str(folder))
-        (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        (folder / "tokenizer.json").write_text(
+            json.dumps(data, ensure_ascii=False), encoding="utf-8"
+        )
         vocab_txt = folder / "vocab.txt"
         if vocab_txt.exists():
             vocab_txt.write_text("".join(t + "\n" for t in ordered_tokens), encoding="utf-8")
@@ -108,8 +117,9 @@ def prune_embeddings(model, kept: list[int]) -> None:
     """Keep the embedding rows of `kept`, in order; update the config to the new size."""
     old = model.get_input_embeddings()
     index = torch.tensor(kept, dtype=torch.long)
-    new = torch.nn.Embedding(len(kept), old.embedding_dim, device=old.weight.device,
-                             dtype=old.weight.dtype)
+    new = torch.nn.Embedding(
+        len(kept), old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype
+    )
     with torch.no_grad():
         new.weight.copy_(old.weight.index_select(0, index.to(old.weight.device)))
     pad = model.config.pad_token_id

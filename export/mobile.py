@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from bench.files import replace_file
 from export.errors import ExportError
 
 
@@ -29,8 +29,10 @@ def convert_to_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, Path]:
         staged_input.parent.mkdir()
         shutil.copy(onnx_path, staged_input)
         convert_onnx_models_to_ort(
-            staged_input.parent, output_dir=Path(tmp) / "out",
-            optimization_styles=[OptimizationStyle.Fixed], enable_type_reduction=True,
+            staged_input.parent,
+            output_dir=Path(tmp) / "out",
+            optimization_styles=[OptimizationStyle.Fixed],
+            enable_type_reduction=True,
         )
         produced = list((Path(tmp) / "out").glob("*.ort"))
         configs = list((Path(tmp) / "out").glob("*.config"))
@@ -38,7 +40,7 @@ def convert_to_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, Path]:
             raise ExportError(f"{onnx_path}: ORT format conversion produced no .ort file")
         ort_path = out_dir / f"{onnx_path.stem}.ort"
         config_path = out_dir / f"{onnx_path.stem}.required_operators.config"
-        os.replace(produced[0], ort_path)
+        replace_file(produced[0], ort_path)
         if configs:
-            os.replace(configs[0], config_path)
+            replace_file(configs[0], config_path)
     return ort_path, config_path

@@ -15,6 +15,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from bench.files import first_line, replace_file
 from export.errors import ExportError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,7 +38,9 @@ def check_classifier_dir(model_dir: Path) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise ExportError(f"{config_path}: unreadable ({exc})") from None
     architectures = config.get("architectures") or []
-    if not any(a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in architectures):
+    if not any(
+        a.endswith(("ForSequenceClassification", "ForTokenClassification")) for a in architectures
+    ):
         raise ExportError(
             f"{model_dir}: not a sequence or token classifier (architectures: "
             f"{architectures or 'none'})"
@@ -63,18 +66,22 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = OPSET) -> Path:
             warnings.simplefilter("ignore")
             logging.getLogger("optimum").setLevel(logging.ERROR)
             main_export(
-                str(model_dir), output=str(tmp), task=task, opset=opset,
-                do_validation=False, device="cpu",
+                str(model_dir),
+                output=str(tmp),
+                task=task,
+                opset=opset,
+                do_validation=False,
+                device="cpu",
             )
         for name in SIDE_FILES:
             if (model_dir / name).is_file():
                 shutil.copy(model_dir / name, tmp / name)
         for item in tmp.iterdir():
-            os.replace(item, out_dir / item.name)
+            replace_file(item, out_dir / item.name)
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"{model_dir}: ONNX export failed ({str(exc).splitlines()[0][:300]})") from None
+        raise ExportError(f"{model_dir}: ONNX export failed ({first_line(exc)})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / "model.onnx"
@@ -92,12 +99,17 @@ def optimize_onnx(onnx_path: Path, out_path: Path, model_type: str = "bert") -> 
         warnings.simplefilter("ignore")
         logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
         optimized = optimize_model(
-            str(onnx_path), model_type=model_type, num_heads=0, hidden_size=0, opt_level=1,
-            use_gpu=False, only_onnxruntime=False,
+            str(onnx_path),
+            model_type=model_type,
+            num_heads=0,
+            hidden_size=0,
+            opt_level=1,
+            use_gpu=False,
+            only_onnxruntime=False,
         )
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     optimized.save_model_to_file(str(tmp))
-    os.replace(tmp, out_path)
+    replace_file(tmp, out_path)
     return out_path
 
 

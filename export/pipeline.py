@@ -5,33 +5,17 @@ Used by both `edgebert export` and the recipe's `export` stage, so the two never
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
+from bench.runtime import open_model
 from export.errors import ExportError
 from export.mobile import convert_to_ort
 from export.onnx_export import export_onnx, fused_op_counts, optimize_onnx
+from export.options import ExportOptions
 from export.parity import compare_logits
 from export.quantize import quantize_dynamic_int8, quantize_static_int8
-
-QUANTIZE_MODES = ("dynamic", "static")
-
-
-@dataclass
-class ExportOptions:
-    optimize: bool = True
-    quantize: Sequence[str] = ()
-    calibration_rows: int = 256
-    calibration_method: str = "minmax"
-    per_channel: bool = True
-    ort_format: bool = False
-    ort_variant: str | None = None  # which variant becomes the .ort file (default: last made)
-    parity_rows: int = 512
-    max_abs_diff: float = 1e-4
-    min_label_agreement: float = 0.99
-    enforce: Sequence[str] | None = None  # variants whose failed parity fails the export; None: all
-    extra_onnx: dict[str, Path] = field(default_factory=dict)  # e.g. a QAT-exported graph
 
 
 @dataclass
@@ -68,12 +52,7 @@ def export_model(
     Static INT8 calibrates on `calibration_texts` (training rows; defaults to `texts`), so the
     parity rows are never the rows the quantizer saw.
     """
-    from bench.runtime import open_model
-
-    options = options or ExportOptions()
-    for mode in options.quantize:
-        if mode not in QUANTIZE_MODES:
-            raise ExportError(f"quantize mode '{mode}': use one of {', '.join(QUANTIZE_MODES)}")
+    options = options or ExportOptions()  # validated: quantize modes are QUANTIZE_MODES
     if not texts:
         raise ExportError("no texts for the parity check")
     files: dict[str, Path] = {"fp32": export_onnx(model_dir, out_dir)}
@@ -87,28 +66,31 @@ def export_model(
         )
     if "static" in options.quantize:
         runner = open_model(source)
-        rows = list((calibration_texts or texts)[: options.calibration_rows])
+        rows = list((calibration_texts or texts)[: options.calibration.rows])
         feeds = [runner.encode(rows[i : i + 16]) for i in range(0, len(rows), 16)]
         files["static_int8"] = quantize_static_int8(
-            source, out_dir / "model_static_int8.onnx", feeds, method=options.calibration_method,
-            per_channel=options.per_channel,
+            source,
+            out_dir / "model_static_int8.onnx",
+            feeds,
+            method=options.calibration.method,
+            per_channel=options.calibration.per_channel,
         )
-    files.update(options.extra_onnx)
-    if options.ort_format:
+    if "ort" in options.formats:
         variant = options.ort_variant or list(files)[-1]
         if variant not in files:
             raise ExportError(f"ort variant '{variant}' was not made (made: {', '.join(files)})")
         files[f"{variant}_ort"], _ = convert_to_ort(files[variant], out_dir)
-    parity_texts = list(texts[: options.parity_rows])
+    parity_texts = list(texts[: options.parity.rows])
     reference = open_model(model_dir).logits(parity_texts)
     parity: dict[str, dict] = {}
     for name, path in files.items():
         candidate = open_model(path).logits(parity_texts)
         is_float = name.startswith("fp32")
         result = compare_logits(
-            reference, candidate,
-            max_abs_diff=options.max_abs_diff if is_float else None,
-            min_label_agreement=None if is_float else options.min_label_agreement,
+            reference,
+            candidate,
+            max_abs_diff=options.parity.max_abs_diff if is_float else None,
+            min_label_agreement=None if is_float else options.parity.min_label_agreement,
         )
         parity[name] = result.as_dict()
         log(f"parity {name}: {result.summary()}{'' if result.passed else '  FAILED'}")
@@ -117,6 +99,8 @@ def export_model(
         files=files,
         parity=parity,
         sizes={name: path.stat().st_size for name, path in files.items()},
-        op_counts={name: fused_op_counts(path) for name, path in files.items() if path.suffix == ".onnx"},
-        enforce=options.enforce,
+        op_counts={
+            name: fused_op_counts(path) for name, path in files.items() if path.suffix == ".onnx"
+        },
+        enforce=options.parity.enforce,
     )

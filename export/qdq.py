@@ -8,11 +8,11 @@ DequantizeLinear -> MatMul pattern ORT fuses into integer kernels stays as it wa
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from bench.files import first_line, replace_file
 from export.errors import ExportError
 
 
@@ -24,7 +24,7 @@ def fold_weight_quantization(onnx_path: Path, out_path: Path | None = None) -> i
     try:
         model = onnx.load(str(onnx_path))
     except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"{onnx_path}: not a valid ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        raise ExportError(f"{onnx_path}: not a valid ONNX model ({first_line(exc, 200)})") from None
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     constants = {
@@ -52,7 +52,9 @@ def fold_weight_quantization(onnx_path: Path, out_path: Path | None = None) -> i
                 if scale.ndim == 1 and scale.size > 1:
                     shape[axis] = scale.size
                 info = np.iinfo(zero.dtype)
-                values = np.round(weight / scale.reshape(shape)) + zero.reshape(shape).astype(np.int64)
+                values = np.round(weight / scale.reshape(shape)) + zero.reshape(shape).astype(
+                    np.int64
+                )
                 quantized = np.clip(values, info.min, info.max).astype(zero.dtype)
                 graph.initializer.append(numpy_helper.from_array(quantized, node.output[0]))
                 folded += 1
@@ -67,7 +69,7 @@ def fold_weight_quantization(onnx_path: Path, out_path: Path | None = None) -> i
     target = out_path or onnx_path
     tmp = target.with_name(f".{target.name}.tmp")
     onnx.save(model, str(tmp))
-    os.replace(tmp, target)
+    replace_file(tmp, target)
     return folded
 
 
@@ -90,8 +92,13 @@ def quantize_embedding_tables(onnx_path: Path, min_rows: int = 1000) -> int:
     for node in graph.node:
         table = initializers.get(node.input[0]) if node.op_type == "Gather" else None
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        if table is None or table.data_type != onnx.TensorProto.FLOAT or len(table.dims) != 2 \
-                or table.dims[0] < min_rows or axis != 0:
+        if (
+            table is None
+            or table.data_type != onnx.TensorProto.FLOAT
+            or len(table.dims) != 2
+            or table.dims[0] < min_rows
+            or axis != 0
+        ):
             new_nodes.append(node)
             continue
         weights = numpy_helper.to_array(table)
@@ -99,10 +106,12 @@ def quantize_embedding_tables(onnx_path: Path, min_rows: int = 1000) -> int:
         quantized = np.clip(np.round(weights / scales[:, None]), -127, 127).astype(np.int8)
         base = table.name
         graph.initializer.remove(table)
-        graph.initializer.extend([
-            numpy_helper.from_array(quantized, f"{base}_int8"),
-            numpy_helper.from_array(scales[:, None].astype(np.float32), f"{base}_row_scale"),
-        ])
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(quantized, f"{base}_int8"),
+                numpy_helper.from_array(scales[:, None].astype(np.float32), f"{base}_row_scale"),
+            ]
+        )
         rows, row_scales, as_float = (f"{node.output[0]}_{s}" for s in ("int8", "scale", "float"))
         new_nodes += [
             helper.make_node("Gather", [f"{base}_int8", node.input[1]], [rows], axis=0),
@@ -116,5 +125,5 @@ def quantize_embedding_tables(onnx_path: Path, min_rows: int = 1000) -> int:
         graph.node.extend(new_nodes)
         tmp = onnx_path.with_name(f".{onnx_path.name}.tmp")
         onnx.save(model, str(tmp))
-        os.replace(tmp, onnx_path)
+        replace_file(tmp, onnx_path)
     return converted

@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from bench.files import first_line, replace_file
 from export.errors import ExportError
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -29,7 +29,7 @@ def _check_onnx(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise ExportError(f"{path}: not a valid ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        raise ExportError(f"{path}: not a valid ONNX model ({first_line(exc, 200)})") from None
 
 
 def preprocess(onnx_path: Path, out_path: Path) -> Path:
@@ -49,9 +49,12 @@ def quantize_dynamic_int8(onnx_path: Path, out_path: Path, per_channel: bool = F
         prepared = preprocess(onnx_path, Path(tmp) / "prep.onnx")
         staged = Path(tmp) / out_path.name
         quantize_dynamic(
-            str(prepared), str(staged), weight_type=QuantType.QInt8, per_channel=per_channel,
+            str(prepared),
+            str(staged),
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
         )
-        os.replace(staged, out_path)
+        replace_file(staged, out_path)
     return out_path
 
 
@@ -80,7 +83,9 @@ def quantize_static_int8(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
-        raise ExportError(f"calibration method '{method}': use one of {', '.join(CALIBRATION_METHODS)}")
+        raise ExportError(
+            f"calibration method '{method}': use one of {', '.join(CALIBRATION_METHODS)}"
+        )
     _check_onnx(onnx_path)
     calibrate = {
         "minmax": CalibrationMethod.MinMax,
@@ -92,12 +97,17 @@ def quantize_static_int8(
         prepared = preprocess(onnx_path, Path(tmp) / "prep.onnx")
         staged = Path(tmp) / out_path.name
         quantize_static(
-            str(prepared), str(staged), _FeedReader(calibration_feeds),
-            quant_format=QuantFormat.QDQ, activation_type=activation,
-            weight_type=QuantType.QInt8, per_channel=per_channel, calibrate_method=calibrate,
+            str(prepared),
+            str(staged),
+            _FeedReader(calibration_feeds),
+            quant_format=QuantFormat.QDQ,
+            activation_type=activation,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            calibrate_method=calibrate,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
-        os.replace(staged, out_path)
+        replace_file(staged, out_path)
     return out_path
 
 

@@ -31,10 +31,9 @@ def sample_rows(split: str, n: int, seed: int = 0) -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT classifier with a 600-token WordPiece vocab, saved as safetensors."""
+    import torch
     from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    import torch
 
     root = tmp_path_factory.mktemp("tiny-bert")
     texts = [r["text"] for r in sample_rows("train", 3000)]
@@ -44,9 +43,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     tokenizer = BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
-        num_labels=2, id2label={0: "negative", 1: "positive"},
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
         label2id={"negative": 0, "positive": 1},
     )
     model = BertForSequenceClassification(config)
@@ -71,8 +75,8 @@ def tiny_recipe(model_dir: Path, data: Path, **training) -> str:
 name: tiny
 seed: 7
 data:
-  train: {data / 'train.jsonl'}
-  validation: {data / 'validation.jsonl'}
+  train: {data / "train.jsonl"}
+  validation: {data / "validation.jsonl"}
   clean: [strip_html, nfkc, collapse_whitespace]
   max_length: 32
 stages:

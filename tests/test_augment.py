@@ -28,7 +28,10 @@ def test_each_step_does_what_it_says():
     assert all(b.lower() in table[a.lower()] for a, b in changed)
     assert synonyms.split()[0] == "The"
     typos = apply_step(_step(type="typo", p=0.99), "wonderful service today", rng).split()
-    assert all(a != b and abs(len(a) - len(b)) <= 1 for a, b in zip("wonderful service today".split(), typos))
+    assert all(
+        a != b and abs(len(a) - len(b)) <= 1
+        for a, b in zip("wonderful service today".split(), typos)
+    )
     assert apply_step(_step(type="delete", p=0.99), "one", rng) == "one"  # never empty
 
 
@@ -47,27 +50,44 @@ def test_augment_split_is_deterministic_and_adds_only_changed_rows():
     assert first.texts[:3] == split.texts and added == len(first) - 3
     assert added == 4  # "ok" has no synonym: its unchanged copies are dropped
     assert first.labels[3:] == [2, 0, 2, 0]
-    other, _ = augment_split(split, AugmentConfig(copies=2, steps=[{"type": "typo", "p": 0.5}]), seed=4)
+    other, _ = augment_split(
+        split, AugmentConfig(copies=2, steps=[{"type": "typo", "p": 0.5}]), seed=4
+    )
     assert other.texts[3:] != first.texts[3:]
 
 
 def test_bad_augment_step_names_the_field(tmp_path, tiny_model_dir, tiny_data, run_cli):
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data).replace(
-        "  max_length: 32\n", "  max_length: 32\n  augment: {steps: [{type: shuffle}]}\n"))
+    recipe.write_text(
+        tiny_recipe(tiny_model_dir, tiny_data).replace(
+            "  max_length: 32\n", "  max_length: 32\n  augment: {steps: [{type: shuffle}]}\n"
+        )
+    )
     code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
-    assert code == 2 and "bad.yaml:9: data.augment.steps[0].type: unknown type 'shuffle'; expected one of: 'delete', 'swap', 'synonym', 'typo'" in err
+    assert (
+        code == 2
+        and "bad.yaml:9: data.augment.steps[0].type: unknown type 'shuffle'; expected one of: 'delete', 'swap', 'synonym', 'typo'"
+        in err
+    )
 
 
-def test_augmented_recipe_trains_on_more_rows_and_evaluates_on_the_originals(tmp_path, tiny_model_dir, tiny_data, run_cli):
+def test_augmented_recipe_trains_on_more_rows_and_evaluates_on_the_originals(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
     recipe = tmp_path / "aug.yaml"
-    recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data, epochs=1).replace(
-        "  max_length: 32\n",
-        "  max_length: 32\n  augment: {copies: 1, steps: [{type: delete, p: 0.1}, {type: typo, p: 0.05}]}\n"))
+    recipe.write_text(
+        tiny_recipe(tiny_model_dir, tiny_data, epochs=1).replace(
+            "  max_length: 32\n",
+            "  max_length: 32\n  augment: {copies: 1, steps: [{type: delete, p: 0.1}, {type: typo, p: 0.05}]}\n",
+        )
+    )
     code, out, _ = run_cli("run", recipe, "--dry-run")
     assert code == 0
     added = int(out.split("(")[1].split(" augmented")[0])
-    assert 200 < added <= 400 and f"data: {400 + added} train ({added} augmented), 100 validation" in out
+    assert (
+        200 < added <= 400
+        and f"data: {400 + added} train ({added} augmented), 100 validation" in out
+    )
     run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     assert f"augmentation: {added} rows added to the training split ({400 + added} in all)" in err
     assert metrics["finetune"]["validation"]["n"] == 100

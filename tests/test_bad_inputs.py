@@ -37,59 +37,92 @@ def base(tmp, **training) -> str:
 def _(t):
     return recipe_with(t, "name: x\nstages: [\n"), "broken YAML"
 
+
 @case("misspelt field gets a suggestion")
 def _(t):
-    return recipe_with(t, base(t).replace("select_best:", "select_bset:")), "did you mean 'select_best'?"
+    return recipe_with(
+        t, base(t).replace("select_best:", "select_bset:")
+    ), "did you mean 'select_best'?"
+
 
 @case("wrong type")
 def _(t):
-    return recipe_with(t, base(t).replace("max_length: 32", "max_length: long")), "data.max_length: Input should be a valid integer"
+    return recipe_with(
+        t, base(t).replace("max_length: 32", "max_length: long")
+    ), "data.max_length: Input should be a valid integer"
+
 
 @case("negative lr")
 def _(t):
     return recipe_with(t, base(t, lr=-0.1)), "stages[0].training.lr: Input should be greater than 0"
 
+
 @case("batch size 0")
 def _(t):
-    return recipe_with(t, base(t, batch_size=0)), "stages[0].training.batch_size: Input should be greater than or equal to 1"
+    return recipe_with(
+        t, base(t, batch_size=0)
+    ), "stages[0].training.batch_size: Input should be greater than or equal to 1"
+
 
 @case("missing data file")
 def _(t):
-    return recipe_with(t, base(t).replace("validation.jsonl", "nothere.jsonl")), "data file not found"
+    return recipe_with(
+        t, base(t).replace("validation.jsonl", "nothere.jsonl")
+    ), "data file not found"
+
 
 @case("empty data file")
 def _(t):
     (t["data"] / "validation.jsonl").write_text("")
     return recipe_with(t, base(t)), "validation.jsonl: no rows"
 
+
 @case("row with empty text")
 def _(t):
-    (t["data"] / "train.jsonl").write_text('{"text": "ok", "label": 0}\n{"text": "<p></p>", "label": 1}\n')
+    (t["data"] / "train.jsonl").write_text(
+        '{"text": "ok", "label": 0}\n{"text": "<p></p>", "label": 1}\n'
+    )
     return recipe_with(t, base(t)), "train.jsonl:2: empty text after cleaning"
+
 
 @case("label outside labels.json")
 def _(t):
     (t["data"] / "train.jsonl").write_text('{"text": "ok", "label": "meh"}\n')
-    return recipe_with(t, base(t)), "train.jsonl:1: unknown label 'meh' (labels: negative, positive)"
+    return recipe_with(
+        t, base(t)
+    ), "train.jsonl:1: unknown label 'meh' (labels: negative, positive)"
+
 
 @case("mixed label types")
 def _(t):
-    (t["data"] / "train.jsonl").write_text('{"text": "a", "label": 0}\n{"text": "b", "label": "positive"}\n')
+    (t["data"] / "train.jsonl").write_text(
+        '{"text": "a", "label": 0}\n{"text": "b", "label": "positive"}\n'
+    )
     return recipe_with(t, base(t)), "train.jsonl:2: mixed label types"
+
 
 @case("non-UTF-8 data file")
 def _(t):
-    (t["data"] / "train.jsonl").write_bytes(b'{"text": "caf\\xe9", "label": 0}\n'.replace(b"\\xe9", b"\xe9"))
+    (t["data"] / "train.jsonl").write_bytes(
+        b'{"text": "caf\\xe9", "label": 0}\n'.replace(b"\\xe9", b"\xe9")
+    )
     return recipe_with(t, base(t)), "train.jsonl: not UTF-8 text"
+
 
 @case("CSV without a text column")
 def _(t):
     (t["data"] / "train.csv").write_text("review,label\nfine,1\n")
-    return recipe_with(t, base(t).replace("train.jsonl", "train.csv")), "train.csv:1: no 'text' column"
+    return recipe_with(
+        t, base(t).replace("train.jsonl", "train.csv")
+    ), "train.csv:1: no 'text' column"
+
 
 @case("unknown model name")
 def _(t):
-    return recipe_with(t, base(t).replace(str(t["model"]), "bert-gigantic")), "unknown model 'bert-gigantic'"
+    return recipe_with(
+        t, base(t).replace(str(t["model"]), "bert-gigantic")
+    ), "unknown model 'bert-gigantic'"
+
 
 @case("model dir without weights")
 def _(t):
@@ -97,6 +130,7 @@ def _(t):
     empty.mkdir()
     (empty / "config.json").write_text("{}")
     return recipe_with(t, base(t).replace(str(t["model"]), str(empty))), "no .safetensors weights"
+
 
 @case("corrupt safetensors")
 def _(t):
@@ -106,11 +140,20 @@ def _(t):
         (broken / f.name).write_bytes(f.read_bytes()[: 64 if f.suffix == ".safetensors" else None])
     return ["predict", str(broken), "hello"], "cannot load model"
 
+
 @case("truncated .onnx for bench")
 def _(t):
     bad = t["dir"] / "cut.onnx"
     bad.write_bytes(t["onnx"].read_bytes()[:5000])
-    return ["bench", str(bad), "--texts", str(t["texts"]), "--out", str(t["dir"] / "b")], "cut.onnx: cannot load"
+    return [
+        "bench",
+        str(bad),
+        "--texts",
+        str(t["texts"]),
+        "--out",
+        str(t["dir"] / "b"),
+    ], "cut.onnx: cannot load"
+
 
 @case("ONNX with the wrong inputs for bench")
 def _(t):
@@ -118,21 +161,36 @@ def _(t):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["pixels"], ["probs"])], "g",
+        [helper.make_node("Identity", ["pixels"], ["probs"])],
+        "g",
         [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 3])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3])],
     )
     path = t["onnx"].parent / "wrong.onnx"
     onnx.save(helper.make_model(graph), str(path))
-    return ["bench", str(path), "--texts", str(t["texts"]), "--out", str(t["dir"] / "b")], "expected inputs input_ids/attention_mask and output logits, got ['pixels']"
+    return [
+        "bench",
+        str(path),
+        "--texts",
+        str(t["texts"]),
+        "--out",
+        str(t["dir"] / "b"),
+    ], "expected inputs input_ids/attention_mask and output logits, got ['pixels']"
+
 
 @case("stage order that cannot work (export first)")
 def _(t):
-    return recipe_with(t, f"name: x\ndata: {{train: {t['data'] / 'train.jsonl'}}}\nstages:\n  - type: export\n"), "no training stage comes before export"
+    return recipe_with(
+        t, f"name: x\ndata: {{train: {t['data'] / 'train.jsonl'}}}\nstages:\n  - type: export\n"
+    ), "no training stage comes before export"
+
 
 @case("model reference to a stage that does not exist")
 def _(t):
-    return recipe_with(t, base(t).replace(str(t["model"]), "'@teacher'")), "unknown model reference '@teacher' (models so far: none yet)"
+    return recipe_with(
+        t, base(t).replace(str(t["model"]), "'@teacher'")
+    ), "unknown model reference '@teacher' (models so far: none yet)"
+
 
 @case("output path not writable")
 def _(t):
@@ -141,6 +199,7 @@ def _(t):
     path = t["dir"] / "r.yaml"
     path.write_text(base(t))
     return ["run", str(path), "--out", str(blocker / "runs")], "cannot create run directory"
+
 
 @case("existing run dir without --resume/--overwrite")
 def _(t):
@@ -151,40 +210,62 @@ def _(t):
     path.write_text(base(t))
     return ["run", str(path), "--run-dir", str(existing)], "already exists: use --resume"
 
+
 @case("recipe file missing")
 def _(t):
     return ["run", str(t["dir"] / "none.yaml")], "recipe not found"
 
+
 @case("unknown stage type")
 def _(t):
-    return recipe_with(t, base(t).replace("type: finetune", "type: distil")), "unknown type 'distil'"
+    return recipe_with(
+        t, base(t).replace("type: finetune", "type: distil")
+    ), "unknown type 'distil'"
+
 
 @case("unknown cleaning step")
 def _(t):
-    return recipe_with(t, base(t).replace("strip_html", "strip_tags")), "data.clean[0]: Input should be"
+    return recipe_with(
+        t, base(t).replace("strip_html", "strip_tags")
+    ), "data.clean[0]: Input should be"
+
 
 @case("unknown dataset name")
 def _(t):
-    return recipe_with(t, "name: x\ndata: {dataset: imagenet}\nstages: [{type: finetune, model: minilm-l6}]\n"), "unknown dataset 'imagenet'"
+    return recipe_with(
+        t, "name: x\ndata: {dataset: imagenet}\nstages: [{type: finetune, model: minilm-l6}]\n"
+    ), "unknown dataset 'imagenet'"
+
 
 @case("bad --set override")
 def _(t):
     path = t["dir"] / "r.yaml"
     path.write_text(base(t))
-    return ["run", str(path), "--set", "stages.9.training.lr=1"], "--set stages.9.training.lr: '9' does not lead into the recipe"
+    return [
+        "run",
+        str(path),
+        "--set",
+        "stages.9.training.lr=1",
+    ], "--set stages.9.training.lr: '9' does not lead into the recipe"
+
 
 @case("stage name that would escape the run directory")
 def _(t):
-    return recipe_with(t, base(t).replace("type: finetune", "type: finetune\n    name: ../../etc")), "stages[0].name: String should match pattern"
+    return recipe_with(
+        t, base(t).replace("type: finetune", "type: finetune\n    name: ../../etc")
+    ), "stages[0].name: String should match pattern"
+
 
 @case("labels.json missing")
 def _(t):
     (t["data"] / "labels.json").unlink()
     return recipe_with(t, base(t)), "data.labels: no label names"
 
+
 @case("predict on an empty string")
 def _(t):
     return ["predict", str(t["model"]), ""], "text 1 is empty after cleaning"
+
 
 @case("predict on a non-UTF-8 file")
 def _(t):
@@ -192,34 +273,76 @@ def _(t):
     path.write_bytes(b"\xff\xfe\x00garbage\x81")
     return ["predict", str(t["model"]), "--file", str(path)], "garbage.txt: not UTF-8 text"
 
+
 @case("bench with an unknown provider")
 def _(t):
-    return ["bench", str(t["onnx"]), "--provider", "tpu", "--texts", str(t["texts"])], "unknown provider 'tpu'"
+    return [
+        "bench",
+        str(t["onnx"]),
+        "--provider",
+        "tpu",
+        "--texts",
+        str(t["texts"]),
+    ], "unknown provider 'tpu'"
+
 
 @case("bench on a missing model")
 def _(t):
     return ["bench", str(t["dir"] / "x.onnx"), "--texts", str(t["texts"])], "model not found"
 
+
 @case("bench with a malformed batch list")
 def _(t):
-    return ["bench", str(t["onnx"]), "--batch", "1,x", "--texts", str(t["texts"])], "--batch: expected a comma-separated list"
+    return [
+        "bench",
+        str(t["onnx"]),
+        "--batch",
+        "1,x",
+        "--texts",
+        str(t["texts"]),
+    ], "--batch: expected a comma-separated list"
+
 
 @case("bench with an unknown runtime setting")
 def _(t):
-    return ["bench", str(t["onnx"]), "--runtime", "turbo=on", "--texts", str(t["texts"])], "runtime setting 'turbo=on': expected key=value"
+    return [
+        "bench",
+        str(t["onnx"]),
+        "--runtime",
+        "turbo=on",
+        "--texts",
+        str(t["texts"]),
+    ], "runtime setting 'turbo=on': expected key=value"
+
 
 @case("bench variant of a model that is not listed")
 def _(t):
-    return ["bench", str(t["onnx"]), "--variant", "fast=other:threads=1", "--texts", str(t["texts"])], "variant 'fast': unknown model 'other'; expected one of"
+    return [
+        "bench",
+        str(t["onnx"]),
+        "--variant",
+        "fast=other:threads=1",
+        "--texts",
+        str(t["texts"]),
+    ], "variant 'fast': unknown model 'other'; expected one of"
+
 
 @case("export of a model that is not a sequence classifier")
 def _(t):
     encoder = t["dir"] / "encoder"
     encoder.mkdir()
-    config = json.loads((t["model"] / "config.json").read_text()) | {"architectures": ["BertForMaskedLM"]}
+    config = json.loads((t["model"] / "config.json").read_text()) | {
+        "architectures": ["BertForMaskedLM"]
+    }
     (encoder / "config.json").write_text(json.dumps(config))
     (encoder / "model.safetensors").write_bytes((t["model"] / "model.safetensors").read_bytes())
-    return ["export", str(encoder), "--out", str(t["dir"] / "e")], "not a sequence or token classifier"
+    return [
+        "export",
+        str(encoder),
+        "--out",
+        str(t["dir"] / "e"),
+    ], "not a sequence or token classifier"
+
 
 @case("resume of something that is not a run directory")
 def _(t):
@@ -237,7 +360,15 @@ def tiny_onnx(tiny_model_dir, tmp_path_factory):
 def test_bad_input(name, make, tmp_path, tiny_model_dir, tiny_data, tiny_onnx, run_cli):
     texts = tmp_path / "texts.txt"
     texts.write_text("a fine film\nawful\n")
-    args, expected = make({"dir": tmp_path, "model": tiny_model_dir, "data": tiny_data, "onnx": tiny_onnx, "texts": texts})
+    args, expected = make(
+        {
+            "dir": tmp_path,
+            "model": tiny_model_dir,
+            "data": tiny_data,
+            "onnx": tiny_onnx,
+            "texts": texts,
+        }
+    )
     code, out, err = run_cli(*args)
     last = err.strip().splitlines()[-1] if err.strip() else ""
     assert code == 2, (code, err)
@@ -252,12 +383,20 @@ def test_there_are_at_least_thirty_cases():
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["run", "/nonexistent/recipe.yaml"], "edgebert: error: recipe not found: /nonexistent/recipe.yaml\n"),
-        (["predict", "/nonexistent", "hi"], "edgebert: error: model directory not found: /nonexistent\n"),
+        (
+            ["run", "/nonexistent/recipe.yaml"],
+            "edgebert: error: recipe not found: /nonexistent/recipe.yaml\n",
+        ),
+        (
+            ["predict", "/nonexistent", "hi"],
+            "edgebert: error: model directory not found: /nonexistent\n",
+        ),
     ],
 )
 def test_a_real_process_prints_exactly_one_line(args, expected):
-    proc = subprocess.run([sys.executable, "-m", "compress.cli", *args], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "compress.cli", *args], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and proc.stderr == expected and proc.stdout == ""
 
 

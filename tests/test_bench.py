@@ -7,6 +7,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.latency import interleaved_timings, latency_stats
+from bench.options import BenchOptions
 from bench.report import SCHEMA_FILE, pareto_front, report_json_schema, write_reports
 from bench.runner import run_benchmark
 from bench.runtime import RuntimeSettings, open_model
@@ -37,7 +38,9 @@ def test_interleaved_timings_alternate_models():
     order = []
     samples = interleaved_timings(
         {"a": lambda: order.append("a"), "b": lambda: order.append("b")},
-        warmup=1, min_runs=3, min_seconds=0.0,
+        warmup=1,
+        min_runs=3,
+        min_seconds=0.0,
     )
     assert order == ["a", "b"] * 4  # one warm-up each, then a, b, a, b, a, b
     assert [len(v) for v in samples.values()] == [3, 3]
@@ -55,9 +58,18 @@ def report(tiny_model_dir, tmp_path_factory):
     onnx_path = export_onnx(tiny_model_dir, tmp_path_factory.mktemp("onnx"))
     return run_benchmark(
         {"torch": tiny_model_dir, "onnx": onnx_path},
-        [r["text"] for r in ROWS], [r["label"] for r in ROWS], dataset="sample",
-        batch_sizes=[1, 4], seq_lengths=[16, 32], threads=1, baseline="torch",
-        min_seconds=0.05, min_runs=5, traffic_batch_size=4,
+        [r["text"] for r in ROWS],
+        [r["label"] for r in ROWS],
+        dataset="sample",
+        options=BenchOptions(
+            batch_sizes=[1, 4],
+            seq_lengths=[16, 32],
+            threads=1,
+            baseline="torch",
+            min_seconds=0.05,
+            traffic_batch_size=4,
+        ),
+        min_runs=5,
         stages=[{"stage": "finetune", "accuracy": 0.5, "macro_f1": 0.4, "parameters": 123}],
         settings={"onnx": RuntimeSettings(io_binding=True, spinning=False)},
     )
@@ -73,7 +85,12 @@ def tiny_bert_macs(batch: int, seq: int) -> int:
 def test_benchmark_fills_every_field(report):
     assert [m.name for m in report.models] == ["torch", "onnx"]
     for model in report.models:
-        assert [(l.batch_size, l.seq_length) for l in model.latency] == [(1, 16), (4, 16), (1, 32), (4, 32)]
+        assert [(l.batch_size, l.seq_length) for l in model.latency] == [
+            (1, 16),
+            (4, 16),
+            (1, 32),
+            (4, 32),
+        ]
         for lat in model.latency:
             assert lat.n >= 5 and 0 < lat.min_ms <= lat.p50_ms <= lat.p90_ms <= lat.p99_ms
             assert lat.throughput_seq_per_s == pytest.approx(lat.batch_size * 1000 / lat.mean_ms)
@@ -98,19 +115,25 @@ def test_benchmark_fills_every_field(report):
         lengths = [len(ids) for ids in tokenizer([r["text"] for r in ROWS])["input_ids"]]
         assert traffic.mean_tokens == pytest.approx(np.mean(lengths))
         padded = next(l for l in model.latency if (l.batch_size, l.seq_length) == (4, 32))
-        assert traffic.ratio_to_padded == pytest.approx(traffic.seq_per_s / padded.throughput_seq_per_s)
+        assert traffic.ratio_to_padded == pytest.approx(
+            traffic.seq_per_s / padded.throughput_seq_per_s
+        )
 
 
 def test_runtime_settings_parse_and_io_binding_gives_the_same_logits(tiny_model_dir, tmp_path):
     from export.onnx_export import export_onnx
 
     parsed = RuntimeSettings.parse("threads=1, spinning=off,io_binding=on,optimization=basic")
-    assert parsed == RuntimeSettings(threads=1, spinning=False, io_binding=True, optimization="basic")
+    assert parsed == RuntimeSettings(
+        threads=1, spinning=False, io_binding=True, optimization="basic"
+    )
     assert RuntimeSettings.parse("parallel=on", base=parsed).parallel
-    for bad, message in [("speed=3", "expected key=value with key one of threads"),
-                         ("threads=0", "threads: expected a positive integer"),
-                         ("spinning=maybe", "spinning: expected on or off"),
-                         ("optimization=max", "optimization: expected one of disable")]:
+    for bad, message in [
+        ("speed=3", "expected key=value with key one of threads"),
+        ("threads=0", "threads: expected a positive integer"),
+        ("spinning=maybe", "spinning: expected on or off"),
+        ("optimization=max", "optimization: expected one of disable"),
+    ]:
         with pytest.raises(BenchError, match=message):
             RuntimeSettings.parse(bad)
     onnx_path = export_onnx(tiny_model_dir, tmp_path)
@@ -121,11 +144,14 @@ def test_runtime_settings_parse_and_io_binding_gives_the_same_logits(tiny_model_
     np.testing.assert_array_equal(plain.run(feeds), first)
     np.testing.assert_array_equal(bound.bound(feeds)(), first)
 
+
 def test_reports_validate_and_render(report, tmp_path):
     paths = write_reports(report, tmp_path)
     data = json.loads(paths["json"].read_text())
     assert BenchReport.model_validate(data) == report
-    assert json.loads(SCHEMA_FILE.read_text()) == report_json_schema()  # published schema is current
+    assert (
+        json.loads(SCHEMA_FILE.read_text()) == report_json_schema()
+    )  # published schema is current
     page = paths["html"].read_text()
     assert 'src="data:image/png;base64,' in page and '<table id="models">' in page
     # models header + 8 rows, traffic header + 2 rows, stages header + 1 row
@@ -140,9 +166,9 @@ def test_bad_bench_inputs(tiny_model_dir, tmp_path):
     with pytest.raises(BenchError, match="model not found"):
         run_benchmark({"x": tmp_path / "none.onnx"}, texts)
     with pytest.raises(BenchError, match="unknown provider 'gpu'"):
-        run_benchmark({"x": tiny_model_dir}, texts, provider="gpu")
+        run_benchmark({"x": tiny_model_dir}, texts, options=BenchOptions(provider="gpu"))
     with pytest.raises(BenchError, match="baseline 'y' is not among"):
-        run_benchmark({"x": tiny_model_dir}, texts, baseline="y")
+        run_benchmark({"x": tiny_model_dir}, texts, options=BenchOptions(baseline="y"))
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(BenchError, match="not a model"):
         run_benchmark({"x": tmp_path / "notes.txt"}, texts)
@@ -157,7 +183,7 @@ def test_cuda_provider_is_refused_cleanly_without_a_gpu(tiny_model_dir, tmp_path
 
     onnx_path = export_onnx(tiny_model_dir, tmp_path)
     with pytest.raises(BenchError, match="provider 'cuda' is not available"):
-        run_benchmark({"x": onnx_path}, ["a text"], provider="cuda")
+        run_benchmark({"x": onnx_path}, ["a text"], options=BenchOptions(provider="cuda"))
 
 
 def test_python_m_bench_runs_without_the_toolkit(tiny_model_dir, tmp_path, capsys):
@@ -166,9 +192,30 @@ def test_python_m_bench_runs_without_the_toolkit(tiny_model_dir, tmp_path, capsy
 
     onnx_path = export_onnx(tiny_model_dir, tmp_path / "onnx")
     data = tmp_path / "rows.jsonl"
-    data.write_text("".join(json.dumps({"text": r["text"], "label": ["negative", "positive"][r["label"]]}) + "\n" for r in ROWS))
-    args = [f"tiny={onnx_path}", "--data", str(data), "--batch", "1", "--seq", "16", "--threads", "1",
-            "--min-seconds", "0.02", "--traffic-batch", "8", "--emulated", "--out", str(tmp_path / "r")]
+    data.write_text(
+        "".join(
+            json.dumps({"text": r["text"], "label": ["negative", "positive"][r["label"]]}) + "\n"
+            for r in ROWS
+        )
+    )
+    args = [
+        f"tiny={onnx_path}",
+        "--data",
+        str(data),
+        "--batch",
+        "1",
+        "--seq",
+        "16",
+        "--threads",
+        "1",
+        "--min-seconds",
+        "0.02",
+        "--traffic-batch",
+        "8",
+        "--emulated",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(args) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["machine"]["emulated"] and report["models"][0]["accuracy"]["n"] == 48
@@ -176,3 +223,23 @@ def test_python_m_bench_runs_without_the_toolkit(tiny_model_dir, tmp_path, capsy
     data.write_text('{"text": "fine", "label": "great"}\n')
     assert main(args) == 2
     assert "rows.jsonl:1: unknown label 'great'" in capsys.readouterr().err
+
+
+def test_both_bench_command_lines_refuse_two_models_with_one_name(tmp_path, capsys, run_cli):
+    """`a/model.onnx b/model.onnx` are both named 'model': one CLI used to keep only the second."""
+    from bench.__main__ import main
+    from bench.options import name_models
+
+    specs = [str(tmp_path / "a" / "model.onnx"), str(tmp_path / "b" / "model.onnx")]
+    assert name_models(["x=" + specs[0], specs[1]]) == {
+        "x": tmp_path / "a" / "model.onnx",
+        "model": tmp_path / "b" / "model.onnx",
+    }
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "fine"}\n')
+    assert main([*specs, "--data", str(data)]) == 2
+    assert "two models are named 'model': use NAME=PATH" in capsys.readouterr().err
+    code, _, err = run_cli("bench", *specs, "--texts", data)
+    assert (
+        code == 2 and err.strip() == "edgebert: error: two models are named 'model': use NAME=PATH"
+    )

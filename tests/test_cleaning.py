@@ -15,8 +15,15 @@ from compress.cleaning import CLEANERS, make_cleaner
         (["replace_urls"], "see https://t.co/x1 and www.a.com now", "see http and http now"),
         (["replace_users"], "@united thanks, mail me@x.com", "@user thanks, mail me@x.com"),
         (
-            ["strip_html", "unescape", "nfkc", "remove_control", "replace_urls",
-             "replace_users", "collapse_whitespace"],
+            [
+                "strip_html",
+                "unescape",
+                "nfkc",
+                "remove_control",
+                "replace_urls",
+                "replace_users",
+                "collapse_whitespace",
+            ],
             "<p>@Delta  ｌｏｖｅ &amp;\u200b http://x.y</p>",
             "@user love & http",
         ),
@@ -35,6 +42,12 @@ def test_cleaning_order_is_the_recipe_order():
 
 def test_every_named_step_is_registered():
     assert set(CLEANERS) == {
-        "strip_html", "unescape", "nfkc", "remove_control", "collapse_whitespace", "lower",
-        "replace_urls", "replace_users",
+        "strip_html",
+        "unescape",
+        "nfkc",
+        "remove_control",
+        "collapse_whitespace",
+        "lower",
+        "replace_urls",
+        "replace_users",
     }

@@ -4,7 +4,11 @@ import math
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+)
 
 from compress.modifiers.distill import attention_kl, kd_loss, layer_map
 from compress.modifiers.prune import cubic_sparsity, heads_per_layer, prune_ffn, prune_heads
@@ -31,7 +35,9 @@ def test_layer_map_and_attention_kl():
     att = torch.softmax(torch.randn(2, 4, 5, 5), -1)
     mask = torch.ones(2, 5)
     assert attention_kl(att, att, mask).item() == pytest.approx(0.0, abs=1e-6)
-    assert attention_kl(torch.softmax(torch.randn(2, 2, 5, 5), -1), att, mask).item() > 0  # 2 vs 4 heads
+    assert (
+        attention_kl(torch.softmax(torch.randn(2, 2, 5, 5), -1), att, mask).item() > 0
+    )  # 2 vs 4 heads
 
 
 @pytest.mark.parametrize(
@@ -45,27 +51,41 @@ def test_cubic_sparsity_schedule(step, expected):
 
 def test_pruned_model_has_expected_shapes_and_reloads_with_same_logits(tmp_path):
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, num_labels=3)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=3,
+    )
     model = BertForSequenceClassification(config).eval()
     before = sum(p.numel() for p in model.parameters())
     head_scores = [torch.tensor([4.0, 1.0, 3.0, 2.0]), torch.tensor([0.5, 5.0, 6.0, 7.0])]
     assert prune_heads(model, head_scores, remove=3) == 3  # 0.5, 1.0, 2.0
     assert heads_per_layer(model) == [2, 3]
-    assert model.config.pruned_heads == {1: [0], 0: [1, 3]} or model.config.pruned_heads == {0: [1, 3], 1: [0]}
+    assert model.config.pruned_heads == {1: [0], 0: [1, 3]} or model.config.pruned_heads == {
+        0: [1, 3],
+        1: [0],
+    }
     model.train()
     prune_ffn(model, [torch.arange(64.0), torch.arange(64.0).flip(0)], remove_per_layer=24)
     assert model.training  # tracing the dependency graph must not leave the model in eval mode
     model.eval()
     layer0 = model.bert.encoder.layer[0]
-    assert layer0.intermediate.dense.weight.shape == (40, 32) and layer0.output.dense.weight.shape == (32, 40)
+    assert layer0.intermediate.dense.weight.shape == (
+        40,
+        32,
+    ) and layer0.output.dense.weight.shape == (32, 40)
     assert layer0.attention.self.query.weight.shape == (16, 32)  # 2 heads x 8
     assert model.config.intermediate_size == 40
     assert sum(p.numel() for p in model.parameters()) < before
     ids = torch.randint(0, 50, (3, 7))
     expected = model(input_ids=ids).logits
     model.save_pretrained(tmp_path, safe_serialization=True)
-    again = AutoModelForSequenceClassification.from_pretrained(tmp_path, use_safetensors=True).eval()
+    again = AutoModelForSequenceClassification.from_pretrained(
+        tmp_path, use_safetensors=True
+    ).eval()
     assert heads_per_layer(again) == [2, 3]
     assert torch.allclose(again(input_ids=ids).logits, expected, atol=1e-6)
 
@@ -78,53 +98,87 @@ def wide_teacher_dir(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("wide-teacher")
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     torch.manual_seed(1)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=48, num_hidden_layers=3,
-                        num_attention_heads=4, intermediate_size=96, max_position_embeddings=128,
-                        num_labels=2, id2label={0: "negative", 1: "positive"},
-                        label2id={"negative": 0, "positive": 1})
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=96,
+        max_position_embeddings=128,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
     BertForSequenceClassification(config).save_pretrained(str(root), safe_serialization=True)
     tokenizer.save_pretrained(str(root))
     return root
 
 
 def composed_recipe(model_dir, teacher_dir, data, with_block: str) -> str:
-    return tiny_recipe(teacher_dir, data, epochs=1) + f"""  - type: train
+    return (
+        tiny_recipe(teacher_dir, data, epochs=1)
+        + f"""  - type: train
     name: student
     model: {model_dir}
     training: {{lr: 5.0e-4, batch_size: 16, epochs: 3, seed: 2, checkpoint_steps: 20}}
     with:
 {with_block}"""
+    )
 
 
-def test_distill_prune_and_sparsity_compose_in_one_recipe(tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli):
+def test_distill_prune_and_sparsity_compose_in_one_recipe(
+    tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli
+):
     recipe = tmp_path / "compose.yaml"
-    recipe.write_text(composed_recipe(tiny_model_dir, wide_teacher_dir, tiny_data, """\
+    recipe.write_text(
+        composed_recipe(
+            tiny_model_dir,
+            wide_teacher_dir,
+            tiny_data,
+            """\
       - distill: {teacher: "@finetune", temperature: 2.0, alpha: 0.5, hidden: {weight: 0.1}, attention: {weight: 0.1}}
       - prune_structured: {heads: 0.5, ffn: 0.5, start_epoch: 1, end_epoch: 2, importance: taylor, scoring_batches: 2}
       - prune_unstructured: {final_sparsity: 0.5, start_step: 5, end_step: 40, frequency: 5}
   - type: export
     quantize: [dynamic]
     parity: {rows: 64, min_label_agreement: 0.5}
-"""))
+""",
+        )
+    )
     run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     student = metrics["student"]
     pruned = student["modifiers"]["prune_structured"]
     assert pruned["heads_per_layer"] and sum(pruned["heads_per_layer"]) == 4  # 8 heads -> 4
-    assert pruned["intermediate_size"] == 32 and pruned["parameters_after"] < pruned["parameters_before"]
+    assert (
+        pruned["intermediate_size"] == 32
+        and pruned["parameters_after"] < pruned["parameters_before"]
+    )
     assert [e["epoch"] for e in pruned["events"]] == [1, 2]
     sparsity = student["modifiers"]["prune_unstructured"]
-    assert sparsity["target_sparsity"] == pytest.approx(0.5) and sparsity["achieved_sparsity"] >= 0.45
+    assert (
+        sparsity["target_sparsity"] == pytest.approx(0.5) and sparsity["achieved_sparsity"] >= 0.45
+    )
     assert student["parameters"] == pruned["parameters_after"]
     assert metrics["export"]["parity"]["fp32"]["passed"]
     saved = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/01-student/model")
     assert saved.config.intermediate_size == 32 and sum(heads_per_layer(saved)) == 4
 
 
-def test_distill_from_cached_logits_and_layer_dropping(tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli):
+def test_distill_from_cached_logits_and_layer_dropping(
+    tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli
+):
     recipe = tmp_path / "cached.yaml"
-    text = composed_recipe(wide_teacher_dir, wide_teacher_dir, tiny_data, """\
+    text = composed_recipe(
+        wide_teacher_dir,
+        wide_teacher_dir,
+        tiny_data,
+        """\
       - distill: {teacher: "@finetune", temperature: 3.0, alpha: 0.8}
-""").replace("    model: " + str(wide_teacher_dir) + "\n    training: {lr: 5.0e-4", "    model: '@finetune'\n    keep_layers: [0, 2]\n    training: {lr: 5.0e-4")
+""",
+    ).replace(
+        "    model: " + str(wide_teacher_dir) + "\n    training: {lr: 5.0e-4",
+        "    model: '@finetune'\n    keep_layers: [0, 2]\n    training: {lr: 5.0e-4",
+    )
     recipe.write_text(text)
     run_dir, _, err = run_ok(run_cli, recipe, tmp_path / "runs")
     assert "(logits cached)" in err
@@ -136,15 +190,32 @@ def test_distill_from_cached_logits_and_layer_dropping(tmp_path, tiny_model_dir,
 @pytest.mark.parametrize(
     ("with_block", "message"),
     [
-        ("      - prune_structured: {heads: 1.5}\n", "stages[1].with[0].prune_structured.heads: Input should be less than 1"),
-        ("      - prune_unstructured: {final_sparsity: 1.2}\n", "prune_unstructured.final_sparsity: Input should be less than 1"),
+        (
+            "      - prune_structured: {heads: 1.5}\n",
+            "stages[1].with[0].prune_structured.heads: Input should be less than 1",
+        ),
+        (
+            "      - prune_unstructured: {final_sparsity: 1.2}\n",
+            "prune_unstructured.final_sparsity: Input should be less than 1",
+        ),
         ("      - distill: {temperature: 2.0}\n", "distill needs 'teacher'"),
-        ("      - distill: {teacher: /nonexistent/run}\n", "distill.teacher: unknown model '/nonexistent/run'"),
-        ("      - distill: {teacher: '@finetune', hidden: {projection: false}}\n", "distill.hidden.projection: student width 32 differs from teacher width 48"),
-        ("      - distil: {teacher: '@finetune'}\n", "unknown type 'distil' (did you mean 'distill'?)"),
+        (
+            "      - distill: {teacher: /nonexistent/run}\n",
+            "distill.teacher: unknown model '/nonexistent/run'",
+        ),
+        (
+            "      - distill: {teacher: '@finetune', hidden: {projection: false}}\n",
+            "distill.hidden.projection: student width 32 differs from teacher width 48",
+        ),
+        (
+            "      - distil: {teacher: '@finetune'}\n",
+            "unknown type 'distil' (did you mean 'distill'?)",
+        ),
     ],
 )
-def test_bad_compression_settings_name_the_field(tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli, with_block, message):
+def test_bad_compression_settings_name_the_field(
+    tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli, with_block, message
+):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(composed_recipe(tiny_model_dir, wide_teacher_dir, tiny_data, with_block))
     code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
@@ -152,14 +223,21 @@ def test_bad_compression_settings_name_the_field(tmp_path, tiny_model_dir, wide_
     assert message in err.strip().splitlines()[-1]
 
 
-def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli):
+def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(
+    tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli
+):
     import collections
 
     import onnx
     import onnxruntime as ort
 
     recipe = tmp_path / "qat.yaml"
-    recipe.write_text(composed_recipe(tiny_model_dir, wide_teacher_dir, tiny_data, """\
+    recipe.write_text(
+        composed_recipe(
+            tiny_model_dir,
+            wide_teacher_dir,
+            tiny_data,
+            """\
       - distill: {teacher: "@finetune", temperature: 2.0, alpha: 0.5}
       - qat: {start_epoch: 2, freeze_observers_after: 0.5}
   - type: bench
@@ -167,7 +245,9 @@ def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(tmp_path
     seq_lengths: [16]
     threads: 1
     min_seconds: 0.02
-"""))
+""",
+        )
+    )
     run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     qat = metrics["student"]["modifiers"]["qat"]
     assert qat["enabled"] and qat["ort_label_agreement_with_fake_quant"] >= 0.95
@@ -176,14 +256,24 @@ def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(tmp_path
     ops = collections.Counter(n.op_type for n in graph.graph.node)
     assert ops["DequantizeLinear"] >= 20  # 12 weights + inputs (query/key/value share one)
     assert qat["int8_weight_tensors"] == 12  # weights stored as int8, not float + QuantizeLinear
-    int8_matrices = [i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
+    int8_matrices = [
+        i
+        for i in graph.graph.initializer
+        if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2
+    ]
     assert len(int8_matrices) == 12
-    float_matrices = [i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2]
+    float_matrices = [
+        i
+        for i in graph.graph.initializer
+        if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2
+    ]
     assert len(float_matrices) == 5  # 3 embedding tables, pooler, classifier: the rest is int8
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(qat["onnx"], options, providers=["CPUExecutionProvider"])
-    fused = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    fused = collections.Counter(
+        n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node
+    )
     assert fused["MatMulIntegerToFloat"] == 12 and fused["MatMul"] < 12
     assert "student:qat_int8" in metrics["bench"]["models"]
     # the saved checkpoint is plain float weights again

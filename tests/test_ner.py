@@ -18,13 +18,22 @@ LABELS = json.loads((SAMPLE / "labels.json").read_text())
 
 def test_entity_spans_and_metrics_by_hand():
     assert entity_spans(["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-LOC", "B-ORG"]) == {
-        ("PER", 0, 2), ("LOC", 3, 4), ("LOC", 4, 6), ("ORG", 6, 7)}
+        ("PER", 0, 2),
+        ("LOC", 3, 4),
+        ("LOC", 4, 6),
+        ("ORG", 6, 7),
+    }
     names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
     true = [[1, 2, 0, 3], [3, 4, 0, 0]]  # PER(0-2) LOC(3) | LOC(0-2)
     pred = [[1, 2, 0, 0], [3, 0, 0, 1]]  # PER(0-2)       | LOC(0) PER(3)
     m = token_metrics(true, pred, names)
     assert m["entity_precision"] == m["entity_recall"] == m["entity_f1"] == pytest.approx(1 / 3)
-    assert m["per_class"]["PER"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
+    assert m["per_class"]["PER"] == {
+        "precision": 0.5,
+        "recall": 1.0,
+        "f1": pytest.approx(2 / 3),
+        "support": 1,
+    }
     assert m["per_class"]["LOC"]["f1"] == 0.0 and m["macro_f1"] == pytest.approx(1 / 3)
     assert m["accuracy"] == 5 / 8 and m["n"] == 8
 
@@ -60,9 +69,17 @@ def tiny_tagger(tmp_path, tiny_model_dir) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=600, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=len(LABELS),
-                        id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
+    config = BertConfig(
+        vocab_size=600,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={n: i for i, n in enumerate(LABELS)},
+    )
     folder = tmp_path / "tagger"
     BertForTokenClassification(config).save_pretrained(folder, safe_serialization=True)
     AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(folder)
@@ -75,8 +92,8 @@ def test_ner_recipe_trains_exports_benches_and_predicts(tmp_path, tiny_tagger, r
 name: ner
 task: token-classification
 data:
-  train: {SAMPLE / 'train.conll'}
-  validation: {SAMPLE / 'validation.conll'}
+  train: {SAMPLE / "train.conll"}
+  validation: {SAMPLE / "validation.conll"}
   max_length: 48
 stages:
   - type: finetune
@@ -102,8 +119,11 @@ stages:
     fp32 = next(m for m in report["models"] if m["name"] == "export:fp32")
     assert fp32["accuracy"]["entity_f1"] == pytest.approx(validation["entity_f1"], abs=1e-6)
     assert fp32["latency"][0]["macs"] > 0 and fp32["traffic"]["texts"] == 60
-    code, out, _ = run_cli("predict", run_dir / "stages/01-export/onnx/model.onnx",
-                           "Anna Schmidt flew from Berlin to Tokyo .")
+    code, out, _ = run_cli(
+        "predict",
+        run_dir / "stages/01-export/onnx/model.onnx",
+        "Anna Schmidt flew from Berlin to Tokyo .",
+    )
     assert code == 0
     answer = json.loads(out)
     assert answer["tags"][:2] == ["B-PER", "I-PER"] or answer["entities"]  # trained: finds entities
@@ -116,7 +136,7 @@ def test_token_task_refuses_modifiers(tmp_path, tiny_tagger, run_cli):
 name: ner
 task: token-classification
 data:
-  train: {SAMPLE / 'train.conll'}
+  train: {SAMPLE / "train.conll"}
 stages:
   - type: train
     model: {tiny_tagger}
@@ -125,4 +145,6 @@ stages:
       - prune_structured: {{heads: 0.5}}
 """)
     code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
-    assert code == 2 and "with.prune_structured: token classification trains without modifiers" in err
+    assert (
+        code == 2 and "with.prune_structured: token classification trains without modifiers" in err
+    )

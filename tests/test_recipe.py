@@ -38,16 +38,43 @@ def test_good_recipe_fills_defaults():
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("      lr: 3.0e-5", "      learning_rate: 3.0e-5",
-         "r.yaml:9: stages[0].training.learning_rate: unknown field (did you mean 'lr'?)"),
-        ("      lr: 3.0e-5", "      lr: -1", "r.yaml:9: stages[0].training.lr: Input should be greater than 0"),
-        ("      batch_size: 16", "      batch_size: 0", "r.yaml:10: stages[0].training.batch_size: Input should be greater than or equal to 1"),
-        ("      batch_size: 16", "      batch_size: lots", "r.yaml:10: stages[0].training.batch_size: Input should be a valid integer"),
-        ("  max_length: 64", "  max_length: 4096", "r.yaml:4: data.max_length: Input should be less than or equal to 512"),
-        ("  - type: finetune", "  - type: finetun", "r.yaml:6: stages[0].type: unknown type 'finetun' (did you mean 'finetune'?)"),
+        (
+            "      lr: 3.0e-5",
+            "      learning_rate: 3.0e-5",
+            "r.yaml:9: stages[0].training.learning_rate: unknown field (did you mean 'lr'?)",
+        ),
+        (
+            "      lr: 3.0e-5",
+            "      lr: -1",
+            "r.yaml:9: stages[0].training.lr: Input should be greater than 0",
+        ),
+        (
+            "      batch_size: 16",
+            "      batch_size: 0",
+            "r.yaml:10: stages[0].training.batch_size: Input should be greater than or equal to 1",
+        ),
+        (
+            "      batch_size: 16",
+            "      batch_size: lots",
+            "r.yaml:10: stages[0].training.batch_size: Input should be a valid integer",
+        ),
+        (
+            "  max_length: 64",
+            "  max_length: 4096",
+            "r.yaml:4: data.max_length: Input should be less than or equal to 512",
+        ),
+        (
+            "  - type: finetune",
+            "  - type: finetun",
+            "r.yaml:6: stages[0].type: unknown type 'finetun' (did you mean 'finetune'?)",
+        ),
         ("    model: minilm-l6\n", "", "r.yaml:6: stages[0].model: required field is missing"),
         ("name: demo", "name: my run!", "r.yaml:1: name: String should match pattern"),
-        ("  dataset: sst2-sample", "  datset: sst2-sample", "r.yaml:3: data.datset: unknown field (did you mean 'dataset'?)"),
+        (
+            "  dataset: sst2-sample",
+            "  datset: sst2-sample",
+            "r.yaml:3: data.datset: unknown field (did you mean 'dataset'?)",
+        ),
     ],
 )
 def test_bad_fields_are_named_with_line_and_expectation(old, new, expected):

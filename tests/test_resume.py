@@ -32,7 +32,9 @@ SLOW_RUNNER = textwrap.dedent(
 def two_stage_recipe(tmp_path, model_dir, data, modifiers: str = "") -> Path:
     path = tmp_path / "two.yaml"
     path.write_text(
-        tiny_recipe(model_dir, data, epochs=1, threads=1)  # one thread: bit-exact whatever ran before
+        tiny_recipe(
+            model_dir, data, epochs=1, threads=1
+        )  # one thread: bit-exact whatever ran before
         + "  - type: train\n"
         + "    name: student\n"
         + "    model: '@finetune'\n"
@@ -52,7 +54,9 @@ ALL_MODIFIERS = """    with:
 
 
 def weights_digest(run_dir: Path, stage: str) -> str:
-    return hashlib.sha256((run_dir / "stages" / stage / "model" / "model.safetensors").read_bytes()).hexdigest()
+    return hashlib.sha256(
+        (run_dir / "stages" / stage / "model" / "model.safetensors").read_bytes()
+    ).hexdigest()
 
 
 def final_metrics(run_dir: Path) -> dict:
@@ -63,11 +67,15 @@ def final_metrics(run_dir: Path) -> dict:
 def start_slow_run(recipe: Path, run_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", SLOW_RUNNER, "run", str(recipe), "--run-dir", str(run_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
-def wait_for_checkpoint(run_dir: Path, min_step: int, proc: subprocess.Popen, timeout: float = 120) -> int:
+def wait_for_checkpoint(
+    run_dir: Path, min_step: int, proc: subprocess.Popen, timeout: float = 120
+) -> int:
     state = run_dir / "stages" / "01-student" / "checkpoint" / "state.json"
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -84,7 +92,9 @@ def wait_for_checkpoint(run_dir: Path, min_step: int, proc: subprocess.Popen, ti
 
 
 @pytest.mark.parametrize("modifiers", ["", ALL_MODIFIERS], ids=["plain", "prune+sparsity+qat"])
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, tiny_data, run_cli, modifiers):
+def test_sigkill_then_resume_matches_an_uninterrupted_run(
+    tmp_path, tiny_model_dir, tiny_data, run_cli, modifiers
+):
     recipe = two_stage_recipe(tmp_path, tiny_model_dir, tiny_data, modifiers)
     code, _, err = run_cli("run", recipe, "--run-dir", tmp_path / "straight")
     assert code == 0, err
@@ -102,10 +112,14 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_d
     code, out, err = run_cli("run", "--resume", killed)
     assert code == 0, err
     assert "resuming after 1 stages" in err and "resumed from" in err
-    assert (killed / "stages/00-finetune/model/model.safetensors").stat().st_mtime_ns == first_stage_mtime
+    assert (
+        killed / "stages/00-finetune/model/model.safetensors"
+    ).stat().st_mtime_ns == first_stage_mtime
     assert weights_digest(killed, "00-finetune") == first_stage_weights
     assert final_metrics(killed) == final_metrics(tmp_path / "straight")
-    assert weights_digest(killed, "01-student") == weights_digest(tmp_path / "straight", "01-student")
+    assert weights_digest(killed, "01-student") == weights_digest(
+        tmp_path / "straight", "01-student"
+    )
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["status"] == "completed" and len(manifest["resumed"]) == 1
     assert not (killed / "stages/01-student/checkpoint").exists()  # removed once the stage is done
@@ -113,7 +127,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_d
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, tiny_model_dir, tiny_data, signum):
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(
+    tmp_path, tiny_model_dir, tiny_data, signum
+):
     recipe = two_stage_recipe(tmp_path, tiny_model_dir, tiny_data)
     run_dir = tmp_path / "interrupted"
     proc = start_slow_run(recipe, run_dir)
@@ -121,7 +137,10 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(tmp_path, t
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    assert err.strip().splitlines()[-1] == f"edgebert: error: interrupted; continue with: edgebert run --resume {run_dir}"
+    assert (
+        err.strip().splitlines()[-1]
+        == f"edgebert: error: interrupted; continue with: edgebert run --resume {run_dir}"
+    )
     assert "Traceback" not in err
     state = json.loads((run_dir / "stages/01-student/checkpoint/state.json").read_text())
     assert state["step"] >= 15 and not state["epoch_done"]

@@ -15,11 +15,19 @@ def test_run_writes_a_complete_run_directory(tmp_path, tiny_model_dir, tiny_data
     recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data))
     run_dir, _, _ = run_ok(run_cli, recipe, tmp_path / "runs")
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "manifest.json", "metrics.json", "recipe.resolved.yaml", "run.log", "stages", "state.json"
+        "manifest.json",
+        "metrics.json",
+        "recipe.resolved.yaml",
+        "run.log",
+        "stages",
+        "state.json",
     ]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed" and manifest["seed"] == 7
-    assert set(manifest["data_sha256"]) == {str(tiny_data / "train.jsonl"), str(tiny_data / "validation.jsonl")}
+    assert set(manifest["data_sha256"]) == {
+        str(tiny_data / "train.jsonl"),
+        str(tiny_data / "validation.jsonl"),
+    }
     assert manifest["packages"]["torch"].startswith("2.13.0")
     resolved = yaml.safe_load((run_dir / "recipe.resolved.yaml").read_text())
     assert resolved["stages"][0]["training"]["warmup_ratio"] == 0.1  # defaults filled in
@@ -31,7 +39,9 @@ def test_run_writes_a_complete_run_directory(tmp_path, tiny_model_dir, tiny_data
     assert {"model.safetensors", "config.json", "edgebert.json", "tokenizer.json"} <= model_files
     assert not any(name.endswith((".bin", ".pt", ".tmp")) for name in model_files)
     meta = json.loads((stage / "model" / "edgebert.json").read_text())
-    assert meta["clean"] == ["strip_html", "nfkc", "collapse_whitespace"] and meta["max_length"] == 32
+    assert (
+        meta["clean"] == ["strip_html", "nfkc", "collapse_whitespace"] and meta["max_length"] == 32
+    )
 
     code, out, err = run_cli("predict", stage / "model", "<b>a  wonderful, moving film</b>")
     assert code == 0, err
@@ -40,7 +50,9 @@ def test_run_writes_a_complete_run_directory(tmp_path, tiny_model_dir, tiny_data
     assert sum(result["probs"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_two_runs_with_the_same_seed_give_the_same_metrics(tmp_path, tiny_model_dir, tiny_data, run_cli):
+def test_two_runs_with_the_same_seed_give_the_same_metrics(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data, epochs=1))
     outputs = []
@@ -52,7 +64,9 @@ def test_two_runs_with_the_same_seed_give_the_same_metrics(tmp_path, tiny_model_
 
 
 def test_bad_data_fails_before_a_run_directory_exists(tmp_path, tiny_model_dir, tiny_data, run_cli):
-    (tiny_data / "train.jsonl").write_text('{"text": "ok", "label": 1}\n{"text": "x", "label": 9}\n')
+    (tiny_data / "train.jsonl").write_text(
+        '{"text": "ok", "label": 1}\n{"text": "x", "label": 9}\n'
+    )
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data))
     code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
@@ -78,7 +92,11 @@ def test_cli_errors_are_one_line_with_non_zero_exit(run_cli, args, message):
 
 def test_unknown_model_and_model_without_weights(tmp_path, tiny_data, run_cli):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(tiny_recipe(tmp_path / "nothing-here", tiny_data).replace(str(tmp_path / "nothing-here"), "bert-huge"))
+    recipe.write_text(
+        tiny_recipe(tmp_path / "nothing-here", tiny_data).replace(
+            str(tmp_path / "nothing-here"), "bert-huge"
+        )
+    )
     code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
     assert code == 2 and "unknown model 'bert-huge'" in err
     empty = tmp_path / "empty-model"
@@ -109,12 +127,17 @@ def test_version_and_schema(run_cli):
 
 def test_installed_console_script_reports_errors_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\ndata: {dataset: sst2-sample}\nstages:\n  - {type: finetune, model: m, training: {lr: zero}}\n")
+    bad.write_text(
+        "name: x\ndata: {dataset: sst2-sample}\nstages:\n  - {type: finetune, model: m, training: {lr: zero}}\n"
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "compress.cli", "run", str(bad)], capture_output=True, text=True
     )
     assert proc.returncode == 2
-    assert proc.stderr == f"edgebert: error: {bad}:4: stages[0].training.lr: Input should be a valid number, unable to parse string as a number, got 'zero'\n"
+    assert (
+        proc.stderr
+        == f"edgebert: error: {bad}:4: stages[0].training.lr: Input should be a valid number, unable to parse string as a number, got 'zero'\n"
+    )
 
 
 def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, tiny_data, run_cli):
@@ -138,11 +161,21 @@ def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, t
     )
     run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     assert list(metrics) == ["finetune", "export", "bench"]
-    assert set(metrics["export"]["files"]) == {"fp32", "fp32_fused", "dynamic_int8", "dynamic_int8_ort"}
+    assert set(metrics["export"]["files"]) == {
+        "fp32",
+        "fp32_fused",
+        "dynamic_int8",
+        "dynamic_int8_ort",
+    }
     assert metrics["export"]["parity"]["fp32"]["passed"]
     assert metrics["bench"]["models"] == [
-        "finetune:torch_fp32", "finetune:ort_fp32", "export:fp32", "export:fp32_fused",
-        "export:dynamic_int8", "export:dynamic_int8_ort", "int8-spin",
+        "finetune:torch_fp32",
+        "finetune:ort_fp32",
+        "export:fp32",
+        "export:fp32_fused",
+        "export:dynamic_int8",
+        "export:dynamic_int8_ort",
+        "int8-spin",
     ]
     report = json.loads((run_dir / "stages" / "02-bench" / "report.json").read_text())
     variant = report["models"][-1]
@@ -154,7 +187,9 @@ def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, t
     assert (run_dir / "stages" / "02-bench" / "report.html").is_file()
 
 
-def test_parity_failure_fails_the_export_stage_with_numbers(tmp_path, tiny_model_dir, tiny_data, run_cli):
+def test_parity_failure_fails_the_export_stage_with_numbers(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
     recipe = tmp_path / "strict.yaml"
     recipe.write_text(
         tiny_recipe(tiny_model_dir, tiny_data, epochs=1)
@@ -179,7 +214,9 @@ def test_export_before_training_is_refused(tmp_path, tiny_data):
         parse_recipe(text, "r.yaml")
 
 
-def test_parity_enforce_limits_which_variants_fail_the_stage(tmp_path, tiny_model_dir, tiny_data, run_cli):
+def test_parity_enforce_limits_which_variants_fail_the_stage(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
     recipe = tmp_path / "enforce.yaml"
     recipe.write_text(
         tiny_recipe(tiny_model_dir, tiny_data, epochs=1)

@@ -16,15 +16,22 @@ def _search_recipe(tmp_path, tiny_model_dir, tiny_data, block: str):
     return recipe
 
 
-def test_grid_search_runs_every_point_and_writes_the_best_recipe(tmp_path, tiny_model_dir, tiny_data, run_cli):
-    recipe = _search_recipe(tmp_path, tiny_model_dir, tiny_data, """search:
+def test_grid_search_runs_every_point_and_writes_the_best_recipe(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
+    recipe = _search_recipe(
+        tmp_path,
+        tiny_model_dir,
+        tiny_data,
+        """search:
   method: grid
   trials: 10
   metric: macro_f1
   space:
     stages.0.training.lr: [1.0e-5, 2.0e-3]
     stages.0.training.batch_size: [16]
-""")
+""",
+    )
     code, out, err = run_cli("run", recipe, "--out", tmp_path / "runs")
     assert code == 0, err
     root = tmp_path / "runs" / out.strip().split("/")[-1]
@@ -33,9 +40,13 @@ def test_grid_search_runs_every_point_and_writes_the_best_recipe(tmp_path, tiny_
     assert len(trials) == 2  # the grid has two points: trials stops there
     assert sorted(t["params"]["stages.0.training.lr"] for t in trials) == [1.0e-5, 2.0e-3]
     for trial in trials:
-        metrics = json.loads((root / "trials" / f"trial-{trial['trial']:03d}" / "metrics.json").read_text())
+        metrics = json.loads(
+            (root / "trials" / f"trial-{trial['trial']:03d}" / "metrics.json").read_text()
+        )
         assert metrics["finetune"]["validation"]["macro_f1"] == trial["macro_f1"]
-        resolved = yaml.safe_load((root / "trials" / f"trial-{trial['trial']:03d}" / "recipe.resolved.yaml").read_text())
+        resolved = yaml.safe_load(
+            (root / "trials" / f"trial-{trial['trial']:03d}" / "recipe.resolved.yaml").read_text()
+        )
         assert resolved["stages"][0]["training"]["lr"] == trial["params"]["stages.0.training.lr"]
         assert resolved["search"] is None
     best = max(trials, key=lambda t: t["macro_f1"])
@@ -44,26 +55,37 @@ def test_grid_search_runs_every_point_and_writes_the_best_recipe(tmp_path, tiny_
     assert best_recipe.search is None and best_recipe.name == "tiny-best"
     assert best_recipe.stages[0].training.lr == best["params"]["stages.0.training.lr"]
     table = (root / "summary.md").read_text()
-    assert table.splitlines()[4].startswith(f"| 1 | {best['trial']} |") and "| rank | trial |" in err
+    assert (
+        table.splitlines()[4].startswith(f"| 1 | {best['trial']} |") and "| rank | trial |" in err
+    )
     assert (root / "trials.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_random_search_is_seeded(tmp_path, tiny_model_dir, tiny_data):
     from compress.search import run_search
 
-    recipe = _search_recipe(tmp_path, tiny_model_dir, tiny_data, """search:
+    recipe = _search_recipe(
+        tmp_path,
+        tiny_model_dir,
+        tiny_data,
+        """search:
   method: random
   trials: 3
   space:
     stages.0.training.lr: {low: 1.0e-5, high: 1.0e-3, log: true}
     stages.0.training.epochs: {low: 1, high: 3, integer: true}
-""")
+""",
+    )
     seen = []
 
     def fake_trial(trial_recipe, folder):  # records what would run, writes the metrics a run writes
         folder.mkdir(parents=True)
         seen.append((trial_recipe.stages[0].training.lr, trial_recipe.stages[0].training.epochs))
-        (folder / "metrics.json").write_text(json.dumps({"finetune": {"validation": {"accuracy": trial_recipe.stages[0].training.lr}}}))
+        (folder / "metrics.json").write_text(
+            json.dumps(
+                {"finetune": {"validation": {"accuracy": trial_recipe.stages[0].training.lr}}}
+            )
+        )
 
     root = run_search(recipe, [], tmp_path / "a", fake_trial)
     first = list(seen)

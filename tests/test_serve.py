@@ -68,12 +68,18 @@ def test_concurrent_requests_are_batched_and_load_test_is_bounded(server):
     assert result["requests_per_s"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
     with httpx.Client(base_url=server) as http:
         after = http.get("/metrics").text
-    served = _metric(after, 'edgebert_requests_total{status="200"}') - _metric(before, 'edgebert_requests_total{status="200"}')
+    served = _metric(after, 'edgebert_requests_total{status="200"}') - _metric(
+        before, 'edgebert_requests_total{status="200"}'
+    )
     assert served == result["requests"]
-    calls = _metric(after, "edgebert_batch_size_count") - _metric(before, "edgebert_batch_size_count")
+    calls = _metric(after, "edgebert_batch_size_count") - _metric(
+        before, "edgebert_batch_size_count"
+    )
     texts = _metric(after, "edgebert_batch_size_sum") - _metric(before, "edgebert_batch_size_sum")
     assert texts == result["requests"] and calls < texts  # 8 clients: several texts per model call
-    labels = _metric(after, "edgebert_predicted_total") - _metric(before, "edgebert_predicted_total")
+    labels = _metric(after, "edgebert_predicted_total") - _metric(
+        before, "edgebert_predicted_total"
+    )
     assert labels == result["requests"]
 
 

@@ -1,8 +1,8 @@
 import torch
 
+from compress.config import TrainingConfig
 from compress.data import make_collate
 from compress.model_io import load_classifier, load_tokenizer
-from compress.config import TrainingConfig
 from compress.training import TrainingPhase
 from tests.conftest import sample_rows
 
@@ -13,11 +13,17 @@ def make_phase(model_dir, **training):
     return TrainingPhase(
         model=load_classifier(model_dir, ["negative", "positive"]),
         tokenizer=load_tokenizer(model_dir),
-        train_texts=[r["text"] for r in rows], train_labels=[r["label"] for r in rows],
-        eval_texts=[r["text"] for r in val], eval_labels=[r["label"] for r in val],
+        train_texts=[r["text"] for r in rows],
+        train_labels=[r["label"] for r in rows],
+        eval_texts=[r["text"] for r in val],
+        eval_labels=[r["label"] for r in val],
         label_names=["negative", "positive"],
-        training=TrainingConfig(**({"lr": 1e-3, "batch_size": 16, "epochs": 1, "warmup_ratio": 0} | training)),
-        max_length=32, log=lambda *_: None, seed=5,
+        training=TrainingConfig(
+            **({"lr": 1e-3, "batch_size": 16, "epochs": 1, "warmup_ratio": 0} | training)
+        ),
+        max_length=32,
+        log=lambda *_: None,
+        seed=5,
     )
 
 
@@ -87,7 +93,9 @@ def test_modifier_hooks_are_called_in_lifecycle_order(tiny_model_dir):
 
 
 def test_early_stopping_and_best_epoch(tiny_model_dir):
-    phase = make_phase(tiny_model_dir, lr=1e-9, epochs=5, early_stopping={"metric": "accuracy", "patience": 1})
+    phase = make_phase(
+        tiny_model_dir, lr=1e-9, epochs=5, early_stopping={"metric": "accuracy", "patience": 1}
+    )
     result = phase.fit()
     # lr ~ 0: nothing improves after epoch 1, so training stops after epoch 2
     assert result["epochs_run"] == 2 and result["best_epoch"] == 1

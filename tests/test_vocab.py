@@ -28,12 +28,16 @@ def test_pruned_vocabulary_keeps_corpus_tokens_and_logits(tmp_path, tiny_model_d
     before = _logits(model, tokenizer, CORPUS[:8])
     old_tokens = [tokenizer.tokenize(t) for t in CORPUS]
 
-    new_tokenizer, report = prune_vocabulary(model, tokenizer, CORPUS, VocabConfig(keep_characters=False))
+    new_tokenizer, report = prune_vocabulary(
+        model, tokenizer, CORPUS, VocabConfig(keep_characters=False)
+    )
 
     assert report["vocab_before"] == 600 and report["vocab_after"] < 450
     assert len(new_tokenizer) == report["vocab_after"] == model.config.vocab_size
     assert model.get_input_embeddings().weight.shape == (report["vocab_after"], 32)
-    assert report["parameters_before"] - report["parameters_after"] == 32 * (600 - report["vocab_after"])
+    assert report["parameters_before"] - report["parameters_after"] == 32 * (
+        600 - report["vocab_after"]
+    )
     assert [new_tokenizer.tokenize(t) for t in CORPUS] == old_tokens
     assert new_tokenizer.pad_token_id == 0 and model.config.pad_token_id == 0
     torch.testing.assert_close(_logits(model, new_tokenizer, CORPUS[:8]), before, rtol=0, atol=1e-6)
@@ -62,8 +66,12 @@ def test_kept_characters_spell_out_unseen_words(tiny_model_dir):
 def test_min_count_keeps_fewer_tokens(tiny_model_dir):
     tokenizer = load_tokenizer(tiny_model_dir)
     sizes = [
-        prune_vocabulary(load_classifier(tiny_model_dir), tokenizer, CORPUS,
-                         VocabConfig(min_count=n, keep_characters=False))[1]["vocab_after"]
+        prune_vocabulary(
+            load_classifier(tiny_model_dir),
+            tokenizer,
+            CORPUS,
+            VocabConfig(min_count=n, keep_characters=False),
+        )[1]["vocab_after"]
         for n in (1, 3)
     ]
     assert sizes[1] < sizes[0]
@@ -80,7 +88,9 @@ def test_non_wordpiece_tokenizer_is_refused(tmp_path):
         prune_vocabulary(None, tokenizer, ["a b"], VocabConfig())
 
 
-def test_vocab_pruning_in_a_recipe_exports_and_passes_parity(tmp_path, tiny_model_dir, tiny_data, run_cli):
+def test_vocab_pruning_in_a_recipe_exports_and_passes_parity(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
     recipe = tmp_path / "vocab.yaml"
     recipe.write_text(
         tiny_recipe(tiny_model_dir, tiny_data, epochs=1).replace(
@@ -114,14 +124,22 @@ def test_added_characters_replace_unk_and_start_at_the_mean_embedding(tiny_model
     added_rows = [new_tokenizer.convert_tokens_to_ids(ch) for ch in sorted(distinct)]
     torch.testing.assert_close(embeddings[added_rows], mean.expand(len(added_rows), -1))
     assert _logits(model, new_tokenizer, texts).shape == (3, 2)
-    twice, _ = prune_vocabulary(load_classifier(tiny_model_dir), tokenizer, texts * 2,
-                                VocabConfig(min_count=3, add_characters=True))
+    twice, _ = prune_vocabulary(
+        load_classifier(tiny_model_dir),
+        tokenizer,
+        texts * 2,
+        VocabConfig(min_count=3, add_characters=True),
+    )
     assert "[UNK]" in twice.tokenize("房")  # seen twice: under min_count 3, not added
 
 
-def test_vocab_pruned_student_distils_from_a_live_teacher_only_with_retokenize(tmp_path, tiny_model_dir, tiny_data, run_cli):
+def test_vocab_pruned_student_distils_from_a_live_teacher_only_with_retokenize(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
     def recipe(retokenize: bool) -> str:
-        return tiny_recipe(tiny_model_dir, tiny_data, epochs=1) + f"""  - type: train
+        return (
+            tiny_recipe(tiny_model_dir, tiny_data, epochs=1)
+            + f"""  - type: train
     name: student
     model: {tiny_model_dir}
     vocab: {{min_count: 2}}
@@ -129,6 +147,8 @@ def test_vocab_pruned_student_distils_from_a_live_teacher_only_with_retokenize(t
     with:
       - distill: {{teacher: "@finetune", retokenize: {str(retokenize).lower()}}}
 """
+        )
+
     refused = tmp_path / "refused.yaml"
     refused.write_text(recipe(False))
     code, _, err = run_cli("run", refused, "--out", tmp_path / "r1")

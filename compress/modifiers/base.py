@@ -19,21 +19,21 @@ class Modifier:
     def __init__(self, config: Any):
         self.config = config
 
-    def setup(self, phase: "TrainingPhase") -> None:
+    def setup(self, phase: TrainingPhase) -> None:
         pass
 
     def loss(
-        self, phase: "TrainingPhase", batch: dict, outputs: Any, loss: torch.Tensor
+        self, phase: TrainingPhase, batch: dict, outputs: Any, loss: torch.Tensor
     ) -> torch.Tensor:
         return loss
 
-    def on_step(self, phase: "TrainingPhase") -> None:
+    def on_step(self, phase: TrainingPhase) -> None:
         pass
 
-    def on_epoch_end(self, phase: "TrainingPhase", metrics: dict) -> None:
+    def on_epoch_end(self, phase: TrainingPhase, metrics: dict) -> None:
         pass
 
-    def finish(self, phase: "TrainingPhase") -> dict:
+    def finish(self, phase: TrainingPhase) -> dict:
         """Return metrics worth recording (e.g. sparsity reached)."""
         return {}
 
@@ -41,6 +41,6 @@ class Modifier:
         """What a resumed run needs to continue (tensors and plain values only)."""
         return {}
 
-    def load_state_dict(self, phase: "TrainingPhase", state: dict) -> None:
+    def load_state_dict(self, phase: TrainingPhase, state: dict) -> None:
         """Restore `state_dict()` output; called before the model's weights are restored, so
         a modifier that reshapes the model (pruning) can reshape it first."""

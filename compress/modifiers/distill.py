@@ -21,20 +21,23 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
 
+from compress.config import Strict
 from compress.data import encode, make_collate
 from compress.errors import EdgebertError
 from compress.model_io import load_classifier, load_tokenizer
-from compress.config import Strict
 from compress.modifiers.base import Modifier
 from compress.training import batched_logits
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """KL(teacher || student) on temperature-softened distributions, times T^2 (Hinton et al.),
     averaged over the batch."""
     t = temperature
     return F.kl_div(
-        F.log_softmax(student_logits / t, dim=-1), F.softmax(teacher_logits / t, dim=-1),
+        F.log_softmax(student_logits / t, dim=-1),
+        F.softmax(teacher_logits / t, dim=-1),
         reduction="batchmean",
     ) * (t * t)
 
@@ -77,7 +80,7 @@ class DistillConfig(Strict):
     retokenize: bool = Field(False, description="allow a teacher with another tokenizer")
 
     @model_validator(mode="after")
-    def _needs_a_teacher(self) -> "DistillConfig":
+    def _needs_a_teacher(self) -> DistillConfig:
         if self.teacher is None and self.teacher_logits is None:
             raise ValueError("distill needs 'teacher' (a model or @stage) or 'teacher_logits'")
         if self.teacher is None and (self.hidden or self.attention):
@@ -104,8 +107,10 @@ class Distill(Modifier):
         else:
             self._setup_teacher(ctx, phase)
         self.setup_seconds = round(time.perf_counter() - started, 2)
-        phase.log(f"distill: teacher ready in {self.setup_seconds} s"
-                  + (" (logits cached)" if self.cached is not None else " (live every step)"))
+        phase.log(
+            f"distill: teacher ready in {self.setup_seconds} s"
+            + (" (logits cached)" if self.cached is not None else " (live every step)")
+        )
 
     def _setup_teacher(self, ctx, phase) -> None:
         cfg = self.config
@@ -130,14 +135,18 @@ class Distill(Modifier):
             raise EdgebertError(
                 "distill.hidden/attention: token-level transfer needs the same tokenizer"
             )
-        teacher_ids = phase.train_ids if same else encode(
-            teacher_tokenizer, phase.train_texts, phase.max_length
-        )[0]
+        teacher_ids = (
+            phase.train_ids
+            if same
+            else encode(teacher_tokenizer, phase.train_texts, phase.max_length)[0]
+        )
         teacher.to(self.device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
         if cfg.cache_logits and not (cfg.hidden or cfg.attention):
-            self.cached = self._cached_logits(ctx, teacher, teacher_ids, teacher_tokenizer, teacher_dir, phase)
+            self.cached = self._cached_logits(
+                ctx, teacher, teacher_ids, teacher_tokenizer, teacher_dir, phase
+            )
             return
         self.teacher = teacher
         self.teacher_ids = teacher_ids
@@ -146,7 +155,9 @@ class Distill(Modifier):
         if cfg.hidden or cfg.attention:
             self._setup_transfer(phase, teacher)
 
-    def _cached_logits(self, ctx, teacher, ids, tokenizer, teacher_dir: Path, phase) -> torch.Tensor:
+    def _cached_logits(
+        self, ctx, teacher, ids, tokenizer, teacher_dir: Path, phase
+    ) -> torch.Tensor:
         weights = sorted(teacher_dir.glob("*.safetensors"))
         key = hashlib.sha256()
         for w in weights:
@@ -156,7 +167,9 @@ class Distill(Modifier):
         cache = phase.scope.folder / f"teacher_logits-{digest}.safetensors"
         if cache.is_file():
             return load_file(str(cache))["logits"].to(self.device)
-        logits = batched_logits(teacher, ids, phase.training.eval_batch_size, tokenizer.pad_token_id or 0)
+        logits = batched_logits(
+            teacher, ids, phase.training.eval_batch_size, tokenizer.pad_token_id or 0
+        )
         tensor = torch.from_numpy(logits)
         save_file({"logits": tensor}, str(cache))
         del teacher
@@ -168,7 +181,9 @@ class Distill(Modifier):
         try:
             with np.load(path) as archive:
                 logits = archive["train_logits"]
-                digest = str(archive["train_texts_sha256"]) if "train_texts_sha256" in archive else None
+                digest = (
+                    str(archive["train_texts_sha256"]) if "train_texts_sha256" in archive else None
+                )
         except (OSError, KeyError, ValueError) as exc:
             raise EdgebertError(f"distill.teacher_logits: {path}: unreadable ({exc})") from None
         expected = hashlib.sha256("\n".join(phase.train_texts).encode()).hexdigest()
@@ -209,7 +224,9 @@ class Distill(Modifier):
     def loss(self, phase, batch, outputs, loss):
         cfg = self.config
         if self.cached is not None:
-            teacher_logits = self.cached[batch["row"].to(self.cached.device)].to(outputs.logits.device)
+            teacher_logits = self.cached[batch["row"].to(self.cached.device)].to(
+                outputs.logits.device
+            )
             teacher_out = None
         else:
             teacher_out = self._teacher_forward(batch)
@@ -228,7 +245,11 @@ class Distill(Modifier):
             total = total + cfg.hidden.weight * torch.stack(terms).mean()
         if teacher_out is not None and cfg.attention:
             terms = [
-                attention_kl(outputs.attentions[s_i - 1], teacher_out.attentions[t_i - 1], batch["attention_mask"])
+                attention_kl(
+                    outputs.attentions[s_i - 1],
+                    teacher_out.attentions[t_i - 1],
+                    batch["attention_mask"],
+                )
                 for s_i, t_i in self.map[1:]
             ]
             total = total + cfg.attention.weight * torch.stack(terms).mean()
@@ -240,12 +261,19 @@ class Distill(Modifier):
             if self.same_tokenizer:
                 ids, mask = batch["input_ids"], batch["attention_mask"]
             else:
-                rows = [{"input_ids": self.teacher_ids[i], "labels": 0} for i in batch["row"].tolist()]
+                rows = [
+                    {"input_ids": self.teacher_ids[i], "labels": 0} for i in batch["row"].tolist()
+                ]
                 collated = make_collate(self.teacher_pad)(rows)
-                ids, mask = collated["input_ids"].to(self.device), collated["attention_mask"].to(self.device)
+                ids, mask = (
+                    collated["input_ids"].to(self.device),
+                    collated["attention_mask"].to(self.device),
+                )
             return self.teacher(
-                input_ids=ids, attention_mask=mask,
-                output_hidden_states=bool(cfg.hidden), output_attentions=bool(cfg.attention),
+                input_ids=ids,
+                attention_mask=mask,
+                output_hidden_states=bool(cfg.hidden),
+                output_attentions=bool(cfg.attention),
             )
 
     def finish(self, phase) -> dict:
@@ -254,7 +282,9 @@ class Distill(Modifier):
         return {"teacher_setup_seconds": self.setup_seconds}
 
     def state_dict(self) -> dict:
-        return {"projections": self.projections.state_dict()} if self.projections is not None else {}
+        return (
+            {"projections": self.projections.state_dict()} if self.projections is not None else {}
+        )
 
     def load_state_dict(self, phase, state: dict) -> None:
         if self.projections is not None and "projections" in state:

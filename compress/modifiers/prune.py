@@ -23,8 +23,8 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from compress.errors import EdgebertError
 from compress.config import Strict
+from compress.errors import EdgebertError
 from compress.modifiers.base import Modifier
 
 
@@ -59,7 +59,9 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def score_importance(phase, method: str, batches: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def score_importance(
+    phase, method: str, batches: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per layer: a score per remaining head and per FFN neuron (higher = keep)."""
     model = phase.model
     layers = encoder_layers(model)
@@ -89,10 +91,16 @@ def score_importance(phase, method: str, batches: int) -> tuple[list[torch.Tenso
             if lin is not None:
                 total += weight_score(lin.weight).view(heads, size, -1).sum((1, 2))
                 total += weight_score(lin.bias).view(heads, size).sum(1)
-        total += weight_score(out_proj.weight).view(out_proj.weight.shape[0], heads, size).sum((0, 2))
+        total += (
+            weight_score(out_proj.weight).view(out_proj.weight.shape[0], heads, size).sum((0, 2))
+        )
         head_scores.append(total.cpu())
         up, down = _ffn_parts(layer)
-        neurons = weight_score(up.weight).sum(1) + weight_score(up.bias) + weight_score(down.weight).sum(0)
+        neurons = (
+            weight_score(up.weight).sum(1)
+            + weight_score(up.bias)
+            + weight_score(down.weight).sum(0)
+        )
         neuron_scores.append(neurons.cpu())
     if grads_needed:
         model.zero_grad(set_to_none=True)
@@ -101,7 +109,9 @@ def score_importance(phase, method: str, batches: int) -> tuple[list[torch.Tenso
 
 def _original_head_index(model, layer_index: int, current: int) -> int:
     """`prune_heads` takes head numbers of the unpruned layer; map a current index back."""
-    pruned = set(model.config.pruned_heads.get(layer_index, [])) if model.config.pruned_heads else set()
+    pruned = (
+        set(model.config.pruned_heads.get(layer_index, [])) if model.config.pruned_heads else set()
+    )
     original = [h for h in range(model.config.num_attention_heads) if h not in pruned]
     return original[current]
 
@@ -138,7 +148,9 @@ def prune_ffn(model, scores: list[torch.Tensor], remove_per_layer: int) -> None:
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     for layer, layer_scores in zip(encoder_layers(model), scores):
         idxs = torch.argsort(layer_scores)[:remove_per_layer].tolist()
-        graph.get_pruning_group(layer.intermediate.dense, tp.prune_linear_out_channels, idxs=idxs).prune()
+        graph.get_pruning_group(
+            layer.intermediate.dense, tp.prune_linear_out_channels, idxs=idxs
+        ).prune()
     model.train(was_training)
     model.config.intermediate_size = encoder_layers(model)[0].intermediate.dense.out_features
 
@@ -165,7 +177,7 @@ class PruneStructuredConfig(Strict):
     min_heads_per_layer: int = Field(1, ge=1)
 
     @model_validator(mode="after")
-    def _epochs(self) -> "PruneStructuredConfig":
+    def _epochs(self) -> PruneStructuredConfig:
         if self.end_epoch is not None and self.end_epoch < self.start_epoch:
             raise ValueError("end_epoch must not come before start_epoch")
         if self.heads == 0 and self.ffn == 0:
@@ -208,15 +220,19 @@ class PruneStructured(Modifier):
         head_scores, neuron_scores = score_importance(phase, cfg.importance, cfg.scoring_batches)
         remaining_heads = sum(len(s) for s in head_scores)
         want_heads = self.total_heads - round(self.total_heads * cfg.heads * fraction)
-        removed = prune_heads(model, head_scores, remaining_heads - want_heads, cfg.min_heads_per_layer)
+        removed = prune_heads(
+            model, head_scores, remaining_heads - want_heads, cfg.min_heads_per_layer
+        )
         current_ffn = _ffn_parts(encoder_layers(model)[0])[0].out_features
         want_ffn = self.original_ffn - round(self.original_ffn * cfg.ffn * fraction)
         prune_ffn(model, neuron_scores, current_ffn - want_ffn)
         phase.model_reshaped()
         event = {
-            "epoch": phase.epoch, "heads_removed": removed,
+            "epoch": phase.epoch,
+            "heads_removed": removed,
             "heads_left": sum(heads_per_layer(model)),
-            "ffn_size": want_ffn, "parameters": count_parameters(model),
+            "ffn_size": want_ffn,
+            "parameters": count_parameters(model),
         }
         self.events.append(event)
         phase.log(
@@ -231,7 +247,9 @@ class PruneStructured(Modifier):
             "parameters_after": count_parameters(model),
             "heads_per_layer": heads_per_layer(model),
             "intermediate_size": model.config.intermediate_size,
-            "pruned_heads": {str(k): sorted(v) for k, v in (model.config.pruned_heads or {}).items()},
+            "pruned_heads": {
+                str(k): sorted(v) for k, v in (model.config.pruned_heads or {}).items()
+            },
             "events": self.events,
         }
 
@@ -265,7 +283,7 @@ class PruneUnstructuredConfig(Strict):
     )
 
     @model_validator(mode="after")
-    def _order(self) -> "PruneUnstructuredConfig":
+    def _order(self) -> PruneUnstructuredConfig:
         if self.final_sparsity < self.initial_sparsity:
             raise ValueError("final_sparsity must be >= initial_sparsity")
         return self
@@ -312,7 +330,7 @@ class PruneUnstructured(Modifier):
                 k = int(sparsity * scores.numel())
                 threshold = scores.kthvalue(k).values if k > 0 else torch.tensor(-1.0)
                 for name, p in params.items():
-                    self.masks[name] = (p.detach().abs() > threshold.to(p.device))
+                    self.masks[name] = p.detach().abs() > threshold.to(p.device)
             else:
                 for name, p in params.items():
                     k = int(sparsity * p.numel())
@@ -339,7 +357,11 @@ class PruneUnstructured(Modifier):
         cfg = self.config
         step = phase.step
         if cfg.start_step <= step <= self.end and (step % cfg.frequency == 0 or step == self.end):
-            self._update(cubic_sparsity(step, cfg.initial_sparsity, cfg.final_sparsity, cfg.start_step, self.end))
+            self._update(
+                cubic_sparsity(
+                    step, cfg.initial_sparsity, cfg.final_sparsity, cfg.start_step, self.end
+                )
+            )
         else:
             self._apply()
 

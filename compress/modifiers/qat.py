@@ -24,11 +24,11 @@ from torch.ao.quantization import (
     disable_observer,
 )
 
-from bench.metrics import classification_metrics
 from bench.files import write_model_meta
+from bench.metrics import classification_metrics
 from bench.runtime import open_model
-from compress.errors import EdgebertError
 from compress.config import Strict
+from compress.errors import EdgebertError
 from compress.modifiers.base import Modifier
 from compress.training import batched_logits
 from export.parity import compare_logits
@@ -49,18 +49,27 @@ class QuantLinear(torch.nn.Module):
         self.bias = linear.bias
         self.exporting = False
         self.input_fq = FakeQuantize(
-            observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
-            dtype=torch.quint8, qscheme=torch.per_tensor_affine,
+            observer=MovingAverageMinMaxObserver,
+            quant_min=0,
+            quant_max=255,
+            dtype=torch.quint8,
+            qscheme=torch.per_tensor_affine,
         )
         self.weight_fq = FakeQuantize(
-            observer=MovingAveragePerChannelMinMaxObserver, quant_min=-127, quant_max=127,
-            dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0,
+            observer=MovingAveragePerChannelMinMaxObserver,
+            quant_min=-127,
+            quant_max=127,
+            dtype=torch.qint8,
+            qscheme=torch.per_channel_symmetric,
+            ch_axis=0,
         )
         self.to(linear.weight.device)
 
     def to_linear(self) -> torch.nn.Linear:
         linear = torch.nn.Linear(
-            self.weight.shape[1], self.weight.shape[0], bias=self.bias is not None,
+            self.weight.shape[1],
+            self.weight.shape[0],
+            bias=self.bias is not None,
             device=self.weight.device,
         )
         linear.weight, linear.bias = self.weight, self.bias
@@ -73,8 +82,12 @@ class QuantLinear(torch.nn.Module):
             )
             # (-128, 127) is the range ONNX accepts; symmetric scales never produce -128.
             w = torch.fake_quantize_per_channel_affine(
-                self.weight, self.weight_fq.scale, self.weight_fq.zero_point.to(torch.int32),
-                0, -128, 127,
+                self.weight,
+                self.weight_fq.scale,
+                self.weight_fq.zero_point.to(torch.int32),
+                0,
+                -128,
+                127,
             )
             return F.linear(x, w, self.bias)
         return F.linear(self.input_fq(x), self.weight_fq(self.weight), self.bias)
@@ -124,8 +137,13 @@ def export_qat_onnx(model, path: Path, opset: int = 18) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _LogitsOnly(model), example, str(tmp), input_names=["input_ids", "attention_mask"],
-                output_names=["logits"], opset_version=opset, dynamo=False,
+                _LogitsOnly(model),
+                example,
+                str(tmp),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                opset_version=opset,
+                dynamo=False,
                 dynamic_axes={
                     "input_ids": {0: "batch_size", 1: "sequence_length"},
                     "attention_mask": {0: "batch_size", 1: "sequence_length"},
@@ -213,8 +231,12 @@ class QAT(Modifier):
             raise EdgebertError("with.qat: needs a recipe run (a stage folder for its ONNX file)")
         out_dir = phase.scope.folder / "qat"
         out_dir.mkdir(parents=True, exist_ok=True)
-        fake_quant_logits = batched_logits(model, phase.eval_ids, phase.training.eval_batch_size, phase.pad_id)
-        fake_quant = classification_metrics(phase.eval_labels, fake_quant_logits.argmax(-1), phase.label_names)
+        fake_quant_logits = batched_logits(
+            model, phase.eval_ids, phase.training.eval_batch_size, phase.pad_id
+        )
+        fake_quant = classification_metrics(
+            phase.eval_labels, fake_quant_logits.argmax(-1), phase.label_names
+        )
         onnx_path = export_qat_onnx(model, out_dir / QAT_ONNX)
         folded = fold_weight_quantization(onnx_path)
         tables = quantize_embedding_tables(onnx_path) if self.config.int8_embeddings else 0
@@ -223,7 +245,9 @@ class QAT(Modifier):
         model.config.save_pretrained(str(out_dir))
         write_model_meta(out_dir, {**phase.scope.model_meta, "quantization": "qat"})
         rows = min(self.config.parity_rows, len(phase.eval_texts))
-        parity = compare_logits(fake_quant_logits[:rows], open_model(onnx_path).logits(phase.eval_texts[:rows]))
+        parity = compare_logits(
+            fake_quant_logits[:rows], open_model(onnx_path).logits(phase.eval_texts[:rows])
+        )
         phase.scope.publish_file("qat_int8", onnx_path)
         phase.log(
             f"qat: exported {onnx_path.name}; fake-quant accuracy {fake_quant['accuracy']:.4f}, "

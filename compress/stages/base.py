@@ -30,15 +30,15 @@ class Stage:
         return self.config.name or self.config.type
 
     @classmethod
-    def check_position(cls, config: Any, previous: list[type["Stage"]], index: int) -> None:
+    def check_position(cls, config: Any, previous: list[type[Stage]], index: int) -> None:
         """Raise ValueError when this stage cannot run after the `previous` stage classes."""
 
-    def setup(self, ctx: "RunContext") -> None:
+    def setup(self, ctx: RunContext) -> None:
         """Prepare inputs (load a model, build a graph)."""
 
-    def run(self, ctx: "RunContext") -> dict:
+    def run(self, ctx: RunContext) -> dict:
         """Do the work; return the metrics to record for this stage."""
         return {}
 
-    def finish(self, ctx: "RunContext") -> None:
+    def finish(self, ctx: RunContext) -> None:
         """Publish outputs (register the produced model for `@name` references)."""

@@ -8,17 +8,20 @@ from typing import Literal
 from pydantic import Field
 
 from bench.errors import BenchError
+from bench.options import BenchOptions
 from bench.report import write_reports
 from bench.runner import run_benchmark
-from bench.runtime import RuntimeSettings, model_settings
-from compress.errors import EdgebertError
 from compress.config import StageConfig
+from compress.errors import EdgebertError
 from compress.stages.base import Stage
 from export.onnx_export import export_onnx
 from export.quantize import optimum_dynamic_int8
 
 
-class BenchConfig(StageConfig):
+class BenchConfig(StageConfig, BenchOptions):
+    """Which of the run's models to time, next to which baselines; timing options are
+    `bench.options.BenchOptions`, shared with both bench command lines."""
+
     type: Literal["bench"]
     exports: list[str] = Field(
         default_factory=list,
@@ -33,20 +36,10 @@ class BenchConfig(StageConfig):
     optimum_dynamic_int8: list[str] = Field(
         default_factory=list, description="models (@stage) quantized by Optimum as the peer"
     )
-    baseline: str | None = Field(None, description="entry that ratios are computed against")
     split: Literal["validation", "test"] = "validation"
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1)
-    seq_lengths: list[int] = Field(default_factory=lambda: [128], min_length=1)
-    threads: int = Field(2, ge=1, le=256)
-    min_seconds: float = Field(2.0, gt=0, description="timed seconds per model and shape")
-    runtime: str = Field("", description="ORT settings for every model, e.g. spinning=off")
-    runtime_variants: dict[str, str] = Field(
-        default_factory=dict,
-        description="NAME: 'MODEL:key=value,...' times MODEL again under other ORT settings",
-    )
-    traffic_batch_size: int | None = Field(
-        32, ge=1, description="batch of the end-to-end real-traffic pass (null: skip)"
-    )
+
+    def options(self) -> BenchOptions:
+        return BenchOptions(**self.model_dump(include=set(BenchOptions.model_fields)))
 
 
 class BenchStage(Stage):
@@ -71,11 +64,12 @@ class BenchStage(Stage):
         for ref in cfg.ort_fp32:
             models[f"{ref.lstrip('@')}:ort_fp32"] = onnx_of(ref) / "model.onnx"
         for ref in cfg.optimum_dynamic_int8:
-            models[f"{ref.lstrip('@')}:optimum_dynamic_int8"] = optimum_dynamic_int8(onnx_of(ref), onnx_of(ref))
+            models[f"{ref.lstrip('@')}:optimum_dynamic_int8"] = optimum_dynamic_int8(
+                onnx_of(ref), onnx_of(ref)
+            )
         for stage in cfg.exports or list(ctx.artifacts):
             for variant, path in ctx.artifacts.get(stage, {}).items():
                 models[f"{stage}:{variant}"] = path
-        settings = self._settings(models)
         split = ctx.data.split(cfg.split)
         stage_rows = [
             {
@@ -87,19 +81,25 @@ class BenchStage(Stage):
             }
             for name, result in ctx.results.items()
         ]
-        report = run_benchmark(
-            models, split.texts, split.labels, dataset=f"{ctx.recipe.data.dataset or 'data'} {cfg.split}",
-            batch_sizes=cfg.batch_sizes, seq_lengths=cfg.seq_lengths, threads=cfg.threads,
-            baseline=cfg.baseline, min_seconds=cfg.min_seconds, stages=stage_rows,
-            settings=settings, traffic_batch_size=cfg.traffic_batch_size,
+        report = self._run(
+            models, split, f"{ctx.recipe.data.dataset or 'data'} {cfg.split}", stage_rows
         )
         paths = write_reports(report, out_dir)
         ctx.log(f"[{self.name}] reports: {paths['markdown']}")
-        return {"reports": {k: str(v) for k, v in paths.items()}, "models": list(models)}
+        return {
+            "reports": {k: str(v) for k, v in paths.items()},
+            "models": [m.name for m in report.models],
+        }
 
-    def _settings(self, models: dict[str, Path]) -> dict[str, RuntimeSettings]:
-        """Parse `runtime` and `runtime_variants`; variants join `models` under their names."""
+    def _run(self, models: dict[str, Path], split, dataset: str, stage_rows: list[dict]):
         try:
-            return model_settings(models, self.config.runtime, self.config.runtime_variants)
+            return run_benchmark(
+                models,
+                split.texts,
+                split.labels,
+                dataset=dataset,
+                options=self.config.options(),
+                stages=stage_rows,
+            )
         except BenchError as exc:
-            raise EdgebertError(f"stages[{self.index}] (bench runtime settings): {exc}") from None
+            raise EdgebertError(f"stages[{self.index}] (bench): {exc}") from None

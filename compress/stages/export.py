@@ -6,37 +6,22 @@ from typing import Literal
 
 from pydantic import Field
 
+from compress.config import StageConfig
 from compress.errors import EdgebertError
-from compress.config import StageConfig, Strict
 from compress.stages.base import Stage
-from export.pipeline import ExportOptions, export_model
+from export.options import ExportOptions
+from export.pipeline import export_model
 
 
-class Calibration(Strict):
-    rows: int = Field(256, ge=8, le=100_000, description="training rows used to calibrate")
-    method: Literal["minmax", "percentile", "entropy"] = "minmax"
-    per_channel: bool = True
+class ExportConfig(StageConfig, ExportOptions):
+    """Which model to export; the export options are `export.options.ExportOptions`, shared with
+    `edgebert export`."""
 
-
-class Parity(Strict):
-    rows: int = Field(512, ge=1, description="validation rows compared with PyTorch")
-    max_abs_diff: float = Field(1e-4, gt=0, description="fp32: max |logit difference|")
-    min_label_agreement: float = Field(0.99, ge=0, le=1, description="INT8: labels that agree")
-    enforce: list[str] | None = Field(
-        None, description="variants whose failed check fails the stage (default: all); the "
-        "others, e.g. a PTQ baseline, are measured and reported only",
-    )
-
-
-class ExportConfig(StageConfig):
     type: Literal["export"]
     model: str = Field("@previous", description="@stage, a model directory, or @previous")
-    optimize: bool = Field(True, description="also save ORT's fused-transformer graph")
-    quantize: list[Literal["dynamic", "static"]] = Field(default_factory=list)
-    calibration: Calibration = Field(default_factory=Calibration)
-    formats: list[Literal["onnx", "ort"]] = Field(default_factory=lambda: ["onnx"])
-    ort_variant: str | None = Field(None, description="variant converted to .ort (default: last)")
-    parity: Parity = Field(default_factory=Parity)
+
+    def options(self) -> ExportOptions:
+        return ExportOptions(**self.model_dump(include=set(ExportOptions.model_fields)))
 
 
 class ExportStage(Stage):
@@ -53,22 +38,13 @@ class ExportStage(Stage):
     def run(self, ctx) -> dict:
         model_dir = ctx.resolve_model_ref(self.config.model)
         data = ctx.data
-        options = ExportOptions(
-            optimize=self.config.optimize,
-            quantize=self.config.quantize,
-            calibration_rows=self.config.calibration.rows,
-            calibration_method=self.config.calibration.method,
-            per_channel=self.config.calibration.per_channel,
-            ort_format="ort" in self.config.formats,
-            ort_variant=self.config.ort_variant,
-            parity_rows=self.config.parity.rows,
-            max_abs_diff=self.config.parity.max_abs_diff,
-            min_label_agreement=self.config.parity.min_label_agreement,
-            enforce=self.config.parity.enforce,
-        )
         out_dir = ctx.run_dir.stage_dir(self.index, self.name) / "onnx"
         result = export_model(
-            model_dir, out_dir, data.validation.texts, options=options, log=ctx.log,
+            model_dir,
+            out_dir,
+            data.validation.texts,
+            options=self.config.options(),
+            log=ctx.log,
             calibration_texts=data.train.texts,
         )
         ctx.artifacts[self.name] = dict(result.files)
@@ -77,8 +53,9 @@ class ExportStage(Stage):
             "sizes_bytes": result.sizes,
             "parity": result.parity,
         }
-        ctx.run_dir.write_json(f"stages/{self.index:02d}-{self.name}/metrics.json", metrics)
+        ctx.run_dir.write_json(
+            ctx.run_dir.stage_dir(self.index, self.name) / "metrics.json", metrics
+        )
         if result.failures:
             raise EdgebertError(f"[{self.name}] " + "; ".join(result.failures))
         return metrics
-

@@ -12,13 +12,13 @@ from typing import Literal
 from pydantic import Field
 from transformers import set_seed
 
-from compress.context import StageScope
-from compress.model_io import load_classifier, load_tokenizer, save_classifier
 from compress.config import MetricName, ModifierEntry, StageConfig, TrainingConfig
+from compress.context import StageScope
+from compress.errors import EdgebertError
+from compress.model_io import load_classifier, load_tokenizer, save_classifier
+from compress.modifiers.prune import encoder_layers
 from compress.stages.base import Stage
 from compress.training import TrainingPhase
-from compress.errors import EdgebertError
-from compress.modifiers.prune import encoder_layers
 from compress.vocab import VocabConfig, prune_vocabulary
 
 
@@ -73,9 +73,11 @@ class FinetuneStage(Stage):
                 self.model, self.tokenizer, corpus, self.config.vocab
             )
             added = self.vocab_report["characters_added"]
-            ctx.log(f"[{self.name}] vocabulary {self.vocab_report['vocab_before']:,} -> "
-                    f"{self.vocab_report['vocab_after']:,} tokens"
-                    + (f" ({added:,} characters added)" if added else ""))
+            ctx.log(
+                f"[{self.name}] vocabulary {self.vocab_report['vocab_before']:,} -> "
+                f"{self.vocab_report['vocab_after']:,} tokens"
+                + (f" ({added:,} characters added)" if added else "")
+            )
         self.modifiers = [entry.build() for entry in self.config.with_]
 
     def _seed(self, ctx) -> int:

@@ -1,0 +1,79 @@
+"""Small helpers every edgebert package shares, kept at the lowest layer (`export` and
+`compress` import `bench`; `bench` imports neither): atomic file writes, the one-line form of an
+exception for error messages, and the model metadata file `edgebert.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+META_FILE = "edgebert.json"  # beside a model's weights or ONNX file: cleaning, max length, labels
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line for a one-line error: its first line, cut at `limit`."""
+    lines = str(exc).strip().splitlines()
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def current_umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def replace_file(staged: Path | str, target: Path | str) -> None:
+    """Move a fully written file over `target` in one rename, with the umask's permissions
+    (temporary files are private): readers see the old file or the new one, never half."""
+    os.chmod(staged, 0o666 & ~current_umask())
+    os.replace(staged, target)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        replace_file(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_model_meta(folder: Path) -> dict:
+    """A model folder's `edgebert.json` ({} when there is none); one-line error if damaged."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{path}: unreadable ({first_line(exc)})") from None
+    if not isinstance(meta, dict):
+        raise BenchError(f"{path}: expected a JSON object")
+    return meta
+
+
+def write_model_meta(folder: Path, meta: dict) -> Path:
+    """The one writer of `edgebert.json` (training stages and QAT's ONNX folder use it)."""
+    path = Path(folder) / META_FILE
+    write_json_atomic(path, meta)
+    return path
