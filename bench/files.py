@@ -77,3 +77,13 @@ def write_model_meta(folder: Path, meta: dict) -> Path:
     path = Path(folder) / META_FILE
     write_json_atomic(path, meta)
     return path
+
+
+def read_lines(path: Path, missing: str = "file not found") -> list[str]:
+    """A UTF-8 text file's lines, or a one-line error that names the file."""
+    if not path.is_file():
+        raise BenchError(f"{missing}: {path}")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{path}: not UTF-8 text (byte {exc.start})") from None

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from bench.entities import entity_spans
+
 
 def classification_metrics(
     y_true: Sequence[int], y_pred: Sequence[int], label_names: Sequence[str]
@@ -53,22 +55,6 @@ def classification_metrics(
 
 
 METRIC_NAMES = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "entity_f1")
-
-
-def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """(type, start, end) of each entity in a BIO tag row, as seqeval reads it by default: an
-    I- tag that does not continue an entity of its type starts a new one."""
-    spans: set[tuple[str, int, int]] = set()
-    kind, start = None, 0
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, name = tag.partition("-")
-        continues = prefix == "I" and name == kind
-        if kind is not None and not continues:
-            spans.add((kind, start, i))
-            kind = None
-        if prefix in ("B", "I") and not continues:
-            kind, start = name, i
-    return spans
 
 
 def token_metrics(

@@ -18,6 +18,7 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.files import first_line, read_model_meta
+from bench.tokenizer import TOKENIZER_FILE, FastTokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -342,6 +343,10 @@ def _is_token_classifier(folder: Path) -> bool:
 
 
 def _tokenizer(folder: Path):
+    """The folder's fast tokenizer without transformers; a folder with only a slow tokenizer
+    (no tokenizer.json) goes through transformers' AutoTokenizer."""
+    if (folder / TOKENIZER_FILE).is_file():
+        return FastTokenizer(folder)
     from transformers import AutoTokenizer
 
     try:

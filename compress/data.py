@@ -112,16 +112,6 @@ def read_label_names(path: Path) -> list[str]:
     return names
 
 
-def read_lines(path: Path, missing: str = "file not found") -> list[str]:
-    """A UTF-8 text file's lines, or a one-line error that names the file."""
-    if not path.is_file():
-        raise EdgebertError(f"{missing}: {path}")
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise EdgebertError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-
-
 def _raw_records(path: Path, text_field: str, label_field: str):
     """Yield (line number, text, label) from a JSONL or CSV/TSV file."""
     if not path.is_file():

@@ -14,7 +14,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from compress.data import SPLIT_NAMES, Split, TaskData, find_split_file, read_lines, resolve_dataset
+from bench.files import read_lines
+from compress.data import SPLIT_NAMES, Split, TaskData, find_split_file, resolve_dataset
 from compress.errors import EdgebertError
 
 TAG = re.compile(r"^(O|[BI]-\S+)$")

@@ -1,4 +1,8 @@
-"""`edgebert predict`: labels and probabilities for texts, with the model's own cleaning."""
+"""`edgebert predict`: labels and probabilities for texts, with the model's own cleaning.
+
+Imports neither torch nor scikit-learn: on an .onnx or .ort file it runs on ONNX Runtime alone
+(bench's runtime loads torch only for a PyTorch model directory).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.files import read_model_meta
+from bench.entities import entity_spans
+from bench.files import read_lines, read_model_meta
 from bench.runtime import open_model
 from compress.cleaning import make_cleaner
-from compress.data import read_lines
 from compress.errors import EdgebertError
 
 MAX_CHARS = 100_000
@@ -63,8 +67,6 @@ class Predictor:
 
     def _entities(self, texts: list[str], cleaned: list[str]) -> list[dict]:
         """Token classifier: words split on whitespace, a tag per word, BIO spans as entities."""
-        from bench.metrics import entity_spans
-
         words = [text.split() for text in cleaned]
         names = self.runner.label_names
         results = []

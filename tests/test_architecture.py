@@ -100,3 +100,32 @@ def test_no_function_is_longer_than_80_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{module}.{node.name}: {lines} lines")
     assert not long, long
+
+
+def test_predict_and_serve_on_an_onnx_file_load_neither_torch_nor_scikit_learn(
+    tiny_model_dir, tmp_path
+):
+    """`edgebert predict|serve model.onnx` must start on an edge board: ORT and a tokenizer."""
+    import json
+    import subprocess
+    import sys
+
+    from export.onnx_export import export_onnx
+
+    onnx_path = export_onnx(tiny_model_dir, tmp_path / "onnx")
+    probe = (
+        "import sys\n"
+        "from compress.cli import main\n"
+        f"sys.argv = ['edgebert', 'predict', {str(onnx_path)!r}, 'a fine film']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "from pathlib import Path\nfrom compress.serve import create_app\n"
+        f"create_app(Path({str(onnx_path)!r}))\n"
+        "print(sorted(m for m in ('torch', 'sklearn', 'transformers', 'compress.data') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    prediction, loaded = done.stdout.strip().splitlines()
+    assert json.loads(prediction)["label"] in ("negative", "positive")
+    assert loaded == "[]"
