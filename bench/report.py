@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from pathlib import Path
 
 from bench.files import write_bytes_atomic
@@ -38,41 +39,137 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return sorted(front, key=lambda n: points[n][0])
 
 
+def _latency_at(model, batch_size: int):
+    """The model's latency row at `batch_size` (shortest timed sequence), or None."""
+    rows = [lat for lat in model.latency if lat.batch_size == batch_size]
+    return min(rows, key=lambda lat: lat.seq_length) if rows else None
+
+
+def _quality(model) -> float | None:
+    return model.accuracy.macro_f1 if model.accuracy else None
+
+
+def _batches(report: BenchReport) -> tuple[int, int]:
+    sizes = sorted({lat.batch_size for m in report.models for lat in m.latency})
+    return sizes[0], sizes[-1]
+
+
+def headline(report: BenchReport) -> str:
+    """One sentence for "should I ship it?": the Pareto front, and its fastest model against
+    the baseline (speed at the smallest and largest batch, size, accuracy cost)."""
+    points = {
+        m.name: (lat, f1) for m in report.models for lat, f1 in [_headline(m)] if f1 is not None
+    }
+    if not points:
+        return "No accuracy data: latency only."
+    front = pareto_front(points)
+    text = f"Pareto front (batch-1 latency vs macro-F1): {', '.join(front)}."
+    base = next((m for m in report.models if m.name == report.baseline), None)
+    best = next(m for m in report.models if m.name == front[0])
+    if base is None or best is base:
+        return text
+    small, large = _batches(report)
+    ratios = []
+    for batch in (small, large):
+        mine, theirs = _latency_at(best, batch), _latency_at(base, batch)
+        if mine and theirs:
+            ratios.append(f"{theirs.p50_ms / mine.p50_ms:.1f}x at batch {batch}")
+    size = base.size_bytes / best.size_bytes
+    smaller = f"{size:.1f}x smaller" if size >= 1 else f"{1 / size:.1f}x larger"
+    deltas = [
+        f"{label} {100 * (mine - theirs):+.1f} points"
+        for label, mine, theirs in (
+            ("macro-F1", _quality(best), _quality(base)),
+            (
+                "accuracy",
+                best.accuracy and best.accuracy.accuracy,
+                base.accuracy and base.accuracy.accuracy,
+            ),
+        )
+        if mine is not None and theirs is not None
+    ]
+    return (
+        f"{text} Fastest on it: {best.name}, {' and '.join(ratios)} faster than {base.name} "
+        f"and {smaller} ({best.size_bytes / 1e6:.1f} MB); {', '.join(deltas)} against it."
+    )
+
+
 def pareto_png(report: BenchReport) -> bytes | None:
+    """Three panels side by side: macro-F1 against batch-1 latency, against the largest batch's
+    latency, and against file size. Each model has its own colour and marker, named in one
+    legend (no labels on the points, so close points never print over each other)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = {
-        m.name: (lat, f1) for m in report.models for lat, f1 in [_headline(m)] if f1 is not None
-    }
-    if not points:
+    scored = [m for m in report.models if _quality(m) is not None]
+    if not scored:
         return None
-    front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for name, (lat, f1) in points.items():
-        ax.scatter(lat, f1, s=40, color="tab:blue" if name in front else "tab:gray", zorder=3)
-        ax.annotate(name, (lat, f1), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.plot(
-        [points[n][0] for n in front],
-        [points[n][1] for n in front],
-        "--",
-        color="tab:blue",
-        label="Pareto front",
+    small, large = _batches(report)
+    panels = [
+        (f"p50 ms, batch {small} (log)", lambda m: _p50(m, small)),
+        (f"p50 ms, batch {large} (log)", lambda m: _p50(m, large)),
+        ("size MB (log)", lambda m: m.size_bytes / 1e6),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), dpi=100)
+    for ax, (label, x_of) in zip(axes, panels):
+        _panel(ax, scored, x_of, label)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8, frameon=False
     )
-    first = report.models[0].latency[0]
-    ax.set_xscale("log")
-    ax.set_xlabel(f"p50 latency, ms (batch {first.batch_size}, seq {first.seq_length}, log scale)")
-    ax.set_ylabel("macro-F1")
-    ax.set_title("Latency vs accuracy")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
+    fig.suptitle("Accuracy against latency and size (dashed: Pareto front)")
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(names) - 1) // 4), 1, 1))
     buffer = io.BytesIO()
-    fig.tight_layout()
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _p50(model, batch_size: int) -> float | None:
+    lat = _latency_at(model, batch_size)
+    return lat.p50_ms if lat else None
+
+
+MARKERS = "osD^v<>PX*"
+
+
+def _decades(points: dict[str, tuple[float, float]]) -> float:
+    """How many powers of ten the x values span (few: label the minor ticks too)."""
+    xs = [x for x, _ in points.values() if x > 0]
+    return math.log10(max(xs) / min(xs)) if xs else 0.0
+
+
+def _panel(ax, models, x_of, label: str) -> None:
+    import matplotlib.ticker  # noqa: F401  (loaded with pyplot; named here for the formatter)
+
+    points = {m.name: (x_of(m), _quality(m)) for m in models if x_of(m) is not None}
+    front = pareto_front(points)
+    for i, model in enumerate(models):
+        if model.name in points:
+            x, y = points[model.name]
+            ax.scatter(
+                x,
+                y,
+                s=46,
+                marker=MARKERS[i % len(MARKERS)],
+                color=f"C{i % 10}",
+                label=model.name + (" *" if model.name in front else ""),
+                zorder=3,
+            )
+    ax.plot(
+        [points[n][0] for n in front], [points[n][1] for n in front], "--", color="0.4", zorder=2
+    )
+    ax.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(
+        plain if _decades(points) < 1 else matplotlib.ticker.NullFormatter()
+    )
+    ax.set_xlabel(label)
+    ax.set_ylabel("macro-F1")
+    ax.grid(True, alpha=0.3)
 
 
 MODEL_HEAD = [
@@ -180,6 +277,8 @@ def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown(report: BenchReport) -> str:
     lines = [
+        headline(report),
+        "",
         "Machine: "
         + _machine_line(report)
         + (" (emulated: timings are not hardware figures)" if report.machine.emulated else ""),
@@ -211,7 +310,7 @@ def _html_table(table_id: str, head: list[str], rows: list[list[str]]) -> str:
 def html_page(report: BenchReport) -> str:
     png = pareto_png(report)
     image = (
-        f'<img alt="latency vs accuracy Pareto plot" src="data:image/png;base64,'
+        f'<img id="pareto" alt="accuracy against batch-1 latency, batch-32 latency and size" src="data:image/png;base64,'
         f'{base64.b64encode(png).decode()}">'
         if png
         else "<p>(no accuracy data: no plot)</p>"
@@ -220,9 +319,11 @@ def html_page(report: BenchReport) -> str:
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgebert benchmark</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}</style>
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}
+img{{max-width:100%;height:auto}}</style>
 </head><body>
 <h1>edgebert benchmark</h1>
+<p id="headline"><b>{html.escape(headline(report))}</b></p>
 <p>{html.escape(_machine_line(report) + ", " + report.created)}
 {"<b>emulated: timings are not hardware figures</b>" if m.emulated else ""}</p>
 {image}
@@ -232,6 +333,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 <p>Every evaluation text end to end, tokenization included, length-bucketed dynamic padding.</p>
 {_html_table("traffic", TRAFFIC_HEAD, traffic_rows(report))}
 <h2>Stages</h2>
+<p>Each stage of the run that made these files: its model's accuracy, size and wall time.</p>
 {_html_table("stages", STAGE_HEAD, stage_rows(report))}
 </body></html>
 """

@@ -6,7 +6,7 @@ import gc
 import io
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from bench.machine import int8_peak_gmacs, machine_info
 from bench.macs import graph_macs
 from bench.metrics import classification_metrics, token_metrics
 from bench.options import DEFAULTS, BenchOptions
+from bench.progress import ProgressLine, to_stderr_unless_terminal
 from bench.runtime import BENCH_DEFAULTS, ModelRunner, RuntimeSettings, model_settings, open_model
 from bench.schema import Accuracy, BenchReport, Latency, Machine, ModelResult, StageRow, Traffic
 
@@ -52,6 +53,7 @@ def run_benchmark(
     settings: dict[str, RuntimeSettings] | None = None,
     min_runs: int = 10,
     traffic_rounds: int = 3,
+    progress_log: Callable[[str], None] = to_stderr_unless_terminal,
 ) -> BenchReport:
     """Load every model, score it on (texts, labels), then time all of them interleaved.
 
@@ -76,10 +78,12 @@ def run_benchmark(
         console=console,
     ) as progress:
         task = progress.add_task("bench", total=len(grid))
-        for batch_size, seq_length in grid:
+        lines = ProgressLine("[bench] timed", len(grid), progress_log, "shapes")
+        for done, (batch_size, seq_length) in enumerate(grid, 1):
             progress.update(task, description=f"batch {batch_size} x seq {seq_length}")
             _time_shape(runners, results, texts, batch_size, seq_length, options, min_runs)
             progress.advance(task)
+            lines.update(done, force=True, last=f"batch {batch_size} x seq {seq_length}")
     if options.traffic_batch_size:
         _real_traffic(
             runners, results, texts, options.traffic_batch_size, traffic_rounds, options.seq_lengths

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
+from bench.progress import to_stderr_unless_terminal
 from compress.data import TaskData
 from compress.errors import EdgebertError
 from compress.model_names import resolve_model
@@ -41,6 +42,17 @@ class RunContext:
                 raise EdgebertError(f"unknown model reference '{ref}' (models so far: {made})")
             return self.models[name]
         return resolve_model(ref)
+
+    def files_of_model(self, model_dir: Path) -> dict[str, Path]:
+        """Shippable files the stage that made `model_dir` published (e.g. its QAT graph)."""
+        stage = next((name for name, path in self.models.items() if path == model_dir), None)
+        return dict(self.artifacts.get(stage, {})) if stage else {}
+
+    def log_progress(self, line: str) -> None:
+        """A progress line: always in run.log; on stderr only when it is not a terminal (a
+        terminal shows a live bar instead)."""
+        self.run_dir.log(line)
+        to_stderr_unless_terminal(line)
 
     def publish_model(self, stage_name: str, path: Path) -> None:
         self.models[stage_name] = path

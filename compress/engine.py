@@ -94,6 +94,15 @@ def _open_run_dir(
     return rd, manifest, state
 
 
+def _close(ctx: RunContext) -> None:
+    """Print each bench stage's summary last (where a user looks) and keep it as summary.txt."""
+    summaries = [r["summary"] for r in ctx.results.values() if r.get("summary")]
+    if summaries and distributed.is_main():
+        text = "\n\n".join(summaries)
+        ctx.console.print("\n" + text, markup=False, highlight=False, soft_wrap=True)
+        write_text_atomic(ctx.run_dir.root / "summary.txt", text + "\n")
+
+
 def run_recipe(
     recipe,
     out_base: Path,
@@ -151,6 +160,7 @@ def run_recipe(
             rd.write_json(STATE_FILE, _snapshot(ctx, index + 1))
             shutil.rmtree(stage_dir / "checkpoint", ignore_errors=True)  # its model is saved
         manifest["status"] = "completed"
+        _close(ctx)
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
         raise EdgebertError(

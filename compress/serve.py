@@ -10,7 +10,10 @@ distribution (the cheapest drift alarm: a label's share moving is visible at onc
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,6 +208,22 @@ def serve(model: Path, host: str, port: int, max_batch: int, max_wait_ms: float)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+def check_loopback(url: str) -> None:
+    """Refuse any target that is not this machine: the URL is parsed (so `127.0.0.1@host` is
+    the host it really names) and every address its host resolves to must be loopback."""
+    parts = urllib.parse.urlsplit(url)
+    refuse = EdgebertError(f"load test targets loopback addresses only, not {url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise refuse
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise refuse from None
+    addresses = {info[4][0].split("%")[0] for info in infos}
+    if not addresses or not all(ipaddress.ip_address(a).is_loopback for a in addresses):
+        raise refuse
+
+
 def load_test(
     url: str, texts: list[str], seconds: float, concurrency: int = 8, max_requests: int = 100_000
 ) -> dict:
@@ -215,8 +234,7 @@ def load_test(
     import httpx
     import numpy as np
 
-    if not url.startswith(("http://127.", "http://localhost", "http://[::1]")):
-        raise EdgebertError(f"load test targets loopback addresses only, not {url}")
+    check_loopback(url)
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()

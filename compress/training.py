@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from torch.ao.quantization import FakeQuantizeBase
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from bench.metrics import classification_metrics, token_metrics
+from bench.progress import ProgressLine, to_stderr_unless_terminal
 from compress import distributed
 from compress.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from compress.data import EncodedDataset, encode, make_collate
@@ -58,9 +60,14 @@ def observers_paused(model):
 
 
 def batched_logits(
-    model, input_ids: list[list[int]], batch_size: int, pad_token_id: int
+    model,
+    input_ids: list[list[int]],
+    batch_size: int,
+    pad_token_id: int,
+    progress: ProgressLine | None = None,
 ) -> np.ndarray:
-    """Logits for many rows, batched by length so padding stays small, in input order."""
+    """Logits for many rows, batched by length so padding stays small, in input order.
+    `progress` gets the rows done after each batch (and a final line)."""
     order = sorted(range(len(input_ids)), key=lambda i: len(input_ids[i]))
     device = next(model.parameters()).device
     collate = make_collate(pad_token_id)
@@ -77,6 +84,9 @@ def batched_logits(
             ).logits.cpu()
             for i, row in zip(chunk, logits.float().numpy()):
                 out[i] = row if row.ndim == 1 else row[: len(input_ids[i])]  # token rows: unpadded
+            if progress is not None:
+                done = start + len(chunk)
+                progress.update(done, force=done == len(order))
     model.train(was_training)
     if out and out[0] is not None and out[0].ndim == 2:
         return out  # type: ignore[return-value]  # token classification: one [length, C] per row
@@ -105,6 +115,7 @@ class TrainingPhase:
     select_best: str = "accuracy"
     modifiers: list = field(default_factory=list)
     log: Any = print
+    progress_log: Callable[[str], None] = to_stderr_unless_terminal  # lines for logs, ~30 s
     seed: int = 42
     task: str = "text-classification"  # or token-classification: texts are word lists
     scope: StageScope | None = None  # the run and stage folder (None: a bare phase in tests)
@@ -187,11 +198,22 @@ class TrainingPhase:
             )
             yield {k: v.to(device) for k, v in batch.items() if k != "row"}
 
+    def progress(self, what: str, total: int, unit: str, done: int = 0) -> ProgressLine:
+        """A progress line for `what` (train, evaluate, teacher logits) of this stage."""
+        stage = self.scope.stage_name if self.scope else "train"
+        return ProgressLine(f"[{stage}] {what}", total, self.progress_log, unit, done_at_start=done)
+
     def _logits(self, model, ids: list[list[int]]):
         """Logits of every row; with several processes each scores its share and all gather."""
         ranks, me = distributed.world_size(), distributed.rank()
         local = (
-            batched_logits(model, ids[me::ranks], self.training.eval_batch_size, self.pad_id)
+            batched_logits(
+                model,
+                ids[me::ranks],
+                self.training.eval_batch_size,
+                self.pad_id,
+                self.progress("evaluate", len(ids[me::ranks]), "rows"),
+            )
             if ids[me::ranks]
             else []
         )
@@ -285,6 +307,7 @@ class TrainingPhase:
         self.model.train()
         run.net = self._wrap_parallel(run)
         run.seen_at_start = self.state.seen
+        run.heartbeat = self.progress("train", self.total_steps, "steps", self.state.step)
         self.state.finished = self.state.finished or self.state.step >= self.total_steps
         with run.progress, run.interrupted:
             run.task = run.progress.add_task(
@@ -416,6 +439,7 @@ class TrainingPhase:
                 self._save(run, micro, False, epoch_generator)
             if run.interrupted.flag:
                 raise KeyboardInterrupt
+        self._report_progress(run, force=True)
         return micro
 
     def _backward(self, run: _Run, batch: dict) -> None:
@@ -446,9 +470,20 @@ class TrainingPhase:
         self.state.step += 1
         for modifier in self.modifiers:
             modifier.on_step(self)
+        self._report_progress(run)
+
+    def _report_progress(self, run: _Run, force: bool = False) -> None:
+        """The live bar on a terminal; a plain line for logs every ~30 s and when forced."""
         rate = (self.state.seen - run.seen_at_start) / (time.perf_counter() - run.started)
         run.progress.update(
             run.task, completed=self.state.step, loss=self.state.running_loss, rate=rate
+        )
+        run.heartbeat.update(
+            self.state.step,
+            force=force,
+            epoch=f"{self.state.epoch}/{self.training.epochs}",
+            loss=f"{self.state.running_loss:.4f}",
+            rate=f"{rate:.1f} rows/s",
         )
 
     # --- epoch end ---------------------------------------------------------------------------
@@ -553,6 +588,7 @@ class _Run:
     scheduler: Any = None
     net: Any = None  # the model, or its DDP wrapper under torchrun
     task: Any = None  # the progress bar's task id
+    heartbeat: ProgressLine | None = None  # plain lines for logs (run.log, nohup, tee)
     interrupted: InterruptFlag = field(default_factory=InterruptFlag)
     started: float = field(default_factory=time.perf_counter)
     seen_at_start: int = 0

@@ -46,11 +46,14 @@ def export_model(
     options: ExportOptions | None = None,
     log: Callable[[str], None] = print,
     calibration_texts: Sequence[str] | None = None,
+    made_elsewhere: dict[str, Path] | None = None,
 ) -> ExportResult:
     """Export `model_dir`, check every variant against PyTorch on `texts`, return what was made.
 
     Static INT8 calibrates on `calibration_texts` (training rows; defaults to `texts`), so the
-    parity rows are never the rows the quantizer saw.
+    parity rows are never the rows the quantizer saw. `made_elsewhere` are ONNX files already
+    made from this model (QAT's graph, by the training stage): they get the same parity check
+    and may become the `.ort` file.
     """
     options = options or ExportOptions()  # validated: quantize modes are QUANTIZE_MODES
     if not texts:
@@ -75,6 +78,7 @@ def export_model(
             method=options.calibration.method,
             per_channel=options.calibration.per_channel,
         )
+    files.update(made_elsewhere or {})
     if "ort" in options.formats:
         variant = options.ort_variant or list(files)[-1]
         if variant not in files:

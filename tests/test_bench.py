@@ -1,6 +1,10 @@
 """Latency statistics, the interleaved runner and the three report formats."""
 
+import html
 import json
+import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -243,3 +247,53 @@ def test_both_bench_command_lines_refuse_two_models_with_one_name(tmp_path, caps
     assert (
         code == 2 and err.strip() == "edgebert: error: two models are named 'model': use NAME=PATH"
     )
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=10000",
+]
+PROBE = """<script>
+window.addEventListener("load", () => document.body.setAttribute("data-probe", JSON.stringify({
+  images: [...document.images].map(i => [i.id, i.naturalWidth, i.naturalHeight]),
+  rows: Object.fromEntries([...document.querySelectorAll("table")].map(t => [t.id, t.rows.length - 1])),
+  headline: document.getElementById("headline").textContent})));
+</script></body>"""
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no headless Chromium on this machine (Debian package 'chromium'; .ci/run installs it)",
+)
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    """A real browser decodes the three-panel plot and shows every table filled."""
+    page = write_reports(report, tmp_path)["html"].read_text()
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", PROBE))
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            *BROWSER_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    found = re.search(r'data-probe="([^"]*)"', done.stdout)
+    assert found, done.stdout[-3000:]
+    result = json.loads(html.unescape(found.group(1)))
+    ((image_id, width, height),) = result["images"]
+    assert image_id == "pareto" and width == 1500 and height == 460  # three panels, 15 x 4.6 in
+    assert result["rows"] == {"models": 2 * 4, "traffic": 2, "stages": 1}
+    assert result["headline"].startswith("Pareto front (batch-1 latency vs macro-F1):")

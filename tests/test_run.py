@@ -1,6 +1,7 @@
 """End-to-end runs of a tiny recipe through the engine and the CLI."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -183,8 +184,39 @@ def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, t
     assert not report["models"][4]["settings"]["spinning"] and variant["settings"]["spinning"]
     ort_fp32 = report["models"][1]
     assert ort_fp32["accuracy"]["accuracy"] == report["models"][0]["accuracy"]["accuracy"]
-    assert report["stages"][0]["stage"] == "finetune" and len(report["stages"]) == 2
-    assert (run_dir / "stages" / "02-bench" / "report.html").is_file()
+    stage = report["stages"][0]
+    assert stage["stage"] == "finetune" and len(report["stages"]) == 2
+    assert stage["accuracy"] == metrics["finetune"]["validation"]["accuracy"]
+    weights = (run_dir / "stages" / "00-finetune" / "model" / "model.safetensors").stat().st_size
+    assert stage["size_bytes"] == weights and stage["parameters"] > 0
+    page = (run_dir / "stages" / "02-bench" / "report.html").read_text()
+    assert '<p id="headline"><b>Pareto front (batch-1 latency vs macro-F1):' in page
+    # The closing summary: every shipped file against the peer and the teacher, what to ship.
+    summary = (run_dir / "summary.txt").read_text()
+    assert summary.strip() in err and summary == metrics["bench"]["summary"] + "\n"
+    rows = {line.split()[0]: line for line in summary.splitlines() if line.strip()}
+    peer_b1 = report["models"][0]["latency"][0]["p50_ms"]
+    int8 = report["models"][4]
+    assert (
+        f"{int8['latency'][0]['p50_ms']:.2f} ({peer_b1 / int8['latency'][0]['p50_ms']:.1f}x)"
+        in rows["export:dynamic_int8"]
+    )
+    delta = 100 * (int8["accuracy"]["accuracy"] - metrics["finetune"]["validation"]["accuracy"])
+    assert f"{int8['accuracy']['accuracy']:.4f} ({delta:+.1f})" in rows["export:dynamic_int8"]
+    assert "finetune:ort_fp32" not in rows  # baselines are not shipped files
+    shipped = rows["ship:"].split()[1]
+    assert shipped in {m["path"] for m in report["models"][2:]}
+    assert f"edgebert predict {shipped}" in summary and f"edgebert serve {shipped}" in summary
+    # Progress for logs (stderr is not a terminal here): train and evaluation lines.
+    log = (run_dir / "run.log").read_text()
+    steps = metrics["finetune"]["steps"]
+    assert re.search(
+        rf"\[finetune\] train {steps}/{steps} steps  epoch 1/1  loss [0-9.]+  "
+        r"rate [0-9.]+ rows/s  elapsed 0:00:\d\d ETA 0:00:00",
+        log,
+    )
+    assert "[finetune] evaluate 100/100 rows" in log and "[bench] timed 1/1 shapes" in log
+    assert f"[finetune] train {steps}/{steps} steps" in err
 
 
 def test_parity_failure_fails_the_export_stage_with_numbers(

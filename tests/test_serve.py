@@ -11,7 +11,7 @@ import pytest
 
 from compress.errors import EdgebertError
 from compress.predict import Predictor
-from compress.serve import create_app, load_test
+from compress.serve import check_loopback, create_app, load_test
 from tests.conftest import sample_rows
 
 TEXTS = [r["text"] for r in sample_rows("validation", 40, seed=5)]
@@ -83,9 +83,24 @@ def test_concurrent_requests_are_batched_and_load_test_is_bounded(server):
     assert labels == result["requests"]
 
 
-def test_load_test_refuses_non_loopback_and_dead_servers():
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.1:8000",
+        "http://127.0.0.1@10.0.0.1:8000",  # userinfo: the host is 10.0.0.1
+        "http://localhost.example.com",  # a name that only starts like loopback
+        "http://[2001:db8::1]:8000",  # IPv6, not ::1
+        "ftp://127.0.0.1",
+    ],
+)
+def test_load_test_refuses_every_non_loopback_target(url):
     with pytest.raises(EdgebertError, match="loopback addresses only"):
-        load_test("http://10.0.0.1:8000", ["a"], seconds=0.1)
+        load_test(url, ["a"], seconds=0.1)
+
+
+def test_load_test_accepts_loopback_names_and_refuses_dead_servers():
+    for url in ("http://localhost:1", "http://[::1]:1", "http://127.0.0.5:1"):
+        check_loopback(url)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -1,19 +1,34 @@
 """Real-model checks (minutes each): run on purpose with `python -m pytest -m slow`."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-def test_quickstart_reaches_85_percent_on_sst2_validation(tmp_path, run_cli):
+def test_quickstart_runs_the_whole_product(tmp_path, run_cli):
+    """teacher -> compact QAT student -> ONNX/.ort -> bench against Optimum INT8 -> summary."""
     code, out, err = run_cli("run", "quickstart", "--out", tmp_path)
     assert code == 0, err
     run_dir = tmp_path / out.strip().split("/")[-1]
-    validation = json.loads((run_dir / "metrics.json").read_text())["finetune"]["validation"]
-    assert validation["n"] == 872
-    assert validation["accuracy"] >= 0.85
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics) == ["teacher", "student", "export", "bench"]
+    assert metrics["teacher"]["validation"]["n"] == 872
+    assert metrics["teacher"]["validation"]["accuracy"] >= 0.83
+    files = metrics["export"]["files"]
+    assert {"fp32", "dynamic_int8", "qat_int8", "qat_int8_ort"} <= set(files)
+    assert all(Path(path).is_file() for path in files.values())
+    report = json.loads((run_dir / "stages" / "03-bench" / "report.json").read_text())
+    assert report["baseline"] == "teacher:optimum_dynamic_int8"
+    student = next(m for m in report["models"] if m["name"] == "student:qat_int8")
+    for latency in student["latency"]:  # batch 1 and batch 32
+        assert latency["ratio_to_baseline_p50"] >= 2.0, latency
+    assert student["accuracy"]["accuracy"] >= 0.80
+    assert (run_dir / "stages" / "03-bench" / "report.html").is_file()
+    summary = (run_dir / "summary.txt").read_text()
+    assert summary.strip() in err and "ship:" in summary and "edgebert predict" in summary
 
 
 def test_minilm_exports_with_fp32_parity_and_int8_ops(tmp_path):

@@ -168,7 +168,11 @@ class Distill(Modifier):
         if cache.is_file():
             return load_file(str(cache))["logits"].to(self.device)
         logits = batched_logits(
-            teacher, ids, phase.training.eval_batch_size, tokenizer.pad_token_id or 0
+            teacher,
+            ids,
+            phase.training.eval_batch_size,
+            tokenizer.pad_token_id or 0,
+            phase.progress("teacher logits", len(ids), "rows"),
         )
         tensor = torch.from_numpy(logits)
         save_file({"logits": tensor}, str(cache))

@@ -14,6 +14,7 @@ from bench.runner import run_benchmark
 from compress.config import StageConfig
 from compress.errors import EdgebertError
 from compress.stages.base import Stage
+from compress.summary import Reference, run_summary
 from export.onnx_export import export_onnx
 from export.quantize import optimum_dynamic_int8
 
@@ -67,39 +68,65 @@ class BenchStage(Stage):
             models[f"{ref.lstrip('@')}:optimum_dynamic_int8"] = optimum_dynamic_int8(
                 onnx_of(ref), onnx_of(ref)
             )
+        timed = set(models.values())
         for stage in cfg.exports or list(ctx.artifacts):
             for variant, path in ctx.artifacts.get(stage, {}).items():
-                models[f"{stage}:{variant}"] = path
-        split = ctx.data.split(cfg.split)
-        stage_rows = [
-            {
-                "stage": name,
-                "accuracy": result.get("validation", {}).get("accuracy"),
-                "macro_f1": result.get("validation", {}).get("macro_f1"),
-                "parameters": result.get("parameters"),
-                "wall_seconds": result.get("wall_seconds"),
-            }
-            for name, result in ctx.results.items()
-        ]
-        report = self._run(
-            models, split, f"{ctx.recipe.data.dataset or 'data'} {cfg.split}", stage_rows
-        )
+                if path not in timed:  # an export stage re-lists the QAT graph it checked
+                    models[f"{stage}:{variant}"] = path
+                    timed.add(path)
+        report = self._run(ctx, models)
         paths = write_reports(report, out_dir)
         ctx.log(f"[{self.name}] reports: {paths['markdown']}")
         return {
             "reports": {k: str(v) for k, v in paths.items()},
             "models": [m.name for m in report.models],
+            "summary": run_summary(report, self._shipped(ctx), self._teacher(ctx), paths["html"]),
         }
 
-    def _run(self, models: dict[str, Path], split, dataset: str, stage_rows: list[dict]):
+    @staticmethod
+    def _shipped(ctx) -> set[str]:
+        """Every file the run made to ship (export variants, QAT graphs); baselines are not."""
+        return {str(path) for files in ctx.artifacts.values() for path in files.values()}
+
+    def _teacher(self, ctx) -> Reference:
+        """The run's first trained model (the first published), scored on the bench split by
+        its own stage."""
+        name = next(iter(ctx.models), "teacher")
+        result = ctx.results.get(name, {})
+        metrics = result.get(self.config.split) or result.get("validation") or {}
+        return Reference(name, metrics.get("accuracy"), metrics.get("macro_f1"))
+
+    def _run(self, ctx, models: dict[str, Path]):
+        split = ctx.data.split(self.config.split)
         try:
             return run_benchmark(
                 models,
                 split.texts,
                 split.labels,
-                dataset=dataset,
+                dataset=f"{ctx.recipe.data.dataset or 'data'} {self.config.split}",
                 options=self.config.options(),
-                stages=stage_rows,
+                stages=self._stage_rows(ctx),
+                progress_log=ctx.log_progress,
             )
         except BenchError as exc:
             raise EdgebertError(f"stages[{self.index}] (bench): {exc}") from None
+
+    def _stage_rows(self, ctx) -> list[dict]:
+        """One row per earlier stage: its model's metrics on the bench split (validation when
+        the stage has none there), parameters, weight size and wall time."""
+        rows = []
+        for name, result in ctx.results.items():
+            metrics = result.get(self.config.split) or result.get("validation") or {}
+            model = ctx.models.get(name)
+            weights = sum(p.stat().st_size for p in model.glob("*.safetensors")) if model else None
+            rows.append(
+                {
+                    "stage": name,
+                    "accuracy": metrics.get("accuracy"),
+                    "macro_f1": metrics.get("macro_f1"),
+                    "parameters": result.get("parameters"),
+                    "size_bytes": weights or None,
+                    "wall_seconds": result.get("wall_seconds"),
+                }
+            )
+        return rows

@@ -46,6 +46,7 @@ class ExportStage(Stage):
             options=self.config.options(),
             log=ctx.log,
             calibration_texts=data.train.texts,
+            made_elsewhere=ctx.files_of_model(model_dir),
         )
         ctx.artifacts[self.name] = dict(result.files)
         metrics = {

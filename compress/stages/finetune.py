@@ -104,6 +104,7 @@ class FinetuneStage(Stage):
             modifiers=self.modifiers,
             task=recipe.task,
             log=ctx.log,
+            progress_log=ctx.log_progress,
             seed=self._seed(ctx),
             scope=StageScope(ctx, self.name, self._folder(ctx), self._model_meta(ctx)),
         )
