@@ -29,8 +29,17 @@ class RunContext:
     last_model: Path | None = None
     resuming: bool = False
 
-    def resolve_model_ref(self, ref: str) -> Path:
-        """`@name` (a model an earlier stage made), `@previous`, a known name, or a path."""
+    def resolve_model_ref(self, ref: str, field: str | None = None) -> Path:
+        """`@name` (a model an earlier stage made), `@previous`, a known name, or a path.
+        With `field` (e.g. `stages[1].model`), an error names the recipe field first."""
+        try:
+            return self._resolve(ref)
+        except EdgebertError as exc:
+            if field is None:
+                raise
+            raise EdgebertError(f"{field}: {exc}") from None
+
+    def _resolve(self, ref: str) -> Path:
         if ref == "@previous":
             if self.last_model is None:
                 raise EdgebertError("'@previous' used before any stage produced a model")

@@ -92,6 +92,16 @@ def resolve_dataset(name: str) -> Path:
     )
 
 
+def dataset_folder(cfg) -> Path | None:
+    """The folder of the recipe's `data.dataset` (None when it names files instead)."""
+    if not cfg.dataset:
+        return None
+    try:
+        return resolve_dataset(cfg.dataset)
+    except EdgebertError as exc:
+        raise EdgebertError(f"data.dataset: {exc}") from None
+
+
 def find_split_file(folder: Path, split: str) -> Path | None:
     for suffix in DATA_SUFFIXES:
         candidate = folder / f"{split}{suffix}"

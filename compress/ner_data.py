@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.files import read_lines
-from compress.data import SPLIT_NAMES, Split, TaskData, find_split_file, resolve_dataset
+from compress.data import SPLIT_NAMES, Split, TaskData, dataset_folder, find_split_file
 from compress.errors import EdgebertError
 
 TAG = re.compile(r"^(O|[BI]-\S+)$")
@@ -107,7 +107,7 @@ def _sample(split: Split, rows: int | None, seed: int) -> Split:
 def load_token_task(cfg, seed: int) -> TaskData:
     """The recipe's `data:` for `task: token-classification` (cleaning does not apply: words
     are taken as the file gives them)."""
-    folder = resolve_dataset(cfg.dataset) if cfg.dataset else None
+    folder = dataset_folder(cfg)
     paths = {
         s: getattr(cfg, s) or (find_split_file(folder, s) if folder else None) for s in SPLIT_NAMES
     }

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from bench.files import first_line
 from compress.catalog import MODIFIERS, STAGES, check_stage_order
 from compress.config import DataConfig, ModifierEntry, SearchConfig, Strict
 from compress.errors import EdgebertError
@@ -270,7 +271,7 @@ def parse_recipe(text: str, source: str, overrides: list[str] | None = None, bas
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise EdgebertError(f"{source}{where}: broken YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise EdgebertError(f"{source}: a recipe must be a mapping with name, data and stages")

@@ -15,10 +15,10 @@ from compress.data import (
     SPLIT_NAMES,
     TaskData,
     carve_validation,
+    dataset_folder,
     find_split_file,
     label_names_for,
     read_split,
-    resolve_dataset,
     subsample,
 )
 from compress.errors import EdgebertError
@@ -34,7 +34,7 @@ def load_task_data(cfg, seed: int, task: str = "text-classification") -> TaskDat
         return load_token_task(cfg, seed)
 
     clean = make_cleaner(cfg.clean)
-    folder = resolve_dataset(cfg.dataset) if cfg.dataset else None
+    folder = dataset_folder(cfg)
     paths: dict[str, Path | None] = {}
     for split in SPLIT_NAMES:
         explicit = getattr(cfg, split)

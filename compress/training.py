@@ -560,6 +560,7 @@ class TrainingPhase:
             "eval_truncated": self.eval_truncated,
             "train_seconds": round(time.perf_counter() - run.started, 2),
             "device": str(run.device),
+            "world_size": distributed.world_size(),  # processes that trained (torchrun)
             "history": self.state.history,
             "modifiers": modifier_metrics,
         }

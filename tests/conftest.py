@@ -29,6 +29,26 @@ def sample_rows(split: str, n: int, seed: int = 0) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
+def varied_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny BERT drawn with a wide initialiser (std 0.5): untrained, yet its labels vary
+    (about 1 in 5 negative on SST-2 rows) and its logits spread, so agreement and logit-gap
+    checks of exported and quantized copies can fail. The default draw (std 0.02) predicts one
+    class everywhere with logits that differ by 1e-5."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    root = tmp_path_factory.mktemp("varied-bert")
+    shutil.copytree(tiny_model_dir, root, dirs_exist_ok=True)
+    config = BertConfig.from_pretrained(str(root))
+    config.initializer_range = 0.5
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(str(root), safe_serialization=True)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT classifier with a 600-token WordPiece vocab, saved as safetensors."""
     import torch

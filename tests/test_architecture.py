@@ -129,3 +129,67 @@ def test_predict_and_serve_on_an_onnx_file_load_neither_torch_nor_scikit_learn(
     prediction, loaded = done.stdout.strip().splitlines()
     assert json.loads(prediction)["label"] in ("negative", "positive")
     assert loaded == "[]"
+
+
+BLOCKER = """
+import runpy, sys
+
+class Unimportable:
+    \"\"\"torch and compress are not there: what an edge board without the toolkit has.\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "compress"):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        return None
+
+sys.meta_path.insert(0, Unimportable())
+sys.argv = ["python -m bench", *sys.argv[1:]]
+runpy.run_module("bench", run_name="__main__")
+"""
+
+
+def test_python_m_bench_runs_with_torch_and_compress_unimportable(tiny_model_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from export.onnx_export import export_onnx
+
+    onnx_path = export_onnx(tiny_model_dir, tmp_path / "onnx")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(
+        "".join(
+            json.dumps({"text": t, "label": i % 2}) + "\n"
+            for i, t in enumerate(["a fine film", "dull and slow", "great"] * 4)
+        )
+    )
+    script = tmp_path / "blocked.py"
+    script.write_text(BLOCKER)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            f"tiny={onnx_path}",
+            "--data",
+            str(rows),
+            "--batch",
+            "1",
+            "--seq",
+            "16",
+            "--threads",
+            "1",
+            "--min-seconds",
+            "0.02",
+            "--traffic-batch",
+            "4",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["models"][0]["accuracy"]["n"] == 12 and report["models"][0]["latency"]

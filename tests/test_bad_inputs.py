@@ -35,26 +35,28 @@ def base(tmp, **training) -> str:
 
 @case("broken YAML")
 def _(t):
-    return recipe_with(t, "name: x\nstages: [\n"), "broken YAML"
+    return recipe_with(t, "name: x\nstages: [\n"), "r.yaml:3: broken YAML"
 
 
 @case("misspelt field gets a suggestion")
 def _(t):
     return recipe_with(
         t, base(t).replace("select_best:", "select_bset:")
-    ), "did you mean 'select_best'?"
+    ), "r.yaml:13: stages[0].select_bset: unknown field (did you mean 'select_best'?)"
 
 
 @case("wrong type")
 def _(t):
     return recipe_with(
         t, base(t).replace("max_length: 32", "max_length: long")
-    ), "data.max_length: Input should be a valid integer"
+    ), "r.yaml:8: data.max_length: Input should be a valid integer"
 
 
 @case("negative lr")
 def _(t):
-    return recipe_with(t, base(t, lr=-0.1)), "stages[0].training.lr: Input should be greater than 0"
+    return recipe_with(
+        t, base(t, lr=-0.1)
+    ), "r.yaml:12: stages[0].training.lr: Input should be greater than 0"
 
 
 @case("batch size 0")
@@ -68,13 +70,13 @@ def _(t):
 def _(t):
     return recipe_with(
         t, base(t).replace("validation.jsonl", "nothere.jsonl")
-    ), "data file not found"
+    ), f"data file not found: {t['data'] / 'nothere.jsonl'}"
 
 
 @case("empty data file")
 def _(t):
     (t["data"] / "validation.jsonl").write_text("")
-    return recipe_with(t, base(t)), "validation.jsonl: no rows"
+    return recipe_with(t, base(t)), f"{t['data'] / 'validation.jsonl'}: no rows"
 
 
 @case("row with empty text")
@@ -121,7 +123,7 @@ def _(t):
 def _(t):
     return recipe_with(
         t, base(t).replace(str(t["model"]), "bert-gigantic")
-    ), "unknown model 'bert-gigantic'"
+    ), "stages[0].model: unknown model 'bert-gigantic'"
 
 
 @case("model dir without weights")
@@ -129,7 +131,9 @@ def _(t):
     empty = t["dir"] / "noweights"
     empty.mkdir()
     (empty / "config.json").write_text("{}")
-    return recipe_with(t, base(t).replace(str(t["model"]), str(empty))), "no .safetensors weights"
+    return recipe_with(
+        t, base(t).replace(str(t["model"]), str(empty))
+    ), f"stages[0].model: model directory {empty} has no .safetensors weights"
 
 
 @case("corrupt safetensors")
@@ -138,7 +142,7 @@ def _(t):
     broken.mkdir()
     for f in t["model"].iterdir():
         (broken / f.name).write_bytes(f.read_bytes()[: 64 if f.suffix == ".safetensors" else None])
-    return ["predict", str(broken), "hello"], "cannot load model"
+    return ["predict", str(broken), "hello"], f"{broken}: cannot load model"
 
 
 @case("truncated .onnx for bench")
@@ -152,7 +156,7 @@ def _(t):
         str(t["texts"]),
         "--out",
         str(t["dir"] / "b"),
-    ], "cut.onnx: cannot load"
+    ], f"{t['dir'] / 'cut.onnx'}: cannot load"
 
 
 @case("ONNX with the wrong inputs for bench")
@@ -182,14 +186,14 @@ def _(t):
 def _(t):
     return recipe_with(
         t, f"name: x\ndata: {{train: {t['data'] / 'train.jsonl'}}}\nstages:\n  - type: export\n"
-    ), "no training stage comes before export"
+    ), "stages[0].model: '@previous' but no training stage comes before export"
 
 
 @case("model reference to a stage that does not exist")
 def _(t):
     return recipe_with(
         t, base(t).replace(str(t["model"]), "'@teacher'")
-    ), "unknown model reference '@teacher' (models so far: none yet)"
+    ), "stages[0].model: unknown model reference '@teacher' (models so far: none yet)"
 
 
 @case("output path not writable")
@@ -198,7 +202,12 @@ def _(t):
     blocker.write_text("x")
     path = t["dir"] / "r.yaml"
     path.write_text(base(t))
-    return ["run", str(path), "--out", str(blocker / "runs")], "cannot create run directory"
+    return [
+        "run",
+        str(path),
+        "--out",
+        str(blocker / "runs"),
+    ], f"cannot create run directory {blocker / 'runs'}/tiny-"
 
 
 @case("existing run dir without --resume/--overwrite")
@@ -208,33 +217,38 @@ def _(t):
     (existing / "manifest.json").write_text("{}")
     path = t["dir"] / "r.yaml"
     path.write_text(base(t))
-    return ["run", str(path), "--run-dir", str(existing)], "already exists: use --resume"
+    return [
+        "run",
+        str(path),
+        "--run-dir",
+        str(existing),
+    ], f"run directory {existing} already exists: use --resume"
 
 
 @case("recipe file missing")
 def _(t):
-    return ["run", str(t["dir"] / "none.yaml")], "recipe not found"
+    return ["run", str(t["dir"] / "none.yaml")], f"recipe not found: {t['dir'] / 'none.yaml'}"
 
 
 @case("unknown stage type")
 def _(t):
     return recipe_with(
         t, base(t).replace("type: finetune", "type: distil")
-    ), "unknown type 'distil'"
+    ), "r.yaml:10: stages[0].type: unknown type 'distil'; expected one of"
 
 
 @case("unknown cleaning step")
 def _(t):
     return recipe_with(
         t, base(t).replace("strip_html", "strip_tags")
-    ), "data.clean[0]: Input should be"
+    ), "r.yaml:7: data.clean[0]: Input should be"
 
 
 @case("unknown dataset name")
 def _(t):
     return recipe_with(
         t, "name: x\ndata: {dataset: imagenet}\nstages: [{type: finetune, model: minilm-l6}]\n"
-    ), "unknown dataset 'imagenet'"
+    ), "data.dataset: unknown dataset 'imagenet'"
 
 
 @case("bad --set override")
@@ -253,13 +267,13 @@ def _(t):
 def _(t):
     return recipe_with(
         t, base(t).replace("type: finetune", "type: finetune\n    name: ../../etc")
-    ), "stages[0].name: String should match pattern"
+    ), "r.yaml:11: stages[0].name: String should match pattern"
 
 
 @case("labels.json missing")
 def _(t):
     (t["data"] / "labels.json").unlink()
-    return recipe_with(t, base(t)), "data.labels: no label names"
+    return recipe_with(t, base(t)), f"data.labels: no label names for {t['data'] / 'train.jsonl'}"
 
 
 @case("predict on an empty string")
@@ -288,7 +302,12 @@ def _(t):
 
 @case("bench on a missing model")
 def _(t):
-    return ["bench", str(t["dir"] / "x.onnx"), "--texts", str(t["texts"])], "model not found"
+    return [
+        "bench",
+        str(t["dir"] / "x.onnx"),
+        "--texts",
+        str(t["texts"]),
+    ], f"model not found: {t['dir'] / 'x.onnx'}"
 
 
 @case("bench with a malformed batch list")
@@ -341,12 +360,12 @@ def _(t):
         str(encoder),
         "--out",
         str(t["dir"] / "e"),
-    ], "not a sequence or token classifier"
+    ], f"{t['dir'] / 'encoder'}: not a sequence or token classifier"
 
 
 @case("resume of something that is not a run directory")
 def _(t):
-    return ["run", "--resume", str(t["dir"])], "not a run directory"
+    return ["run", "--resume", str(t["dir"])], f"{t['dir']}: not a run directory"
 
 
 @pytest.fixture(scope="module")
@@ -370,10 +389,16 @@ def test_bad_input(name, make, tmp_path, tiny_model_dir, tiny_data, tiny_onnx, r
         }
     )
     code, out, err = run_cli(*args)
-    last = err.strip().splitlines()[-1] if err.strip() else ""
     assert code == 2, (code, err)
-    assert last.startswith("edgebert: error: ") and expected in last, err
-    assert "Traceback" not in err and "Traceback" not in out
+    # Exactly one error line; anything before it is the run's own log ("run directory: ...",
+    # "[stage] ..."), never a traceback or a warning.
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if not line.startswith(LOG_LINES)]
+    assert len(errors) == 1 and errors == lines[-1:], err
+    assert errors[0].startswith("edgebert: error: ") and expected in errors[0], err
+
+
+LOG_LINES = ("run directory: ", "[")
 
 
 def test_there_are_at_least_thirty_cases():

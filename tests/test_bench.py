@@ -56,12 +56,12 @@ def test_pareto_front():
 
 
 @pytest.fixture(scope="module")
-def report(tiny_model_dir, tmp_path_factory):
+def report(varied_model_dir, tmp_path_factory):
     from export.onnx_export import export_onnx
 
-    onnx_path = export_onnx(tiny_model_dir, tmp_path_factory.mktemp("onnx"))
+    onnx_path = export_onnx(varied_model_dir, tmp_path_factory.mktemp("onnx"))
     return run_benchmark(
-        {"torch": tiny_model_dir, "onnx": onnx_path},
+        {"torch": varied_model_dir, "onnx": onnx_path},
         [r["text"] for r in ROWS],
         [r["label"] for r in ROWS],
         dataset="sample",
@@ -104,6 +104,8 @@ def test_benchmark_fills_every_field(report):
     torch_model, onnx_model = report.models
     assert all(l.ratio_to_baseline_p50 == 1.0 for l in torch_model.latency)
     assert onnx_model.accuracy.label_agreement_with_baseline == 1.0  # fp32 export: same labels
+    predicted = [sum(column) for column in zip(*onnx_model.accuracy.confusion_matrix)]
+    assert min(predicted) >= 5, predicted  # ... and the labels vary, so agreeing means something
     assert report.machine.threads == 1 and report.machine.onnxruntime
     assert all(l.macs is None for l in torch_model.latency)  # PyTorch: no graph to count
     for lat in onnx_model.latency:

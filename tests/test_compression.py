@@ -114,6 +114,21 @@ def wide_teacher_dir(tiny_model_dir, tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def big_vocab_student_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny student with a 1,200-row word embedding (the tokenizer uses the first 600):
+    large enough that QAT's export stores the table as int8 (tables under 1,000 rows stay float)."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("big-vocab")
+    config = BertConfig.from_pretrained(str(tiny_model_dir))
+    config.vocab_size = 1200
+    torch.manual_seed(3)
+    BertForSequenceClassification(config).save_pretrained(str(root), safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(str(root))
+    return root
+
+
 def composed_recipe(model_dir, teacher_dir, data, with_block: str) -> str:
     return (
         tiny_recipe(teacher_dir, data, epochs=1)
@@ -187,6 +202,28 @@ def test_distill_from_cached_logits_and_layer_dropping(
     assert saved.config.num_hidden_layers == 2
 
 
+def test_layer_dropping_copies_exactly_the_listed_layers(wide_teacher_dir):
+    from compress.errors import EdgebertError
+    from compress.stages.finetune import drop_layers
+
+    teacher = BertForSequenceClassification.from_pretrained(wide_teacher_dir)
+    student = BertForSequenceClassification.from_pretrained(wide_teacher_dir)
+    drop_layers(student, [0, 2], "keep_layers")
+    assert student.config.num_hidden_layers == len(student.bert.encoder.layer) == 2
+    for kept, source in zip(student.bert.encoder.layer, (0, 2)):
+        original = teacher.bert.encoder.layer[source].state_dict()
+        assert all(torch.equal(v, original[k]) for k, v in kept.state_dict().items())
+    query = "attention.self.query.weight"
+    assert not torch.equal(  # layer 1 of the student is the teacher's layer 2, not its layer 1
+        student.bert.encoder.layer[1].state_dict()[query],
+        teacher.bert.encoder.layer[1].state_dict()[query],
+    )
+    with pytest.raises(EdgebertError, match=r"keep_layers: expected increasing layer numbers"):
+        drop_layers(
+            BertForSequenceClassification.from_pretrained(wide_teacher_dir), [2, 0], "keep_layers"
+        )
+
+
 @pytest.mark.parametrize(
     ("with_block", "message"),
     [
@@ -224,7 +261,7 @@ def test_bad_compression_settings_name_the_field(
 
 
 def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(
-    tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli
+    tmp_path, big_vocab_student_dir, wide_teacher_dir, tiny_data, run_cli
 ):
     import collections
 
@@ -234,7 +271,7 @@ def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(
     recipe = tmp_path / "qat.yaml"
     recipe.write_text(
         composed_recipe(
-            tiny_model_dir,
+            big_vocab_student_dir,
             wide_teacher_dir,
             tiny_data,
             """\
@@ -246,12 +283,20 @@ def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(
     threads: 1
     min_seconds: 0.02
 """,
-        )
+        ).replace("training: {lr: 5.0e-4", "training: {lr: 3.0e-3")  # a student that has learned
     )
     run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     qat = metrics["student"]["modifiers"]["qat"]
     assert qat["enabled"] and qat["ort_label_agreement_with_fake_quant"] >= 0.95
+    # ORT's integer kernels compute what fake quantization trained: logits close, not only labels
+    assert qat["ort_parity_with_fake_quant"]["max_abs_diff"] < 0.05
+    # ... on a model whose labels vary (a constant predictor would agree trivially)
+    predicted = [
+        sum(column) for column in zip(*metrics["student"]["validation"]["confusion_matrix"])
+    ]
+    assert all(count > 0 for count in predicted), predicted
     assert metrics["student"]["best_epoch"] >= 2  # epoch 1 (float) is no QAT candidate
+    assert qat["int8_embedding_tables"] == 1  # the 1,200-row word embedding is int8
     graph = onnx.load(qat["onnx"])
     ops = collections.Counter(n.op_type for n in graph.graph.node)
     assert ops["DequantizeLinear"] >= 20  # 12 weights + inputs (query/key/value share one)
@@ -261,13 +306,16 @@ def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(
         for i in graph.graph.initializer
         if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2
     ]
-    assert len(int8_matrices) == 12
+    assert sorted(tuple(i.dims) for i in int8_matrices)[-1] == (1200, 32)  # the word table
+    assert len(int8_matrices) == 13
     float_matrices = [
         i
         for i in graph.graph.initializer
         if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2
     ]
-    assert len(float_matrices) == 5  # 3 embedding tables, pooler, classifier: the rest is int8
+    shapes = sorted(tuple(i.dims) for i in float_matrices)
+    # position and type tables, pooler, classifier, and the word table's per-row scales
+    assert shapes == [(2, 32), (2, 32), (32, 32), (128, 32), (1200, 1)], shapes
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(qat["onnx"], options, providers=["CPUExecutionProvider"])

@@ -13,6 +13,7 @@ from compress.ner_data import IGNORE, encode_words, read_tagged
 from tests.conftest import run_ok
 
 SAMPLE = Path(__file__).parent / "data" / "ner-sample"
+ENTITY_F1_FLOOR = 0.15  # names never seen in training: measured 0.23 after 8 epochs
 LABELS = json.loads((SAMPLE / "labels.json").read_text())
 
 
@@ -86,6 +87,20 @@ def tiny_tagger(tmp_path, tiny_model_dir) -> Path:
     return folder
 
 
+def _entities(rows) -> set[str]:
+    return {" ".join(words[a:b]) for _, words, tags in rows for _, a, b in entity_spans(tags)}
+
+
+def test_validation_shares_no_sentence_and_no_name_with_training():
+    train, validation = (
+        read_tagged(SAMPLE / "train.conll"),
+        read_tagged(SAMPLE / "validation.conll"),
+    )
+    assert len(validation) == 60
+    assert not {tuple(w) for _, w, _ in train} & {tuple(w) for _, w, _ in validation}
+    assert not _entities(train) & _entities(validation)
+
+
 def test_ner_recipe_trains_exports_benches_and_predicts(tmp_path, tiny_tagger, run_cli):
     recipe = tmp_path / "ner.yaml"
     recipe.write_text(f"""
@@ -112,22 +127,22 @@ stages:
 """)
     run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     validation = metrics["finetune"]["validation"]
-    assert validation["entity_f1"] > 0.5, validation  # names and places recur: it must learn them
+    # unseen names in seen contexts: the tagger must learn "flew from X", not the names
+    assert validation["entity_f1"] > ENTITY_F1_FLOOR, validation
     assert set(validation["per_class"]) == {"PER", "LOC", "ORG"}
     assert metrics["export"]["parity"]["fp32"]["passed"]
     report = json.loads((run_dir / "stages/02-bench/report.json").read_text())
     fp32 = next(m for m in report["models"] if m["name"] == "export:fp32")
     assert fp32["accuracy"]["entity_f1"] == pytest.approx(validation["entity_f1"], abs=1e-6)
     assert fp32["latency"][0]["macs"] > 0 and fp32["traffic"]["texts"] == 60
-    code, out, _ = run_cli(
-        "predict",
-        run_dir / "stages/01-export/onnx/model.onnx",
-        "Anna Schmidt flew from Berlin to Tokyo .",
-    )
+    sentence = "my bag never arrived in New York and nobody answered ."  # a training sentence
+    code, out, _ = run_cli("predict", run_dir / "stages/01-export/onnx/model.onnx", sentence)
     assert code == 0
     answer = json.loads(out)
-    assert answer["tags"][:2] == ["B-PER", "I-PER"] or answer["entities"]  # trained: finds entities
-    assert all(set(e) == {"type", "text", "start_word", "end_word"} for e in answer["entities"])
+    assert answer["tags"] == ["O"] * 5 + ["B-LOC", "I-LOC"] + ["O"] * 4
+    assert answer["entities"] == [
+        {"type": "LOC", "text": "New York", "start_word": 5, "end_word": 7}
+    ]
 
 
 def test_token_task_refuses_modifiers(tmp_path, tiny_tagger, run_cli):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import socket
 import threading
 import time
@@ -17,15 +19,15 @@ from tests.conftest import sample_rows
 TEXTS = [r["text"] for r in sample_rows("validation", 40, seed=5)]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model_dir):
+@contextlib.contextmanager
+def serving(model, max_wait_ms: float = 20):
     """A real uvicorn server on a free loopback port, in a thread, stopped at the end."""
     import uvicorn
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(tiny_model_dir, max_batch=16, max_wait_ms=20)
+    app = create_app(model, max_batch=16, max_wait_ms=max_wait_ms)
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
@@ -33,9 +35,66 @@ def server(tiny_model_dir):
         if instance.started:
             break
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    with serving(tiny_model_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def shipped_files(tiny_model_dir, tmp_path_factory):
+    """The tiny classifier as an .onnx file and as an ORT mobile .ort file."""
+    from export.mobile import convert_to_ort
+    from export.onnx_export import export_onnx
+
+    onnx_path = export_onnx(tiny_model_dir, tmp_path_factory.mktemp("shipped"))
+    ort_path, _ = convert_to_ort(onnx_path, onnx_path.parent)
+    return {"onnx": onnx_path, "ort": ort_path}
+
+
+@pytest.mark.parametrize("kind", ["onnx", "ort"])
+def test_predict_cli_on_shipped_files_matches_pytorch(kind, shipped_files, tiny_model_dir, run_cli):
+    code, out, err = run_cli("predict", shipped_files[kind], TEXTS[0])
+    assert code == 0, err
+    got = json.loads(out)
+    want = Predictor(tiny_model_dir).predict(TEXTS[:1])[0]
+    assert got["label"] == want["label"]
+    assert got["probs"] == pytest.approx(want["probs"], abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "ort"])
+def test_a_bad_text_does_not_fail_the_good_request_batched_with_it(kind, shipped_files):
+    """Two requests inside one batching window: ORT runs them as one length-sorted batch; the
+    empty text fails its own request (422) and the good one still gets its answer (200)."""
+    expected = Predictor(shipped_files[kind]).predict(TEXTS[:3])
+    with serving(shipped_files[kind], max_wait_ms=200) as url, httpx.Client(base_url=url) as http:
+        assert http.get("/health").json()["kind"] == kind
+        answers: dict[str, httpx.Response] = {}
+
+        def send(name: str, texts: list[str]) -> None:
+            answers[name] = http.post("/predict", json={"texts": texts})
+
+        threads = [
+            threading.Thread(target=send, args=("bad", ["fine", "   "])),
+            threading.Thread(target=send, args=("good", TEXTS[:3])),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        metrics = http.get("/metrics").text
+    assert answers["bad"].status_code == 422
+    assert answers["good"].status_code == 200
+    got = answers["good"].json()["predictions"]
+    assert [g["label"] for g in got] == [e["label"] for e in expected]
+    assert _metric(metrics, "edgebert_batch_size_count") >= 1
 
 
 def _metric(text: str, name: str) -> float:

@@ -99,3 +99,38 @@ def test_early_stopping_and_best_epoch(tiny_model_dir):
     result = phase.fit()
     # lr ~ 0: nothing improves after epoch 1, so training stops after epoch 2
     assert result["epochs_run"] == 2 and result["best_epoch"] == 1
+
+
+def test_distill_takes_precomputed_teacher_logits_as_given_and_refuses_other_rows(
+    tiny_model_dir, tmp_path
+):
+    """The README's students were distilled from a GPU teacher's cached .npz logits."""
+    import hashlib
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pytest
+
+    from compress.errors import EdgebertError
+    from compress.modifiers.distill import Distill, DistillConfig, kd_loss
+
+    phase = make_phase(tiny_model_dir)
+    given = np.random.default_rng(0).normal(0, 3, (len(phase.train_texts), 2)).astype(np.float32)
+    digest = hashlib.sha256("\n".join(phase.train_texts).encode()).hexdigest()
+    path = tmp_path / "teacher.npz"
+    np.savez(path, train_logits=given, train_texts_sha256=digest)
+    config = DistillConfig(teacher_logits=path, alpha=0.75, temperature=2.0)
+    modifier = Distill(config)
+    modifier.setup(phase)
+    rows = torch.tensor([3, 7, 11])
+    student = torch.randn(3, 2)
+    label_loss = torch.tensor(0.5)
+    got = modifier.loss(phase, {"row": rows}, SimpleNamespace(logits=student), label_loss)
+    want = 0.75 * kd_loss(student, torch.from_numpy(given[[3, 7, 11]]), 2.0) + 0.25 * label_loss
+    assert torch.allclose(got, want)  # row i of the file is the teacher for training row i
+    phase.train_texts[5] = phase.train_texts[5] + " (edited)"
+    with pytest.raises(EdgebertError, match=r"teacher\.npz was made for other training rows"):
+        Distill(config).setup(phase)
+    np.savez(path, train_logits=given[:10], train_texts_sha256=digest)  # fewer rows
+    with pytest.raises(EdgebertError, match=r"shape \(10, 2\)"):
+        Distill(config).setup(phase)

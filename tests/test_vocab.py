@@ -155,5 +155,20 @@ def test_vocab_pruned_student_distils_from_a_live_teacher_only_with_retokenize(
     assert code == 2 and "distill.retokenize: teacher and student tokenizers differ" in err
     allowed = tmp_path / "allowed.yaml"
     allowed.write_text(recipe(True))
-    _, metrics, _ = run_ok(run_cli, allowed, tmp_path / "r2")
+    run_dir, metrics, _ = run_ok(run_cli, allowed, tmp_path / "r2")
     assert metrics["student"]["steps"] == 3 and metrics["student"]["vocab"]["vocab_after"] < 600
+    # The teacher read the texts with its own tokenizer, not the student's renumbered ids: its
+    # cached logits are what the teacher model says about each cleaned training text.
+    from safetensors.torch import load_file
+
+    from bench.runtime import open_model
+    from compress.cleaning import make_cleaner
+
+    (cache,) = (run_dir / "stages" / "01-student").glob("teacher_logits-*.safetensors")
+    cached = load_file(str(cache))["logits"].numpy()
+    clean = make_cleaner(["strip_html", "nfkc", "collapse_whitespace"])
+    rows = [json.loads(line) for line in (tiny_data / "train.jsonl").read_text().splitlines()]
+    teacher = open_model(run_dir / "stages" / "00-finetune" / "model")
+    own = teacher.logits([clean(r["text"]) for r in rows])
+    assert cached.shape == own.shape == (400, 2)
+    assert abs(cached - own).max() < 1e-4

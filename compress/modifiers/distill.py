@@ -94,9 +94,6 @@ class Distill(Modifier):
 
     def setup(self, phase) -> None:
         cfg = self.config
-        if phase.scope is None:
-            raise EdgebertError("with.distill: needs a recipe run (a teacher to resolve)")
-        ctx = phase.scope.run
         self.device = next(phase.model.parameters()).device
         self.cached: torch.Tensor | None = None
         self.teacher = None
@@ -104,8 +101,10 @@ class Distill(Modifier):
         started = time.perf_counter()
         if cfg.teacher_logits is not None and cfg.teacher is None:
             self.cached = self._load_precomputed(cfg.teacher_logits, phase)
+        elif phase.scope is None:
+            raise EdgebertError("with.distill: a teacher model needs a recipe run to resolve it")
         else:
-            self._setup_teacher(ctx, phase)
+            self._setup_teacher(phase.scope.run, phase)
         self.setup_seconds = round(time.perf_counter() - started, 2)
         phase.log(
             f"distill: teacher ready in {self.setup_seconds} s"

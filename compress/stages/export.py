@@ -36,7 +36,7 @@ class ExportStage(Stage):
             )
 
     def run(self, ctx) -> dict:
-        model_dir = ctx.resolve_model_ref(self.config.model)
+        model_dir = ctx.resolve_model_ref(self.config.model, f"stages[{self.index}].model")
         data = ctx.data
         out_dir = ctx.run_dir.stage_dir(self.index, self.name) / "onnx"
         result = export_model(

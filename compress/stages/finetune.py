@@ -58,7 +58,7 @@ class FinetuneStage(Stage):
     trains = True
 
     def setup(self, ctx) -> None:
-        self.model_dir = ctx.resolve_model_ref(self.config.model)
+        self.model_dir = ctx.resolve_model_ref(self.config.model, f"stages[{self.index}].model")
         self.tokenizer = load_tokenizer(self.model_dir)
         # A fresh classifier head is drawn from the RNG: seed here so a resumed run, which skips
         # the earlier stages, draws the same head as an uninterrupted one.
