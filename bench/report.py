@@ -76,22 +76,29 @@ def headline(report: BenchReport) -> str:
             ratios.append(f"{theirs.p50_ms / mine.p50_ms:.1f}x at batch {batch}")
     size = base.size_bytes / best.size_bytes
     smaller = f"{size:.1f}x smaller" if size >= 1 else f"{1 / size:.1f}x larger"
-    deltas = [
-        f"{label} {100 * (mine - theirs):+.1f} points"
-        for label, mine, theirs in (
-            ("macro-F1", _quality(best), _quality(base)),
-            (
-                "accuracy",
-                best.accuracy and best.accuracy.accuracy,
-                base.accuracy and base.accuracy.accuracy,
-            ),
-        )
-        if mine is not None and theirs is not None
-    ]
+    deltas = _deltas(best, base)
     return (
         f"{text} Fastest on it: {best.name}, {' and '.join(ratios)} faster than {base.name} "
         f"and {smaller} ({best.size_bytes / 1e6:.1f} MB); {', '.join(deltas)} against it."
     )
+
+
+def _deltas(model, base) -> list[str]:
+    """ "macro-F1 -0.6 points (95% CI -1.9 to +0.7)" and the same for accuracy."""
+    paired = model.accuracy.vs_baseline if model.accuracy else None
+    out = []
+    for label, key in (("macro-F1", "macro_f1"), ("accuracy", "accuracy")):
+        if paired is not None:
+            low, high = getattr(paired, f"{key}_ci")
+            diff = getattr(paired, f"{key}_diff")
+            out.append(
+                f"{label} {100 * diff:+.1f} points (95% CI {100 * low:+.1f} to {100 * high:+.1f})"
+            )
+        elif model.accuracy and base.accuracy:
+            out.append(
+                f"{label} {100 * (getattr(model.accuracy, key) - getattr(base.accuracy, key)):+.1f} points"
+            )
+    return out
 
 
 def pareto_png(report: BenchReport) -> bytes | None:
@@ -190,6 +197,14 @@ MODEL_HEAD = [
     "macro-F1",
 ]
 TRAFFIC_HEAD = ["model", "batch", "texts", "mean tokens", "seq/s end to end", "x padded"]
+PAIRED_HEAD = [
+    "model",
+    "accuracy - baseline (95% CI)",
+    "macro-F1 - baseline (95% CI)",
+    "McNemar p",
+    "only baseline right",
+    "only model right",
+]
 STAGE_HEAD = ["stage", "accuracy", "macro-F1", "parameters", "size MB", "wall s"]
 
 
@@ -238,6 +253,26 @@ def traffic_rows(report: BenchReport) -> list[list[str]]:
         ]
         for m in report.models
         if (t := m.traffic) is not None
+    ]
+
+
+def _interval(diff: float, bounds: list[float]) -> str:
+    return f"{100 * diff:+.1f} ({100 * bounds[0]:+.1f} to {100 * bounds[1]:+.1f})"
+
+
+def paired_rows(report: BenchReport) -> list[list[str]]:
+    """Each model against the baseline on the same rows, in points (bench.paired)."""
+    return [
+        [
+            m.name,
+            _interval(p.accuracy_diff, p.accuracy_ci),
+            _interval(p.macro_f1_diff, p.macro_f1_ci),
+            f"{p.mcnemar_p:.3g}",
+            str(p.only_reference_right),
+            str(p.only_model_right),
+        ]
+        for m in report.models
+        if m.accuracy is not None and (p := m.accuracy.vs_baseline) is not None
     ]
 
 
@@ -293,6 +328,15 @@ def markdown(report: BenchReport) -> str:
             "",
             *_md_table(TRAFFIC_HEAD, traffic),
         ]
+    paired = paired_rows(report)
+    if paired:
+        lines += [
+            "",
+            f"Against the baseline ({report.baseline}) on the same rows, in points: paired "
+            "bootstrap 95% intervals and McNemar's exact test:",
+            "",
+            *_md_table(PAIRED_HEAD, paired),
+        ]
     if report.stages:
         lines += ["", *_md_table(STAGE_HEAD, stage_rows(report))]
     return "\n".join(lines) + "\n"
@@ -329,6 +373,11 @@ img{{max-width:100%;height:auto}}</style>
 {image}
 <h2>Models</h2>
 {_html_table("models", MODEL_HEAD, model_rows(report))}
+<h2>Against the baseline</h2>
+<p>Each model minus {html.escape(report.baseline or "the baseline")} on the same rows, in points:
+paired bootstrap 95% intervals (2,000 seeded resamples) and McNemar's exact test. An interval
+that contains 0 is no difference.</p>
+{_html_table("paired", PAIRED_HEAD, paired_rows(report))}
 <h2>Real traffic</h2>
 <p>Every evaluation text end to end, tokenization included, length-bucketed dynamic padding.</p>
 {_html_table("traffic", TRAFFIC_HEAD, traffic_rows(report))}

@@ -22,9 +22,19 @@ from bench.machine import int8_peak_gmacs, machine_info
 from bench.macs import graph_macs
 from bench.metrics import classification_metrics, token_metrics
 from bench.options import DEFAULTS, BenchOptions
+from bench.paired import paired_difference
 from bench.progress import ProgressLine, to_stderr_unless_terminal
 from bench.runtime import BENCH_DEFAULTS, ModelRunner, RuntimeSettings, model_settings, open_model
-from bench.schema import Accuracy, BenchReport, Latency, Machine, ModelResult, StageRow, Traffic
+from bench.schema import (
+    Accuracy,
+    BenchReport,
+    Latency,
+    Machine,
+    ModelResult,
+    PairedDifference,
+    StageRow,
+    Traffic,
+)
 
 
 def zipped_size(path: Path) -> int:
@@ -155,11 +165,21 @@ def _load_and_score(models, texts, labels, dataset, options, settings, console):
             f"loaded {name} ({runner.kind}, {runner.size_bytes / 1e6:.1f} MB)", markup=False
         )
     if options.baseline is not None and predictions:
-        for name, preds in predictions.items():
-            results[name].accuracy.label_agreement_with_baseline = float(  # type: ignore[union-attr]
-                (preds == predictions[options.baseline]).mean()
-            )
+        _compare_with_baseline(results, predictions, labels, runners, options.baseline)
     return runners, results
+
+
+def _compare_with_baseline(results, predictions, labels, runners, baseline: str) -> None:
+    """Label agreement with the baseline, and (sentence labels) the paired difference."""
+    reference = predictions[baseline]
+    for name, preds in predictions.items():
+        accuracy = results[name].accuracy
+        accuracy.label_agreement_with_baseline = float((preds == reference).mean())
+        if name != baseline and not runners[name].token_level:
+            classes = len(runners[name].label_names)
+            accuracy.vs_baseline = PairedDifference(
+                **paired_difference(labels, reference, preds, classes)
+            )
 
 
 def _score(runner: ModelRunner, texts, labels, dataset: str) -> tuple[Accuracy, np.ndarray]:

@@ -45,6 +45,19 @@ class Traffic(_Strict):
     )
 
 
+class PairedDifference(_Strict):
+    """This model minus the baseline on the same rows (bench.paired)."""
+
+    resamples: int = Field(description="paired bootstrap resamples (seeded)")
+    accuracy_diff: float
+    accuracy_ci: list[float] = Field(description="95% paired-bootstrap interval of the difference")
+    macro_f1_diff: float
+    macro_f1_ci: list[float]
+    mcnemar_p: float = Field(description="McNemar's exact two-sided p on the discordant rows")
+    only_reference_right: int
+    only_model_right: int
+
+
 class Accuracy(_Strict):
     dataset: str
     n: int
@@ -56,6 +69,9 @@ class Accuracy(_Strict):
     confusion_matrix: list[list[int]]
     labels: list[str]
     label_agreement_with_baseline: float | None = None
+    vs_baseline: PairedDifference | None = Field(
+        None, description="difference from the baseline with paired CIs (text classification)"
+    )
     entity_precision: float | None = Field(None, description="token classification, micro")
     entity_recall: float | None = None
     entity_f1: float | None = Field(None, description="token classification: seqeval-style F1")

@@ -97,10 +97,23 @@ def run_summary(
             f"ship:   {chosen.path}",
             f"        (the fastest file within {SHIP_WITHIN_POINTS:.0f} accuracy point of the "
             "most accurate one)",
+            *_against_peer(chosen, peer),
             f'next:   edgebert predict {chosen.path} "a gripping, funny and moving film"',
             f"        edgebert serve {chosen.path}",
         ]
     return "\n".join(lines)
+
+
+def _against_peer(model: ModelResult, peer: ModelResult | None) -> list[str]:
+    """The paired comparison with the peer on the same rows (bench.paired), in points."""
+    paired = model.accuracy.vs_baseline if model.accuracy else None
+    if paired is None or peer is None:
+        return []
+    low, high = paired.accuracy_ci
+    return [
+        f"        vs the peer on the same rows: accuracy {100 * paired.accuracy_diff:+.1f} points "
+        f"(95% CI {100 * low:+.1f} to {100 * high:+.1f}), McNemar p {paired.mcnemar_p:.2g}"
+    ]
 
 
 def _row(

@@ -104,6 +104,9 @@ def test_benchmark_fills_every_field(report):
     torch_model, onnx_model = report.models
     assert all(l.ratio_to_baseline_p50 == 1.0 for l in torch_model.latency)
     assert onnx_model.accuracy.label_agreement_with_baseline == 1.0  # fp32 export: same labels
+    paired = onnx_model.accuracy.vs_baseline  # same labels: no difference, McNemar p = 1
+    assert paired.accuracy_diff == 0 and paired.accuracy_ci == [0, 0] and paired.mcnemar_p == 1
+    assert torch_model.accuracy.vs_baseline is None  # the baseline itself
     predicted = [sum(column) for column in zip(*onnx_model.accuracy.confusion_matrix)]
     assert min(predicted) >= 5, predicted  # ... and the labels vary, so agreeing means something
     assert report.machine.threads == 1 and report.machine.onnxruntime
@@ -160,8 +163,8 @@ def test_reports_validate_and_render(report, tmp_path):
     )  # published schema is current
     page = paths["html"].read_text()
     assert 'src="data:image/png;base64,' in page and '<table id="models">' in page
-    # models header + 8 rows, traffic header + 2 rows, stages header + 1 row
-    assert page.count("<tr>") == 1 + 8 + 1 + 2 + 1 + 1 and '<table id="traffic">' in page
+    # header + rows: models (8), paired (1), traffic (2), stages (1)
+    assert page.count("<tr>") == 1 + 8 + 1 + 1 + 1 + 2 + 1 + 1 and '<table id="paired">' in page
     markdown = paths["markdown"].read_text()
     assert "Real traffic (tokenization included" in markdown and "% INT8 peak" in markdown
     assert "| onnx | onnx |" in markdown and "| finetune | 0.5000 | 0.4000 | 123 |" in markdown
@@ -297,5 +300,5 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     result = json.loads(html.unescape(found.group(1)))
     ((image_id, width, height),) = result["images"]
     assert image_id == "pareto" and width == 1500 and height == 460  # three panels, 15 x 4.6 in
-    assert result["rows"] == {"models": 2 * 4, "traffic": 2, "stages": 1}
+    assert result["rows"] == {"models": 2 * 4, "paired": 1, "traffic": 2, "stages": 1}
     assert result["headline"].startswith("Pareto front (batch-1 latency vs macro-F1):")

@@ -33,3 +33,41 @@ def test_mismatched_lengths_and_empty_input_are_refused():
         classification_metrics([0, 1], [0], ["a", "b"])
     with pytest.raises(ValueError, match="empty"):
         classification_metrics([], [], ["a", "b"])
+
+
+def test_paired_difference_by_hand():
+    from scipy.stats import binomtest
+
+    from bench.paired import paired_difference
+
+    truth = [0, 1] * 50
+    reference = list(truth)  # always right
+    candidate = [1 - t if i < 10 else t for i, t in enumerate(truth)]  # wrong on 10 rows
+    result = paired_difference(truth, reference, candidate, classes=2)
+    assert result["accuracy_diff"] == pytest.approx(-0.10)
+    assert result["only_reference_right"] == 10 and result["only_model_right"] == 0
+    assert result["mcnemar_p"] == pytest.approx(binomtest(0, 10, 0.5).pvalue) == 2 * 0.5**10
+    low, high = result["accuracy_ci"]
+    assert -0.17 < low < -0.10 < high < -0.03  # 10 losses in 100 paired rows: clearly worse
+    assert result["macro_f1_ci"][1] < 0
+    assert paired_difference(truth, reference, candidate, classes=2) == result  # seeded
+    same = paired_difference(truth, candidate, candidate, classes=2)
+    assert same["accuracy_ci"] == [0.0, 0.0] and same["mcnemar_p"] == 1.0
+
+
+def test_paired_macro_f1_matches_the_one_metrics_function():
+    import numpy as np
+
+    from bench.metrics import classification_metrics
+    from bench.paired import paired_difference
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 3, 500)
+    a = np.where(rng.random(500) < 0.8, truth, rng.integers(0, 3, 500))
+    b = np.where(rng.random(500) < 0.7, truth, rng.integers(0, 3, 500))
+    names = ["neg", "neu", "pos"]
+    want = (
+        classification_metrics(truth, b, names)["macro_f1"]
+        - classification_metrics(truth, a, names)["macro_f1"]
+    )
+    assert paired_difference(truth, a, b, classes=3)["macro_f1_diff"] == pytest.approx(want)

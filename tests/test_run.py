@@ -207,6 +207,7 @@ def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, t
     shipped = rows["ship:"].split()[1]
     assert shipped in {m["path"] for m in report["models"][2:]}
     assert f"edgebert predict {shipped}" in summary and f"edgebert serve {shipped}" in summary
+    assert "vs the peer on the same rows: accuracy +0.0 points (95% CI +0.0 to +0.0)" in summary
     # Progress for logs (stderr is not a terminal here): train and evaluation lines.
     log = (run_dir / "run.log").read_text()
     steps = metrics["finetune"]["steps"]

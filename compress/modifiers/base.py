@@ -1,4 +1,24 @@
-"""The modifier contract: objects that act inside one training loop through its hooks."""
+"""The modifier contract: objects that act inside one training loop through its hooks.
+
+A modifier is one entry of a training stage's `with:` list; the loop (`compress.training`) calls
+its hooks so that several modifiers (distillation, pruning, QAT) act together in one run:
+
+| hook                              | when                                  |
+|-----------------------------------|---------------------------------------|
+| `setup(phase)`                    | before the first step                 |
+| `loss(phase, batch, outputs, l)`  | each step; returns the loss to use    |
+| `on_step(phase)`                  | after each optimiser step             |
+| `on_epoch_end(phase, metrics)`    | after each evaluation                 |
+| `finish(phase)`                   | after training, before saving         |
+| `state_dict()` / `load_state_dict(phase, state)` | checkpoint and resume  |
+
+A modifier asks things of the loop only through the phase's request methods:
+`request_outputs(**flags)` (e.g. hidden states for distillation), `add_trained_parameters(...)`
+(projections the optimiser must train), `model_reshaped()` (modules replaced: the optimiser is
+rebuilt and best-epoch selection restarts) and `model_changed()` (the model now computes
+differently: this epoch is no best-epoch candidate). It reads the stage it acts in from
+`phase.scope` (`compress.context.StageScope`: the run, the stage's name and folder).
+"""
 
 from __future__ import annotations
 
