@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULTS.traffic_batch_size,
         help="batch of the end-to-end pass (0: skip)",
     )
+    parser.add_argument("--classic", default="", help="tfidf_lr,tfidf_nb (needs --train)")
+    parser.add_argument("--train", type=Path, help="JSONL training rows for --classic")
     parser.add_argument("--emulated", action="store_true", help="label timings as emulated")
     parser.add_argument("--out", type=Path, default=Path("bench-report"))
     args = parser.parse_args(argv)
@@ -95,12 +97,16 @@ def main(argv: list[str] | None = None) -> int:
             runtime=args.runtime,
             baseline=args.baseline,
             min_seconds=args.min_seconds,
+            classic=[c for c in args.classic.split(",") if c],
             traffic_batch_size=args.traffic_batch or None,
         )
         first = next(iter(models.values()))
         label_names = read_label_names(first if first.is_dir() else first.parent)
         texts, labels = read_rows(args.data, label_names)
-        report = run_benchmark(models, texts, labels, dataset=args.data.name, options=options)
+        train = read_rows(args.train, label_names) if args.train else None
+        report = run_benchmark(
+            models, texts, labels, dataset=args.data.name, options=options, train=train
+        )
         report.machine.emulated = report.machine.emulated or args.emulated
         paths = write_reports(report, args.out)
     except BenchError as exc:

@@ -4,6 +4,7 @@ and the recipe's `bench` stage alike, so each default is declared once."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,6 +24,10 @@ class BenchOptions(BaseModel):
     runtime_variants: dict[str, str] = Field(
         default_factory=dict,
         description="NAME: 'MODEL:key=value,...' times MODEL again under other ORT settings",
+    )
+    classic: list[Literal["tfidf_lr", "tfidf_nb"]] = Field(
+        default_factory=list,
+        description="classic baselines trained on the train split and timed beside the models",
     )
     traffic_batch_size: int | None = Field(
         32, ge=1, description="batch of the end-to-end real-traffic pass (null: skip)"

@@ -63,7 +63,9 @@ def headline(report: BenchReport) -> str:
     if not points:
         return "No accuracy data: latency only."
     front = pareto_front(points)
-    text = f"Pareto front (batch-1 latency vs macro-F1): {', '.join(front)}."
+    text = f"Pareto front (batch-1 latency vs macro-F1): {', '.join(front)}." + _over_classic(
+        report
+    )
     base = next((m for m in report.models if m.name == report.baseline), None)
     best = next(m for m in report.models if m.name == front[0])
     if base is None or best is base:
@@ -80,6 +82,22 @@ def headline(report: BenchReport) -> str:
     return (
         f"{text} Fastest on it: {best.name}, {' and '.join(ratios)} faster than {base.name} "
         f"and {smaller} ({best.size_bytes / 1e6:.1f} MB); {', '.join(deltas)} against it."
+    )
+
+
+def _over_classic(report: BenchReport) -> str:
+    """How much the best transformer adds over the best classic baseline, as a sentence."""
+    scored = [m for m in report.models if _quality(m) is not None]
+    classic = [m for m in scored if m.kind == "sklearn"]
+    neural = [m for m in scored if m.kind != "sklearn"]
+    if not classic or not neural:
+        return ""
+    best_classic = max(classic, key=_quality)
+    best = max(neural, key=_quality)
+    gain = 100 * (_quality(best) - _quality(best_classic))
+    return (
+        f" The best transformer ({best.name}) adds {gain:+.1f} macro-F1 points over the best "
+        f"classic baseline ({best_classic.name}, {_quality(best_classic):.4f})."
     )
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import gc
-import io
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +14,7 @@ import psutil
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from bench.classic import ClassicRunner, fit_classic
 from bench.errors import BenchError
 from bench.latency import interleaved_timings, latency_stats
 from bench.machine import int8_peak_gmacs, machine_info
@@ -24,7 +23,14 @@ from bench.metrics import classification_metrics, token_metrics
 from bench.options import DEFAULTS, BenchOptions
 from bench.paired import paired_difference
 from bench.progress import ProgressLine, to_stderr_unless_terminal
-from bench.runtime import BENCH_DEFAULTS, ModelRunner, RuntimeSettings, model_settings, open_model
+from bench.runtime import (
+    BENCH_DEFAULTS,
+    ModelRunner,
+    RuntimeSettings,
+    model_settings,
+    open_model,
+    read_label_names,
+)
 from bench.schema import (
     Accuracy,
     BenchReport,
@@ -35,16 +41,6 @@ from bench.schema import (
     StageRow,
     Traffic,
 )
-
-
-def zipped_size(path: Path) -> int:
-    """Bytes after zip deflate: what an app bundle or OTA update actually carries."""
-    files = [path] if path.is_file() else sorted(path.glob("*.safetensors"))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
-        for file in files:
-            archive.write(file, file.name)
-    return buffer.tell()
 
 
 def _texts_for(n: int, pool: Sequence[str]) -> list[str]:
@@ -64,6 +60,7 @@ def run_benchmark(
     min_runs: int = 10,
     traffic_rounds: int = 3,
     progress_log: Callable[[str], None] = to_stderr_unless_terminal,
+    train: tuple[Sequence[str], Sequence[int]] | None = None,
 ) -> BenchReport:
     """Load every model, score it on (texts, labels), then time all of them interleaved.
 
@@ -72,14 +69,23 @@ def run_benchmark(
     from `options.runtime` and `options.runtime_variants` (a variant times one file again under
     another name) unless `settings` gives them per model. "Real traffic" then runs every text end
     to end (tokenize + length-bucketed batches of `traffic_batch_size`), as a server with dynamic
-    padding would.
+    padding would. `options.classic` baselines are trained on `train` (texts, labels) first and
+    timed beside the models.
     """
     models = dict(models)
     _check_inputs(models, texts, options)
     if settings is None:
         settings = model_settings(models, options.runtime, options.runtime_variants)
     console = console or Console(stderr=True)
-    runners, results = _load_and_score(models, texts, labels, dataset, options, settings, console)
+    runners, results = _load_and_score(
+        {**models, **_classic_runners(options, train, models)},
+        texts,
+        labels,
+        dataset,
+        options,
+        settings,
+        console,
+    )
     grid = [(b, s) for s in options.seq_lengths for b in options.batch_sizes]
     with Progress(
         TextColumn("{task.description}"),
@@ -107,6 +113,17 @@ def run_benchmark(
     )
 
 
+def _classic_runners(options: BenchOptions, train, models: dict) -> dict[str, ClassicRunner]:
+    """The classic baselines asked for, trained on the training rows, named `classic:KIND`."""
+    if not options.classic:
+        return {}
+    if train is None:
+        raise BenchError("classic baselines need the training rows (a data set with a train split)")
+    first = next(iter(models.values()))
+    label_names = read_label_names(first if first.is_dir() else first.parent)
+    return {f"classic:{kind}": fit_classic(kind, *train, label_names) for kind in options.classic}
+
+
 def _check_inputs(models: dict, texts: Sequence[str], options: BenchOptions) -> None:
     if not models:
         raise BenchError("no models to benchmark")
@@ -132,10 +149,14 @@ def _load_and_score(models, texts, labels, dataset, options, settings, console):
         gc.collect()
         before = process.memory_info().rss
         chosen = settings.get(name) or BENCH_DEFAULTS
-        runner = open_model(
-            path,
-            provider=options.provider,
-            settings=replace(chosen, threads=chosen.threads or options.threads),
+        runner = (
+            path
+            if isinstance(path, ClassicRunner)
+            else open_model(
+                path,
+                provider=options.provider,
+                settings=replace(chosen, threads=chosen.threads or options.threads),
+            )
         )
         runner.run(
             runner.encode(
@@ -149,16 +170,16 @@ def _load_and_score(models, texts, labels, dataset, options, settings, console):
             accuracy, predictions[name] = _score(runner, texts, labels, dataset)
         results[name] = ModelResult(
             name=name,
-            path=str(path),
+            path=str(runner.path),
             kind=runner.kind,
             provider=options.provider,
             size_bytes=runner.size_bytes,
-            zipped_bytes=zipped_size(runner.path),
+            zipped_bytes=runner.zipped_bytes,
             rss_growth_mb=round(growth, 1),
             latency=[],
             accuracy=accuracy,
             settings=runner.settings.as_dict()
-            if runner.kind != "torch"
+            if runner.kind in ("onnx", "ort")
             else {"threads": runner.settings.threads},
         )
         console.print(

@@ -7,8 +7,10 @@ tokenization; this is the single place that does it. A model's folder holds its 
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -178,6 +180,16 @@ class ModelRunner:
     input_names: list[str] = field(default_factory=list)
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
     token_level: bool = False  # a token classifier: texts are word lists, logits per token
+
+    @property
+    def zipped_bytes(self) -> int:
+        """Bytes after zip deflate: what an app bundle or OTA update actually carries."""
+        files = [self.path] if self.path.is_file() else sorted(self.path.glob("*.safetensors"))
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+            for file in files:
+                archive.write(file, file.name)
+        return buffer.tell()
 
     @property
     def size_bytes(self) -> int:

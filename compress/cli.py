@@ -307,6 +307,11 @@ def bench_command(
     variant: list[str] = typer.Option(
         [], "--variant", help="NAME=MODEL:SETTINGS, a model again under other ORT settings"
     ),
+    classic: str = typer.Option(
+        "",
+        "--classic",
+        help="classic baselines trained on --dataset's train split: tfidf_lr,tfidf_nb",
+    ),
     traffic_batch: int = typer.Option(
         BENCH.traffic_batch_size,
         "--traffic-batch",
@@ -330,11 +335,15 @@ def bench_command(
         runtime=runtime,
         runtime_variants=_variants(variant),
         traffic_batch_size=traffic_batch or None,
+        classic=_parse_list(classic, "--classic", str),
     )
-    eval_texts, labels, label = _eval_texts(
-        dataset, split, texts, _clean_steps_of(next(iter(named.values())))
-    )
-    report = run_benchmark(named, eval_texts, labels, dataset=label, options=options)
+    clean_steps = _clean_steps_of(next(iter(named.values())))
+    eval_texts, labels, label = _eval_texts(dataset, split, texts, clean_steps)
+    train = None
+    if options.classic:
+        train_texts, train_labels, _ = _eval_texts(dataset, "train", None, clean_steps)
+        train = (train_texts, train_labels)
+    report = run_benchmark(named, eval_texts, labels, dataset=label, options=options, train=train)
     paths = write_reports(report, out)
     typer.echo(paths["markdown"].read_text(encoding="utf-8"))
     typer.echo(f"reports: {out}")

@@ -12,7 +12,7 @@ import pytest
 from bench.errors import BenchError
 from bench.latency import interleaved_timings, latency_stats
 from bench.options import BenchOptions
-from bench.report import SCHEMA_FILE, pareto_front, report_json_schema, write_reports
+from bench.report import SCHEMA_FILE, headline, pareto_front, report_json_schema, write_reports
 from bench.runner import run_benchmark
 from bench.runtime import RuntimeSettings, open_model
 from bench.schema import BenchReport
@@ -302,3 +302,41 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert image_id == "pareto" and width == 1500 and height == 460  # three panels, 15 x 4.6 in
     assert result["rows"] == {"models": 2 * 4, "paired": 1, "traffic": 2, "stages": 1}
     assert result["headline"].startswith("Pareto front (batch-1 latency vs macro-F1):")
+
+
+def test_classic_baselines_are_trained_and_benchmarked_beside_the_models(varied_model_dir):
+    """TF-IDF + class-balanced LR and complement NB: rows in the report like any model."""
+    train = sample_rows("train", 3000, seed=4)
+    rows = sample_rows("validation", 48, seed=4)
+    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+    options = BenchOptions(
+        batch_sizes=[1, 4],
+        seq_lengths=[16],
+        threads=1,
+        min_seconds=0.02,
+        traffic_batch_size=8,
+        classic=["tfidf_lr", "tfidf_nb"],
+        baseline="torch",
+    )
+    report = run_benchmark(
+        {"torch": varied_model_dir},
+        texts,
+        labels,
+        options=options,
+        min_runs=3,
+        train=([r["text"] for r in train], [r["label"] for r in train]),
+    )
+    by_name = {m.name: m for m in report.models}
+    assert list(by_name) == ["torch", "classic:tfidf_lr", "classic:tfidf_nb"]
+    for name in ("classic:tfidf_lr", "classic:tfidf_nb"):
+        model = by_name[name]
+        assert model.kind == "sklearn" and model.size_bytes > model.zipped_bytes > 0
+        assert [lat.batch_size for lat in model.latency] == [1, 4] and model.traffic.texts == 48
+        assert model.accuracy.n == 48 and model.accuracy.vs_baseline is not None
+    # trained on 3,000 SST-2 phrases, the linear model beats the untrained transformer
+    lr = by_name["classic:tfidf_lr"].accuracy
+    assert lr.accuracy > by_name["torch"].accuracy.accuracy and lr.accuracy >= 0.65
+    assert lr.vs_baseline.only_model_right > lr.vs_baseline.only_reference_right
+    assert "over the best classic baseline (classic:" in headline(report)
+    with pytest.raises(BenchError, match="classic baselines need the training rows"):
+        run_benchmark({"torch": varied_model_dir}, texts, labels, options=options)

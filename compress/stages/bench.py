@@ -107,6 +107,7 @@ class BenchStage(Stage):
                 options=self.config.options(),
                 stages=self._stage_rows(ctx),
                 progress_log=ctx.log_progress,
+                train=(ctx.data.train.texts, ctx.data.train.labels),
             )
         except BenchError as exc:
             raise EdgebertError(f"stages[{self.index}] (bench): {exc}") from None
