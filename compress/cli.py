@@ -323,6 +323,7 @@ def bench_command(
     """Benchmark models side by side; writes report.json, report.md and report.html."""
     from bench.report import write_reports
     from bench.runner import run_benchmark
+    from compress.stages.bench import run_stage_rows
 
     named = name_models(models)
     options = BenchOptions.parse(
@@ -343,7 +344,15 @@ def bench_command(
     if options.classic:
         train_texts, train_labels, _ = _eval_texts(dataset, "train", None, clean_steps)
         train = (train_texts, train_labels)
-    report = run_benchmark(named, eval_texts, labels, dataset=label, options=options, train=train)
+    report = run_benchmark(
+        named,
+        eval_texts,
+        labels,
+        dataset=label,
+        options=options,
+        train=train,
+        stages=run_stage_rows(list(named.values()), split),
+    )
     paths = write_reports(report, out)
     typer.echo(paths["markdown"].read_text(encoding="utf-8"))
     typer.echo(f"reports: {out}")

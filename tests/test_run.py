@@ -141,7 +141,9 @@ def test_installed_console_script_reports_errors_without_traceback(tmp_path):
     )
 
 
-def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, tiny_data, run_cli):
+def test_finetune_export_bench_compose_in_one_recipe(
+    tmp_path, tiny_model_dir, tiny_data, run_cli, monkeypatch
+):
     recipe = tmp_path / "full.yaml"
     recipe.write_text(
         tiny_recipe(tiny_model_dir, tiny_data, epochs=1)
@@ -218,6 +220,31 @@ def test_finetune_export_bench_compose_in_one_recipe(tmp_path, tiny_model_dir, t
     )
     assert "[finetune] evaluate 100/100 rows" in log and "[bench] timed 1/1 shapes" in log
     assert f"[finetune] train {steps}/{steps} steps" in err
+    # `edgebert bench` on a file from this run fills the Stages table from the run directory
+    monkeypatch.setenv("EDGEBERT_DATASETS", str(tiny_data.parent))
+    int8_file = run_dir / "stages" / "01-export" / "onnx" / "model_dynamic_int8.onnx"
+    code, _, err = run_cli(
+        "bench",
+        int8_file,
+        "--dataset",
+        tiny_data.name,
+        "--batch",
+        "1",
+        "--seq",
+        "16",
+        "--threads",
+        "1",
+        "--min-seconds",
+        "0.02",
+        "--traffic-batch",
+        "0",
+        "--out",
+        tmp_path / "cli-bench",
+    )
+    assert code == 0, err
+    cli_report = json.loads((tmp_path / "cli-bench" / "report.json").read_text())
+    assert [row["stage"] for row in cli_report["stages"]] == ["finetune", "export", "bench"]
+    assert cli_report["stages"][0] == report["stages"][0]
 
 
 def test_parity_failure_fails_the_export_stage_with_numbers(

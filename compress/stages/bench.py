@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -113,21 +114,44 @@ class BenchStage(Stage):
             raise EdgebertError(f"stages[{self.index}] (bench): {exc}") from None
 
     def _stage_rows(self, ctx) -> list[dict]:
-        """One row per earlier stage: its model's metrics on the bench split (validation when
-        the stage has none there), parameters, weight size and wall time."""
-        rows = []
-        for name, result in ctx.results.items():
-            metrics = result.get(self.config.split) or result.get("validation") or {}
-            model = ctx.models.get(name)
-            weights = sum(p.stat().st_size for p in model.glob("*.safetensors")) if model else None
-            rows.append(
-                {
-                    "stage": name,
-                    "accuracy": metrics.get("accuracy"),
-                    "macro_f1": metrics.get("macro_f1"),
-                    "parameters": result.get("parameters"),
-                    "size_bytes": weights or None,
-                    "wall_seconds": result.get("wall_seconds"),
+        return stage_rows(ctx.results, ctx.models, self.config.split)
+
+
+def stage_rows(results: dict[str, dict], models: dict[str, Path], split: str) -> list[dict]:
+    """One row per stage of a run: its model's metrics on the bench split (validation when the
+    stage has none there), parameters, weight size and wall time. Used by the bench stage and by
+    `edgebert bench` on files that came out of a run directory."""
+    rows = []
+    for name, result in results.items():
+        metrics = result.get(split) or result.get("validation") or {}
+        model = models.get(name)
+        weights = sum(p.stat().st_size for p in model.glob("*.safetensors")) if model else None
+        rows.append(
+            {
+                "stage": name,
+                "accuracy": metrics.get("accuracy"),
+                "macro_f1": metrics.get("macro_f1"),
+                "parameters": result.get("parameters"),
+                "size_bytes": weights or None,
+                "wall_seconds": result.get("wall_seconds"),
+            }
+        )
+    return rows
+
+
+def run_stage_rows(files: list[Path], split: str) -> list[dict]:
+    """Stage rows of the run directory the first of `files` came from (none: not from a run):
+    `edgebert bench` on a run's ONNX files shows how each step of that run got there."""
+    for file in files:
+        for folder in [file, *file.parents]:
+            metrics, stages = folder / "metrics.json", folder / "stages"
+            if (folder / "manifest.json").is_file() and metrics.is_file() and stages.is_dir():
+                results = json.loads(metrics.read_text(encoding="utf-8"))
+                models = {
+                    name: model
+                    for name in results
+                    for model in stages.glob(f"*-{name}/model")
+                    if model.is_dir()
                 }
-            )
-        return rows
+                return stage_rows(results, models, split)
+    return []
