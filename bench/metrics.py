@@ -57,6 +57,24 @@ def classification_metrics(
 METRIC_NAMES = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "entity_f1")
 
 
+def expected_calibration_error(logits: np.ndarray, labels: Sequence[int], bins: int = 15) -> float:
+    """How far confidence is from accuracy: rows binned by their top softmax probability (15
+    equal-width bins), the gap |accuracy - mean confidence| of each bin weighted by its share of
+    rows. 0 is perfectly calibrated; a model that says 90% and is right 70% of the time has 0.2."""
+    logits = np.asarray(logits, dtype=np.float64)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    confidence = probs.max(-1)
+    correct = probs.argmax(-1) == np.asarray(labels)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        rows = which == b
+        if rows.any():
+            total += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
+    return float(total)
+
+
 def token_metrics(
     y_true: Sequence[Sequence[int]], y_pred: Sequence[Sequence[int]], label_names: Sequence[str]
 ) -> dict:

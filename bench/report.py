@@ -213,6 +213,7 @@ MODEL_HEAD = [
     "% INT8 peak",
     "accuracy",
     "macro-F1",
+    "ECE",
 ]
 TRAFFIC_HEAD = ["model", "batch", "texts", "mean tokens", "seq/s end to end", "x padded"]
 PAIRED_HEAD = [
@@ -254,6 +255,7 @@ def model_rows(report: BenchReport) -> list[list[str]]:
                     _fmt(lat.gmacs_per_s and peak and 100 * lat.gmacs_per_s / peak, ".0f"),
                     _fmt(acc and acc.accuracy, ".4f"),
                     _fmt(acc and acc.macro_f1, ".4f"),
+                    _fmt(acc and acc.ece, ".3f"),
                 ]
             )
     return rows

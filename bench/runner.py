@@ -19,7 +19,7 @@ from bench.errors import BenchError
 from bench.latency import interleaved_timings, latency_stats
 from bench.machine import int8_peak_gmacs, machine_info
 from bench.macs import graph_macs
-from bench.metrics import classification_metrics, token_metrics
+from bench.metrics import classification_metrics, expected_calibration_error, token_metrics
 from bench.options import DEFAULTS, BenchOptions
 from bench.paired import paired_difference
 from bench.progress import ProgressLine, to_stderr_unless_terminal
@@ -210,8 +210,10 @@ def _score(runner: ModelRunner, texts, labels, dataset: str) -> tuple[Accuracy, 
         metrics = token_metrics(labels, tags, runner.label_names)
         preds = np.asarray([t for row in tags for t in row])
     else:
-        preds = runner.logits(texts).argmax(-1)
+        logits = runner.logits(texts)
+        preds = logits.argmax(-1)
         metrics = classification_metrics(labels, preds, runner.label_names)
+        metrics["ece"] = expected_calibration_error(logits, labels)
     metrics.pop("n")
     return Accuracy(dataset=dataset, n=len(labels), **metrics), preds
 

@@ -69,6 +69,9 @@ class Accuracy(_Strict):
     confusion_matrix: list[list[int]]
     labels: list[str]
     label_agreement_with_baseline: float | None = None
+    ece: float | None = Field(
+        None, description="expected calibration error, 15 bins of top-class confidence"
+    )
     vs_baseline: PairedDifference | None = Field(
         None, description="difference from the baseline with paired CIs (text classification)"
     )

@@ -107,6 +107,12 @@ def test_benchmark_fills_every_field(report):
     paired = onnx_model.accuracy.vs_baseline  # same labels: no difference, McNemar p = 1
     assert paired.accuracy_diff == 0 and paired.accuracy_ci == [0, 0] and paired.mcnemar_p == 1
     assert torch_model.accuracy.vs_baseline is None  # the baseline itself
+    from bench.metrics import expected_calibration_error
+
+    texts, labels = [r["text"] for r in ROWS], [r["label"] for r in ROWS]
+    logits = open_model(onnx_model.path).logits(texts)
+    assert onnx_model.accuracy.ece == pytest.approx(expected_calibration_error(logits, labels))
+    assert 0 < onnx_model.accuracy.ece < 1
     predicted = [sum(column) for column in zip(*onnx_model.accuracy.confusion_matrix)]
     assert min(predicted) >= 5, predicted  # ... and the labels vary, so agreeing means something
     assert report.machine.threads == 1 and report.machine.onnxruntime

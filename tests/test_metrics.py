@@ -71,3 +71,18 @@ def test_paired_macro_f1_matches_the_one_metrics_function():
         - classification_metrics(truth, a, names)["macro_f1"]
     )
     assert paired_difference(truth, a, b, classes=3)["macro_f1_diff"] == pytest.approx(want)
+
+
+def test_expected_calibration_error_by_hand():
+    import numpy as np
+
+    from bench.metrics import expected_calibration_error
+
+    sure = np.log(np.array([[0.9, 0.1]] * 10))  # says 90% on every row
+    labels = [0] * 7 + [1] * 3  # right on 7 of 10
+    assert expected_calibration_error(sure, labels) == pytest.approx(0.2)
+    honest = np.log(np.array([[0.7, 0.3]] * 10))
+    assert expected_calibration_error(honest, labels) == pytest.approx(0.0, abs=1e-12)
+    mixed = np.log(np.array([[0.95, 0.05]] * 4 + [[0.55, 0.45]] * 6))
+    # bins: 4 rows at 0.95 all right (gap 0.05), 6 rows at 0.55 with 3 right (gap 0.05)
+    assert expected_calibration_error(mixed, [0] * 4 + [0, 0, 0, 1, 1, 1]) == pytest.approx(0.05)
