@@ -54,6 +54,16 @@ class TrainingConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when present")
     bf16: bool = Field(False, description="bf16 autocast on CUDA (ignored on CPU)")
     early_stopping: EarlyStopping | None = None
+    class_weights: Literal["balanced"] | list[float] | None = Field(
+        None,
+        description="weight the loss by class: 'balanced' (n / (classes x count), as "
+        "scikit-learn) or one weight per label; distillation weights each row the same way",
+    )
+    tune_thresholds: bool = Field(
+        False,
+        description="after training, shift the classifier's per-class biases to maximise "
+        "validation macro-F1 (prior correction for imbalanced classes; exported with the model)",
+    )
 
 
 class DataConfig(Strict):

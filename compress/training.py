@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -39,6 +40,7 @@ from compress.errors import EdgebertError
 from compress.loop_state import InterruptFlag, LoopState
 from compress.ner_data import encode_words, word_level
 from compress.rundir import recover_replaced_dir
+from compress.thresholds import tune_thresholds
 
 if TYPE_CHECKING:
     from compress.context import StageScope
@@ -140,6 +142,33 @@ class TrainingPhase:
             self.eval_texts, self.eval_labels
         )
         self.pad_id = self.tokenizer.pad_token_id or 0
+        self.class_weight_tensor = self._class_weights()
+
+    def _class_weights(self) -> torch.Tensor | None:
+        """`training.class_weights` as one weight per label (None: plain cross-entropy)."""
+        wanted = self.training.class_weights
+        if wanted is None:
+            return None
+        if self.token_level:
+            raise EdgebertError("training.class_weights: sentence classification only")
+        classes = len(self.label_names)
+        if wanted == "balanced":
+            counts = np.bincount(np.asarray(self.train_labels), minlength=classes)
+            weights = [len(self.train_labels) / (classes * c) if c else 1.0 for c in counts]
+        elif len(wanted) != classes:
+            raise EdgebertError(
+                f"training.class_weights: expected {classes} weights (one per label: "
+                f"{', '.join(self.label_names)}), got {len(wanted)}"
+            )
+        else:
+            weights = list(wanted)
+        return torch.tensor(weights, dtype=torch.float32)
+
+    def row_weights(self, batch: dict) -> torch.Tensor | None:
+        """Each row's class weight (class-weighted distillation), or None when unweighted."""
+        if self.class_weight_tensor is None:
+            return None
+        return self.class_weight_tensor.to(batch["labels"].device)[batch["labels"]]
 
     @property
     def step(self) -> int:
@@ -219,6 +248,10 @@ class TrainingPhase:
         )
         rows = distributed.gather_rows(list(local), len(ids))
         return rows if self.token_level else np.stack(rows)
+
+    def validation_logits(self):
+        """Logits of the current model on the validation rows (all ranks gathered)."""
+        return self._logits(self.model, self.eval_ids)
 
     def evaluate_texts(self, texts: list, labels: list) -> dict:
         """Metrics of the current model on other rows (e.g. the test split)."""
@@ -457,6 +490,9 @@ class TrainingPhase:
                 **self.forward_kwargs,
             )
             loss = outputs.loss
+            if self.class_weight_tensor is not None:
+                weights = self.class_weight_tensor.to(outputs.logits.device)
+                loss = F.cross_entropy(outputs.logits.float(), batch["labels"], weight=weights)
             for modifier in self.modifiers:
                 loss = modifier.loss(self, batch, outputs, loss)
         (loss / self.training.grad_accum).backward()
@@ -549,6 +585,7 @@ class TrainingPhase:
         if best.weights is not None and best.epoch != self.state.epoch:
             self.model.load_state_dict(best.weights)
         self.model.to("cpu").eval()
+        thresholds = tune_thresholds(self) if self.training.tune_thresholds else None
         modifier_metrics = {m.type_name: m.finish(self) for m in self.modifiers}
         return {
             "best_epoch": best.epoch,
@@ -563,6 +600,7 @@ class TrainingPhase:
             "world_size": distributed.world_size(),  # processes that trained (torchrun)
             "history": self.state.history,
             "modifiers": modifier_metrics,
+            "thresholds": thresholds,
         }
 
 

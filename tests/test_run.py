@@ -297,3 +297,22 @@ def test_cli_bench_and_export_clean_texts_as_the_model_was_trained(tmp_path):
     assert _clean_steps_of(tmp_path) == ["strip_html", "lower"]
     assert _clean_steps_of(tmp_path / "model.onnx") == ["strip_html", "lower"]
     assert _clean_steps_of(tmp_path / "elsewhere" / "m.onnx") == DEFAULT_CLEAN
+
+
+def test_class_weights_and_tuned_thresholds_in_a_run(tmp_path, tiny_model_dir, tiny_data, run_cli):
+    """The offsets are added to the classifier bias: the saved model (and every file exported
+    from it) decides with the tuned thresholds, no post-processing."""
+    recipe = tmp_path / "imbalanced.yaml"
+    recipe.write_text(
+        tiny_recipe(
+            tiny_model_dir, tiny_data, epochs=1, class_weights="balanced", tune_thresholds=True
+        )
+    )
+    _, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
+    tuned = metrics["finetune"]["thresholds"]
+    assert tuned["offsets"][0] == 0.0 and len(tuned["offsets"]) == 2
+    assert tuned["validation_macro_f1_after"] >= tuned["validation_macro_f1_before"]
+    assert metrics["finetune"]["validation"]["macro_f1"] == pytest.approx(
+        tuned["validation_macro_f1_after"], abs=1e-9
+    )
+    assert "thresholds: offsets [0.0, " in err

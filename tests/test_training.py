@@ -134,3 +134,46 @@ def test_distill_takes_precomputed_teacher_logits_as_given_and_refuses_other_row
     np.savez(path, train_logits=given[:10], train_texts_sha256=digest)  # fewer rows
     with pytest.raises(EdgebertError, match=r"shape \(10, 2\)"):
         Distill(config).setup(phase)
+
+
+def test_class_weights_balanced_and_per_label(tiny_model_dir):
+    import pytest
+
+    from compress.errors import EdgebertError
+
+    phase = make_phase(tiny_model_dir, class_weights="balanced")
+    counts = torch.bincount(torch.tensor(phase.train_labels), minlength=2).float()
+    assert torch.allclose(phase.class_weight_tensor, len(phase.train_labels) / (2 * counts))
+    batch = {"labels": torch.tensor([0, 1, 1])}
+    assert torch.equal(phase.row_weights(batch), phase.class_weight_tensor[[0, 1, 1]])
+    assert make_phase(tiny_model_dir).row_weights(batch) is None  # unweighted by default
+    with pytest.raises(EdgebertError, match=r"class_weights: expected 2 weights .* got 3"):
+        make_phase(tiny_model_dir, class_weights=[1.0, 2.0, 3.0])
+
+
+def test_class_weighted_kd_weights_each_rows_divergence():
+    from compress.modifiers.distill import kd_loss
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 3), torch.randn(4, 3)
+    plain = kd_loss(student, teacher, 2.0)
+    assert torch.allclose(kd_loss(student, teacher, 2.0, torch.ones(4) * 5), plain)
+    only_first = kd_loss(student, teacher, 2.0, torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    # weights are normalised to mean 1: all the weight on row 0 gives row 0's divergence
+    assert torch.allclose(only_first, kd_loss(student[:1], teacher[:1], 2.0))
+
+
+def test_threshold_offsets_recover_an_under_predicted_class():
+    import numpy as np
+
+    from compress.thresholds import best_offsets
+
+    labels = [0] * 50 + [1] * 10
+    logits = np.zeros((60, 2))
+    logits[50:, 1] = -0.5  # the minority class scores just under the majority: never predicted
+    logits[:50, 1] = -1.5
+    offsets = best_offsets(logits, labels, ["major", "minor"])
+    assert offsets[0] == 0 and 0.5 < offsets[1] < 1.5
+    assert ((logits + offsets).argmax(-1) == np.array(labels)).all()
+    balanced = np.eye(2)[labels] * 2.0  # already right everywhere: no shift
+    assert best_offsets(balanced, labels, ["major", "minor"]).tolist() == [0.0, 0.0]

@@ -30,16 +30,22 @@ from compress.training import batched_logits
 
 
 def kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """KL(teacher || student) on temperature-softened distributions, times T^2 (Hinton et al.),
-    averaged over the batch."""
+    averaged over the batch; `row_weights` (class-weighted KD) weight each row's KL."""
     t = temperature
-    return F.kl_div(
+    per_row = F.kl_div(
         F.log_softmax(student_logits / t, dim=-1),
         F.softmax(teacher_logits / t, dim=-1),
-        reduction="batchmean",
-    ) * (t * t)
+        reduction="none",
+    ).sum(-1)
+    if row_weights is not None:
+        per_row = per_row * row_weights / row_weights.mean()
+    return per_row.mean() * (t * t)
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
@@ -234,7 +240,12 @@ class Distill(Modifier):
         else:
             teacher_out = self._teacher_forward(batch)
             teacher_logits = teacher_out.logits
-        total = cfg.alpha * kd_loss(outputs.logits.float(), teacher_logits.float(), cfg.temperature)
+        total = cfg.alpha * kd_loss(
+            outputs.logits.float(),
+            teacher_logits.float(),
+            cfg.temperature,
+            phase.row_weights(batch),
+        )
         total = total + (1 - cfg.alpha) * loss
         if teacher_out is not None and cfg.hidden:
             mask = batch["attention_mask"].unsqueeze(-1).float()
