@@ -59,6 +59,11 @@ class TrainingConfig(Strict):
         description="weight the loss by class: 'balanced' (n / (classes x count), as "
         "scikit-learn) or one weight per label; distillation weights each row the same way",
     )
+    balanced_sampling: bool = Field(
+        False,
+        description="draw training rows with probability inverse to their class's frequency "
+        "(with replacement, seeded): every class is seen about equally often",
+    )
     tune_thresholds: bool = Field(
         False,
         description="after training, shift the classifier's per-class biases to maximise "

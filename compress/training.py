@@ -278,6 +278,21 @@ class TrainingPhase:
             seed=self.seed,
         )
 
+    def _balanced_sampler(self, generator: torch.Generator):
+        """`training.balanced_sampling`: rows drawn with weight 1 / (their class's count), so
+        each class fills about the same share of every epoch; None when off."""
+        if not self.training.balanced_sampling:
+            return None
+        if self.token_level or distributed.active():
+            raise EdgebertError(
+                "training.balanced_sampling: one process, sentence classification only"
+            )
+        labels = torch.as_tensor(self.train_labels)
+        counts = torch.bincount(labels, minlength=len(self.label_names)).double()
+        return torch.utils.data.WeightedRandomSampler(
+            (1.0 / counts)[labels], num_samples=len(labels), replacement=True, generator=generator
+        )
+
     def _optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
@@ -366,12 +381,13 @@ class TrainingPhase:
         generator = torch.Generator().manual_seed(self.seed)
         device = self._device()
         sampler = self._distributed_sampler(device)
+        balanced = self._balanced_sampler(generator)
         loader = torch.utils.data.DataLoader(
             EncodedDataset(self.train_ids, self.train_labels),
             batch_size=cfg.batch_size // distributed.world_size(),
-            shuffle=sampler is None and cfg.shuffle,
-            sampler=sampler,
-            generator=generator if sampler is None else None,
+            shuffle=sampler is None and balanced is None and cfg.shuffle,
+            sampler=sampler or balanced,
+            generator=generator if sampler is None and balanced is None else None,
             collate_fn=make_collate(self.pad_id),
         )
         if sampler is not None and not distributed.is_main():
