@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 SAMPLE = Path(__file__).resolve().parent.parent / "compress" / "samples" / "sst2-sample"
+# Bench arguments for tests: one short shape, one thread, a few hundredths of a second each.
+FAST_BENCH = ["--batch", "1", "--seq", "16", "--threads", "1", "--min-seconds", "0.02"]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -26,6 +28,14 @@ def sample_rows(split: str, n: int, seed: int = 0) -> list[dict]:
     rows = [json.loads(line) for line in (SAMPLE / f"{split}.jsonl").read_text().splitlines()]
     random.Random(seed).shuffle(rows)
     return rows[:n]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny classifier exported once to ONNX (tokenizer and config beside it); read-only."""
+    from export.onnx_export import export_onnx
+
+    return export_onnx(tiny_model_dir, tmp_path_factory.mktemp("tiny-onnx"))
 
 
 @pytest.fixture(scope="session")

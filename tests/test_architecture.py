@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.conftest import FAST_BENCH
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("compress", "bench", "export", "recipes")
 MAX_FUNCTION_LINES = 80
@@ -102,17 +104,13 @@ def test_no_function_is_longer_than_80_lines():
     assert not long, long
 
 
-def test_predict_and_serve_on_an_onnx_file_load_neither_torch_nor_scikit_learn(
-    tiny_model_dir, tmp_path
-):
+def test_predict_and_serve_on_an_onnx_file_load_neither_torch_nor_scikit_learn(tiny_onnx):
     """`edgebert predict|serve model.onnx` must start on an edge board: ORT and a tokenizer."""
     import json
     import subprocess
     import sys
 
-    from export.onnx_export import export_onnx
-
-    onnx_path = export_onnx(tiny_model_dir, tmp_path / "onnx")
+    onnx_path = tiny_onnx
     probe = (
         "import sys\n"
         "from compress.cli import main\n"
@@ -148,14 +146,12 @@ runpy.run_module("bench", run_name="__main__")
 """
 
 
-def test_python_m_bench_runs_with_torch_and_compress_unimportable(tiny_model_dir, tmp_path):
+def test_python_m_bench_runs_with_torch_and_compress_unimportable(tiny_onnx, tmp_path):
     import json
     import subprocess
     import sys
 
-    from export.onnx_export import export_onnx
-
-    onnx_path = export_onnx(tiny_model_dir, tmp_path / "onnx")
+    onnx_path = tiny_onnx
     rows = tmp_path / "rows.jsonl"
     rows.write_text(
         "".join(
@@ -172,14 +168,7 @@ def test_python_m_bench_runs_with_torch_and_compress_unimportable(tiny_model_dir
             f"tiny={onnx_path}",
             "--data",
             str(rows),
-            "--batch",
-            "1",
-            "--seq",
-            "16",
-            "--threads",
-            "1",
-            "--min-seconds",
-            "0.02",
+            *FAST_BENCH,
             "--traffic-batch",
             "4",
             "--out",

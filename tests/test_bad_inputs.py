@@ -368,13 +368,6 @@ def _(t):
     return ["run", "--resume", str(t["dir"])], f"{t['dir']}: not a run directory"
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tiny_model_dir, tmp_path_factory):
-    from export.onnx_export import export_onnx
-
-    return export_onnx(tiny_model_dir, tmp_path_factory.mktemp("onnx"))
-
-
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])
 def test_bad_input(name, make, tmp_path, tiny_model_dir, tiny_data, tiny_onnx, run_cli):
     texts = tmp_path / "texts.txt"

@@ -16,7 +16,7 @@ from bench.report import SCHEMA_FILE, headline, pareto_front, report_json_schema
 from bench.runner import run_benchmark
 from bench.runtime import RuntimeSettings, open_model
 from bench.schema import BenchReport
-from tests.conftest import sample_rows
+from tests.conftest import FAST_BENCH, sample_rows
 
 ROWS = sample_rows("validation", 48, seed=3)
 
@@ -217,14 +217,7 @@ def test_python_m_bench_runs_without_the_toolkit(tiny_model_dir, tmp_path, capsy
         f"tiny={onnx_path}",
         "--data",
         str(data),
-        "--batch",
-        "1",
-        "--seq",
-        "16",
-        "--threads",
-        "1",
-        "--min-seconds",
-        "0.02",
+        *FAST_BENCH,
         "--traffic-batch",
         "8",
         "--emulated",

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from tests.conftest import run_ok, tiny_recipe
+from tests.conftest import FAST_BENCH, run_ok, tiny_recipe
 
 
 def test_run_writes_a_complete_run_directory(tmp_path, tiny_model_dir, tiny_data, run_cli):
@@ -228,14 +228,7 @@ def test_finetune_export_bench_compose_in_one_recipe(
         int8_file,
         "--dataset",
         tiny_data.name,
-        "--batch",
-        "1",
-        "--seq",
-        "16",
-        "--threads",
-        "1",
-        "--min-seconds",
-        "0.02",
+        *FAST_BENCH,
         "--traffic-batch",
         "0",
         "--out",
