@@ -5,6 +5,7 @@ exception for error messages, and the model metadata file `edgebert.json`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -87,3 +88,46 @@ def read_lines(path: Path, missing: str = "file not found") -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
         raise BenchError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+LOCK_FILE = ".edgebert.lock"
+
+
+class FolderLock:
+    """An exclusive lock on a folder that one edgebert process writes (a run directory, an
+    export folder): a second writer gets a one-line error instead of interleaving its files with
+    the first one's. `flock` on FOLDER/.edgebert.lock: the kernel drops it when the holder
+    exits, even on SIGKILL, so a dead run never leaves a stale lock behind."""
+
+    def __init__(self, folder: Path, what: str):
+        self.folder, self.what = Path(folder), what
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise BenchError(
+                f"{self.folder} is in use by another edgebert {self.what} (pid {holder}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from bench.files import first_line, read_model_meta
+from bench.files import FolderLock, first_line, read_model_meta
 from bench.options import DEFAULTS as BENCH
 from bench.options import BenchOptions, name_models
 from compress import __version__
@@ -272,9 +272,10 @@ def export_command(
         _parse_list(quantize, "--quantize", str), ort, parity_rows, min_label_agreement
     )
     parity_texts, _, _ = _eval_texts(dataset, "validation", texts, _clean_steps_of(model_dir))
-    result = export_model(
-        model_dir, out, parity_texts, options, log=lambda m: typer.echo(m, err=True)
-    )
+    with FolderLock(out, "export"):  # two exports into one folder would mix their files
+        result = export_model(
+            model_dir, out, parity_texts, options, log=lambda m: typer.echo(m, err=True)
+        )
     for name, path in result.files.items():
         typer.echo(f"{name}\t{result.sizes[name] / 1e6:.1f} MB\t{path}")
     if result.failures:

@@ -76,6 +76,7 @@ def _open_run_dir(
     if resume:
         assert run_dir is not None
         rd = RunDir(run_dir)
+        rd.lock()  # before reading its state: a second --resume must not read it half-written
         manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
         if manifest.get("data_sha256") != hashes:
             raise EdgebertError(f"{run_dir}: the data files changed since this run started")
@@ -84,6 +85,7 @@ def _open_run_dir(
         manifest.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     else:
         rd = prepare_run_dir(out_base, recipe.name, run_dir, overwrite)
+        rd.lock()
         resolved = recipe.model_dump(mode="json", by_alias=True)
         resolved_text = yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
         write_text_atomic(rd.root / RESOLVED_RECIPE, resolved_text)
@@ -172,4 +174,5 @@ def run_recipe(
     finally:
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         rd.write_json("manifest.json", manifest)
+        rd.unlock()
     return rd

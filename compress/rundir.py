@@ -6,6 +6,7 @@ Layout of `runs/<name>-<timestamp>/`:
     metrics.json           one entry per stage
     run.log                what the console showed
     stages/NN-<name>/      each stage's metrics.json, model/ (safetensors), ONNX files, reports
+    .edgebert.lock         the writer's pid; flock-held while a run (or resume) is writing
 Every file is written to a temporary name and renamed, so a crash never leaves a half-written
 file that a later step would load.
 """
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.files import current_umask, write_json_atomic
+from bench.files import FolderLock, current_umask, write_json_atomic
 from compress.errors import EdgebertError
 
 
@@ -52,6 +53,16 @@ class RunDir:
 
     def __init__(self, root: Path):
         self.root = root
+        self._lock: FolderLock | None = None
+
+    def lock(self) -> None:
+        """Hold the run directory for this process (a second `run --resume` is refused)."""
+        self._lock = FolderLock(self.root, "run").acquire()
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @classmethod
     def create(cls, base: Path, name: str) -> RunDir:

@@ -3,6 +3,7 @@ ends; Ctrl-C stops cleanly with a checkpoint; completed stages are not redone.""
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_recipe
+from tests.conftest import run_ok, tiny_recipe
 
 SLOW_RUNNER = textwrap.dedent(
     """
@@ -185,3 +186,31 @@ def test_a_kill_between_the_two_renames_of_a_checkpoint_swap_is_recovered(tmp_pa
     assert json.loads((target / "state.json").read_text()) == {"step": 40} and not old.exists()
     recover_replaced_dir(target)  # nothing to do the second time
     assert target.is_dir()
+
+
+def test_a_second_writer_is_refused_and_nothing_is_touched(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
+    """Two `run --resume` on one run directory, or two exports into one folder: the second
+    gets a one-line lock error while the first holds the folder, and changes nothing."""
+    from bench.files import FolderLock
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data, epochs=1))
+    run_dir, _, _ = run_ok(run_cli, recipe, tmp_path / "runs")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with FolderLock(run_dir, "run"):  # another process is resuming it
+        code, _, err = run_cli("run", "--resume", run_dir)
+    assert code == 2
+    assert err.strip() == (
+        f"edgebert: error: {run_dir} is in use by another edgebert run (pid {os.getpid()}); "
+        "wait for it to finish or stop it first"
+    )
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    out = tmp_path / "export"
+    with FolderLock(out, "export"):
+        code, _, err = run_cli("export", run_dir / "stages" / "00-finetune" / "model", "--out", out)
+    assert code == 2 and "is in use by another edgebert export" in err
+    assert sorted(p.name for p in out.iterdir()) == [".edgebert.lock"]  # nothing written
+    code, _, err = run_cli("run", "--resume", run_dir)  # once free, the resume goes ahead
+    assert code == 0, err

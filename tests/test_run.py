@@ -16,6 +16,7 @@ def test_run_writes_a_complete_run_directory(tmp_path, tiny_model_dir, tiny_data
     recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data))
     run_dir, _, _ = run_ok(run_cli, recipe, tmp_path / "runs")
     assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".edgebert.lock",  # one writer at a time (flock; empty of meaning once the run ends)
         "manifest.json",
         "metrics.json",
         "recipe.resolved.yaml",
