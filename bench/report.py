@@ -21,8 +21,7 @@ def report_json_schema() -> dict:
 
 def _headline(model) -> tuple[float, float | None]:
     """(p50 ms at the smallest batch and shortest timed sequence, macro-F1 or None)."""
-    first = min(model.latency, key=lambda l: (l.batch_size, l.seq_length))
-    return first.p50_ms, model.accuracy.macro_f1 if model.accuracy else None
+    return p50_at(model, min(lat.batch_size for lat in model.latency)), _quality(model)
 
 
 def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
@@ -45,11 +44,18 @@ def _latency_at(model, batch_size: int):
     return min(rows, key=lambda lat: lat.seq_length) if rows else None
 
 
+def p50_at(model, batch_size: int) -> float | None:
+    """p50 ms at `batch_size` and the shortest timed sequence (None: that batch was not timed)."""
+    lat = _latency_at(model, batch_size)
+    return lat.p50_ms if lat else None
+
+
 def _quality(model) -> float | None:
     return model.accuracy.macro_f1 if model.accuracy else None
 
 
-def _batches(report: BenchReport) -> tuple[int, int]:
+def batch_range(report: BenchReport) -> tuple[int, int]:
+    """The smallest and the largest batch size timed."""
     sizes = sorted({lat.batch_size for m in report.models for lat in m.latency})
     return sizes[0], sizes[-1]
 
@@ -70,7 +76,7 @@ def headline(report: BenchReport) -> str:
     best = next(m for m in report.models if m.name == front[0])
     if base is None or best is base:
         return text
-    small, large = _batches(report)
+    small, large = batch_range(report)
     ratios = []
     for batch in (small, large):
         mine, theirs = _latency_at(best, batch), _latency_at(base, batch)
@@ -107,11 +113,8 @@ def _deltas(model, base) -> list[str]:
     out = []
     for label, key in (("macro-F1", "macro_f1"), ("accuracy", "accuracy")):
         if paired is not None:
-            low, high = getattr(paired, f"{key}_ci")
-            diff = getattr(paired, f"{key}_diff")
-            out.append(
-                f"{label} {100 * diff:+.1f} points (95% CI {100 * low:+.1f} to {100 * high:+.1f})"
-            )
+            diff, bounds = getattr(paired, f"{key}_diff"), getattr(paired, f"{key}_ci")
+            out.append(f"{label} {interval_text(diff, bounds, ' points')}")
         elif model.accuracy and base.accuracy:
             out.append(
                 f"{label} {100 * (getattr(model.accuracy, key) - getattr(base.accuracy, key)):+.1f} points"
@@ -131,10 +134,10 @@ def pareto_png(report: BenchReport) -> bytes | None:
     scored = [m for m in report.models if _quality(m) is not None]
     if not scored:
         return None
-    small, large = _batches(report)
+    small, large = batch_range(report)
     panels = [
-        (f"p50 ms, batch {small} (log)", lambda m: _p50(m, small)),
-        (f"p50 ms, batch {large} (log)", lambda m: _p50(m, large)),
+        (f"p50 ms, batch {small} (log)", lambda m: p50_at(m, small)),
+        (f"p50 ms, batch {large} (log)", lambda m: p50_at(m, large)),
         ("size MB (log)", lambda m: m.size_bytes / 1e6),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), dpi=100)
@@ -152,11 +155,6 @@ def pareto_png(report: BenchReport) -> bytes | None:
     return buffer.getvalue()
 
 
-def _p50(model, batch_size: int) -> float | None:
-    lat = _latency_at(model, batch_size)
-    return lat.p50_ms if lat else None
-
-
 MARKERS = "osD^v<>PX*"
 
 
@@ -167,7 +165,7 @@ def _decades(points: dict[str, tuple[float, float]]) -> float:
 
 
 def _panel(ax, models, x_of, label: str) -> None:
-    import matplotlib.ticker  # noqa: F401  (loaded with pyplot; named here for the formatter)
+    from matplotlib.ticker import FuncFormatter, NullFormatter  # matplotlib loads only to plot
 
     points = {m.name: (x_of(m), _quality(m)) for m in models if x_of(m) is not None}
     front = pareto_front(points)
@@ -187,11 +185,9 @@ def _panel(ax, models, x_of, label: str) -> None:
         [points[n][0] for n in front], [points[n][1] for n in front], "--", color="0.4", zorder=2
     )
     ax.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(
-        plain if _decades(points) < 1 else matplotlib.ticker.NullFormatter()
-    )
+    ax.xaxis.set_minor_formatter(plain if _decades(points) < 1 else NullFormatter())
     ax.set_xlabel(label)
     ax.set_ylabel("macro-F1")
     ax.grid(True, alpha=0.3)
@@ -276,8 +272,9 @@ def traffic_rows(report: BenchReport) -> list[list[str]]:
     ]
 
 
-def _interval(diff: float, bounds: list[float]) -> str:
-    return f"{100 * diff:+.1f} ({100 * bounds[0]:+.1f} to {100 * bounds[1]:+.1f})"
+def interval_text(diff: float, bounds: list[float], unit: str = "") -> str:
+    """A paired difference and its 95% interval, in points: "-2.6 (95% CI -4.2 to -1.0)"."""
+    return f"{100 * diff:+.1f}{unit} (95% CI {100 * bounds[0]:+.1f} to {100 * bounds[1]:+.1f})"
 
 
 def paired_rows(report: BenchReport) -> list[list[str]]:
@@ -285,8 +282,8 @@ def paired_rows(report: BenchReport) -> list[list[str]]:
     return [
         [
             m.name,
-            _interval(p.accuracy_diff, p.accuracy_ci),
-            _interval(p.macro_f1_diff, p.macro_f1_ci),
+            interval_text(p.accuracy_diff, p.accuracy_ci),
+            interval_text(p.macro_f1_diff, p.macro_f1_ci),
             f"{p.mcnemar_p:.3g}",
             str(p.only_reference_right),
             str(p.only_model_right),

@@ -14,7 +14,7 @@ import psutil
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from bench.classic import ClassicRunner, fit_classic
+from bench.classic import fit_classic
 from bench.errors import BenchError
 from bench.latency import interleaved_timings, latency_stats
 from bench.machine import int8_peak_gmacs, machine_info
@@ -77,15 +77,9 @@ def run_benchmark(
     if settings is None:
         settings = model_settings(models, options.runtime, options.runtime_variants)
     console = console or Console(stderr=True)
-    runners, results = _load_and_score(
-        {**models, **_classic_runners(options, train, models)},
-        texts,
-        labels,
-        dataset,
-        options,
-        settings,
-        console,
-    )
+    openers = {name: _opener(path, settings.get(name), options) for name, path in models.items()}
+    openers.update(_classic_openers(options, train, models))
+    runners, results = _load_and_score(openers, texts, labels, dataset, options, console)
     grid = [(b, s) for s in options.seq_lengths for b in options.batch_sizes]
     with Progress(
         TextColumn("{task.description}"),
@@ -113,15 +107,25 @@ def run_benchmark(
     )
 
 
-def _classic_runners(options: BenchOptions, train, models: dict) -> dict[str, ClassicRunner]:
-    """The classic baselines asked for, trained on the training rows, named `classic:KIND`."""
+def _opener(path: Path, chosen: RuntimeSettings | None, options: BenchOptions):
+    """A call that loads one model file or folder with its ORT settings."""
+    chosen = chosen or BENCH_DEFAULTS
+    settings = replace(chosen, threads=chosen.threads or options.threads)
+    return lambda: open_model(path, provider=options.provider, settings=settings)
+
+
+def _classic_openers(options: BenchOptions, train, models: dict) -> dict:
+    """Calls that train the classic baselines asked for, named `classic:KIND`."""
     if not options.classic:
         return {}
     if train is None:
         raise BenchError("classic baselines need the training rows (a data set with a train split)")
     first = next(iter(models.values()))
     label_names = read_label_names(first if first.is_dir() else first.parent)
-    return {f"classic:{kind}": fit_classic(kind, *train, label_names) for kind in options.classic}
+    return {
+        f"classic:{kind}": (lambda kind=kind: fit_classic(kind, *train, label_names))
+        for kind in options.classic
+    }
 
 
 def _check_inputs(models: dict, texts: Sequence[str], options: BenchOptions) -> None:
@@ -139,25 +143,17 @@ def _check_inputs(models: dict, texts: Sequence[str], options: BenchOptions) -> 
         raise BenchError("batch sizes must be >= 1 and sequence lengths within 8..512")
 
 
-def _load_and_score(models, texts, labels, dataset, options, settings, console):
-    """Open every model (memory growth measured around each load) and score it on the rows."""
+def _load_and_score(openers: dict, texts, labels, dataset, options, console):
+    """Open every model (memory growth measured around each load, a classic model's training
+    included) and score it on the rows."""
     process = psutil.Process()
     runners: dict[str, ModelRunner] = {}
     results: dict[str, ModelResult] = {}
     predictions: dict[str, np.ndarray] = {}
-    for name, path in models.items():
+    for name, open_runner in openers.items():
         gc.collect()
         before = process.memory_info().rss
-        chosen = settings.get(name) or BENCH_DEFAULTS
-        runner = (
-            path
-            if isinstance(path, ClassicRunner)
-            else open_model(
-                path,
-                provider=options.provider,
-                settings=replace(chosen, threads=chosen.threads or options.threads),
-            )
-        )
+        runner = open_runner()
         runner.run(
             runner.encode(
                 _texts_for(max(options.batch_sizes), texts), pad_to=max(options.seq_lengths)

@@ -343,6 +343,8 @@ def bench_command(
     eval_texts, labels, label = _eval_texts(dataset, split, texts, clean_steps)
     train = None
     if options.classic:
+        if dataset is None:  # without it the train rows would silently be the shipped sample's
+            raise EdgebertError("--classic: give --dataset; its train split trains the baselines")
         train_texts, train_labels, _ = _eval_texts(dataset, "train", None, clean_steps)
         train = (train_texts, train_labels)
     report = run_benchmark(

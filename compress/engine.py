@@ -68,6 +68,17 @@ def prepare_run_dir(out_base: Path, name: str, run_dir: Path | None, overwrite: 
     return RunDir(run_dir)
 
 
+def _resumed_state(run_dir: Path, hashes: dict) -> tuple[dict, dict | None]:
+    """(manifest, saved stage state) of a run being resumed; its data must not have changed."""
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    if manifest.get("data_sha256") != hashes:
+        raise EdgebertError(f"{run_dir}: the data files changed since this run started")
+    state_path = run_dir / STATE_FILE
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else None
+    manifest.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return manifest, state
+
+
 def _open_run_dir(
     recipe, hashes: dict, out_base: Path, run_dir: Path | None, overwrite: bool, resume: bool
 ) -> tuple[RunDir, dict, dict | None]:
@@ -77,12 +88,11 @@ def _open_run_dir(
         assert run_dir is not None
         rd = RunDir(run_dir)
         rd.lock()  # before reading its state: a second --resume must not read it half-written
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-        if manifest.get("data_sha256") != hashes:
-            raise EdgebertError(f"{run_dir}: the data files changed since this run started")
-        state_path = run_dir / STATE_FILE
-        state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else None
-        manifest.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        try:
+            manifest, state = _resumed_state(run_dir, hashes)
+        except BaseException:
+            rd.unlock()
+            raise
     else:
         rd = prepare_run_dir(out_base, recipe.name, run_dir, overwrite)
         rd.lock()

@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.report import batch_range, interval_text, p50_at
 from bench.schema import BenchReport, ModelResult
 
-SHIP_WITHIN_POINTS = (
-    1.0  # the file to ship: the fastest within this many accuracy points of the best
-)
+# The file to ship: the fastest within this many accuracy points of the most accurate file.
+SHIP_WITHIN_POINTS = 1.0
 
 
 @dataclass
@@ -23,16 +23,11 @@ class Reference:
     macro_f1: float | None
 
 
-def _p50(model: ModelResult, batch: int) -> float | None:
-    rows = [lat for lat in model.latency if lat.batch_size == batch]
-    return min(rows, key=lambda lat: lat.seq_length).p50_ms if rows else None
-
-
 def _speed(model: ModelResult, peer: ModelResult | None, batch: int) -> str:
-    mine = _p50(model, batch)
+    mine = p50_at(model, batch)
     if mine is None:
         return "-"
-    theirs = _p50(peer, batch) if peer is not None else None
+    theirs = p50_at(peer, batch) if peer is not None else None
     return f"{mine:.2f}" + (f" ({theirs / mine:.1f}x)" if theirs else "")
 
 
@@ -58,31 +53,17 @@ def run_summary(
     report: BenchReport, shipped: set[str], teacher: Reference, report_html: Path
 ) -> str:
     """Plain text (it goes to logs too): one row per shipped file, then the peer and teacher."""
-    batches = sorted({lat.batch_size for m in report.models for lat in m.latency})
-    small, large = batches[0], batches[-1]
+    small, large = batch_range(report)
+    shown = [small] if small == large else [small, large]
     peer = next((m for m in report.models if m.name == report.baseline), None)
     files = [m for m in report.models if m.path in shipped]
-    head = [
-        "file",
-        "MB",
-        f"b{small} ms (x peer)",
-        f"b{large} ms (x peer)",
-        "accuracy (vs teacher)",
-        "macro-F1 (vs teacher)",
-    ]
-    rows = [head] + [_row(m, peer, small, large, teacher) for m in files]
+    head = ["file", "MB", *(f"b{b} ms (x peer)" for b in shown)]
+    head += ["accuracy (vs teacher)", "macro-F1 (vs teacher)"]
+    rows = [head] + [_row(m, peer, shown, teacher) for m in files]
     if peer is not None:
-        rows.append(_row(peer, peer, small, large, teacher, label=f"peer: {peer.name}"))
-    rows.append(
-        [
-            f"teacher: {teacher.name} (PyTorch fp32)",
-            "",
-            "",
-            "",
-            _points(teacher.accuracy, None),
-            _points(teacher.macro_f1, None),
-        ]
-    )
+        rows.append(_row(peer, peer, shown, teacher, label=f"peer: {peer.name}"))
+    teacher_row = [f"teacher: {teacher.name} (PyTorch fp32)", "", *("" for _ in shown)]
+    rows.append(teacher_row + [_points(teacher.accuracy, None), _points(teacher.macro_f1, None)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [
         "  ".join(
@@ -109,22 +90,21 @@ def _against_peer(model: ModelResult, peer: ModelResult | None) -> list[str]:
     paired = model.accuracy.vs_baseline if model.accuracy else None
     if paired is None or peer is None:
         return []
-    low, high = paired.accuracy_ci
+    accuracy = interval_text(paired.accuracy_diff, paired.accuracy_ci, " points")
     return [
-        f"        vs the peer on the same rows: accuracy {100 * paired.accuracy_diff:+.1f} points "
-        f"(95% CI {100 * low:+.1f} to {100 * high:+.1f}), McNemar p {paired.mcnemar_p:.2g}"
+        f"        vs the peer on the same rows: accuracy {accuracy}, "
+        f"McNemar p {paired.mcnemar_p:.2g}"
     ]
 
 
 def _row(
-    model: ModelResult, peer, small: int, large: int, teacher: Reference, label: str | None = None
+    model: ModelResult, peer, batches: list[int], teacher: Reference, label: str | None = None
 ) -> list[str]:
     acc = model.accuracy
     return [
         label or model.name,
         f"{model.size_bytes / 1e6:.1f}",
-        _speed(model, peer, small),
-        _speed(model, peer, large),
+        *(_speed(model, peer, batch) for batch in batches),
         _points(acc.accuracy if acc else None, teacher.accuracy),
         _points(acc.macro_f1 if acc else None, teacher.macro_f1),
     ]

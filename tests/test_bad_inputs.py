@@ -346,6 +346,20 @@ def _(t):
     ], "variant 'fast': unknown model 'other'; expected one of"
 
 
+@case("bench classic baselines without a data set to train them on")
+def _(t):
+    return ["bench", str(t["onnx"]), "--classic", "tfidf_lr", "--texts", str(t["texts"])], (
+        "--classic: give --dataset; its train split trains the baselines"
+    )
+
+
+@case("bench with an unknown classic baseline")
+def _(t):
+    return ["bench", str(t["onnx"]), "--classic", "svm", "--texts", str(t["texts"])], (
+        "classic.0: Input should be 'tfidf_lr' or 'tfidf_nb'"
+    )
+
+
 @case("export of a model that is not a sequence classifier")
 def _(t):
     encoder = t["dir"] / "encoder"

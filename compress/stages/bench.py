@@ -69,12 +69,9 @@ class BenchStage(Stage):
             models[f"{ref.lstrip('@')}:optimum_dynamic_int8"] = optimum_dynamic_int8(
                 onnx_of(ref), onnx_of(ref)
             )
-        timed = set(models.values())
         for stage in cfg.exports or list(ctx.artifacts):
             for variant, path in ctx.artifacts.get(stage, {}).items():
-                if path not in timed:  # an export stage re-lists the QAT graph it checked
-                    models[f"{stage}:{variant}"] = path
-                    timed.add(path)
+                models[f"{stage}:{variant}"] = path
         report = self._run(ctx, models)
         paths = write_reports(report, out_dir)
         ctx.log(f"[{self.name}] reports: {paths['markdown']}")
@@ -93,8 +90,7 @@ class BenchStage(Stage):
         """The run's first trained model (the first published), scored on the bench split by
         its own stage."""
         name = next(iter(ctx.models), "teacher")
-        result = ctx.results.get(name, {})
-        metrics = result.get(self.config.split) or result.get("validation") or {}
+        metrics = metrics_on(ctx.results.get(name, {}), self.config.split)
         return Reference(name, metrics.get("accuracy"), metrics.get("macro_f1"))
 
     def _run(self, ctx, models: dict[str, Path]):
@@ -117,13 +113,18 @@ class BenchStage(Stage):
         return stage_rows(ctx.results, ctx.models, self.config.split)
 
 
+def metrics_on(result: dict, split: str) -> dict:
+    """A stage's metrics on `split`, or on validation when it has none there."""
+    return result.get(split) or result.get("validation") or {}
+
+
 def stage_rows(results: dict[str, dict], models: dict[str, Path], split: str) -> list[dict]:
     """One row per stage of a run: its model's metrics on the bench split (validation when the
     stage has none there), parameters, weight size and wall time. Used by the bench stage and by
     `edgebert bench` on files that came out of a run directory."""
     rows = []
     for name, result in results.items():
-        metrics = result.get(split) or result.get("validation") or {}
+        metrics = metrics_on(result, split)
         model = models.get(name)
         weights = sum(p.stat().st_size for p in model.glob("*.safetensors")) if model else None
         rows.append(

@@ -38,6 +38,7 @@ class ExportStage(Stage):
     def run(self, ctx) -> dict:
         model_dir = ctx.resolve_model_ref(self.config.model, f"stages[{self.index}].model")
         data = ctx.data
+        made_elsewhere = ctx.files_of_model(model_dir)
         out_dir = ctx.run_dir.stage_dir(self.index, self.name) / "onnx"
         result = export_model(
             model_dir,
@@ -46,9 +47,12 @@ class ExportStage(Stage):
             options=self.config.options(),
             log=ctx.log,
             calibration_texts=data.train.texts,
-            made_elsewhere=ctx.files_of_model(model_dir),
+            made_elsewhere=made_elsewhere,
         )
-        ctx.artifacts[self.name] = dict(result.files)
+        # Files it only checked (the training stage's QAT graph) stay published by their maker.
+        ctx.artifacts[self.name] = {
+            variant: path for variant, path in result.files.items() if variant not in made_elsewhere
+        }
         metrics = {
             "files": {k: str(v) for k, v in result.files.items()},
             "sizes_bytes": result.sizes,
