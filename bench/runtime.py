@@ -20,6 +20,7 @@ import numpy as np
 
 from bench.errors import BenchError
 from bench.files import first_line, read_model_meta
+from bench.progress import ProgressLine
 from bench.tokenizer import TOKENIZER_FILE, FastTokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -261,9 +262,9 @@ class ModelRunner:
             encoded = self._tokenize([texts[i] for i in chunk])
             yield chunk, encoded, self.run(self._feeds(encoded))
 
-    def logits(self, texts: Sequence, batch_size: int = 32):
+    def logits(self, texts: Sequence, batch_size: int = 32, progress: ProgressLine | None = None):
         """Logits for many texts, in input order. A token classifier gives a list with one
-        [tokens, labels] array per text instead."""
+        [tokens, labels] array per text instead. `progress` gets the rows done per batch."""
         if self.token_level:
             rows: list = [None] * len(texts)
             for chunk, encoded, logits in self._batches(texts, batch_size):
@@ -271,8 +272,12 @@ class ModelRunner:
                     rows[i] = row[: int(mask.sum())]
             return rows
         out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
+        done = 0
         for chunk, _, logits in self._batches(texts, batch_size):
             out[chunk] = logits
+            done += len(chunk)
+            if progress is not None:
+                progress.update(done, force=done == len(texts))
         return out
 
     def word_tags(self, words: Sequence[Sequence[str]], batch_size: int = 32) -> list[list[int]]:

@@ -122,8 +122,10 @@ def read_label_names(path: Path) -> list[str]:
     return names
 
 
-def _raw_records(path: Path, text_field: str, label_field: str):
-    """Yield (line number, text, label) from a JSONL or CSV/TSV file."""
+def _raw_records(path: Path, text_field: str, label_field: str | None):
+    """Yield (line number, text, label) from a JSONL or CSV/TSV file; with no `label_field`
+    (unlabeled text) the label is None."""
+    fields = [f for f in (text_field, label_field) if f is not None]
     if not path.is_file():
         raise EdgebertError(f"data file not found: {path}")
     try:
@@ -138,20 +140,28 @@ def _raw_records(path: Path, text_field: str, label_field: str):
                         raise EdgebertError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
                     if not isinstance(record, dict):
                         raise EdgebertError(f"{path}:{line_no}: expected a JSON object")
-                    for key in (text_field, label_field):
+                    for key in fields:
                         if key not in record:
                             raise EdgebertError(f"{path}:{line_no}: missing field '{key}'")
-                    yield line_no, record[text_field], record[label_field]
+                    yield (
+                        line_no,
+                        record[text_field],
+                        (record[label_field] if label_field else None),
+                    )
             else:
                 reader = csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
                 columns = reader.fieldnames or []
-                for key in (text_field, label_field):
+                for key in fields:
                     if key not in columns:
                         raise EdgebertError(
                             f"{path}:1: no '{key}' column (columns: {', '.join(columns) or 'none'})"
                         )
                 for record in reader:
-                    yield reader.line_num, record[text_field], record[label_field]
+                    yield (
+                        reader.line_num,
+                        record[text_field],
+                        (record[label_field] if label_field else None),
+                    )
     except UnicodeDecodeError as exc:
         raise EdgebertError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
@@ -201,6 +211,21 @@ def read_split(
     if not texts:
         raise EdgebertError(f"{path}: no rows")
     return Split(texts, labels, str(path))
+
+
+def read_texts(path: Path, clean: Callable[[str], str], text_field: str = "text") -> list[str]:
+    """Cleaned texts of an unlabeled JSONL or CSV/TSV file (a label column, if any, is not read).
+    Rows empty after cleaning are skipped: unlabeled scrapes have them, and they teach nothing."""
+    texts = []
+    for line_no, text, _ in _raw_records(path, text_field, None):
+        if not isinstance(text, str):
+            raise EdgebertError(f"{path}:{line_no}: '{text_field}' must be a string")
+        cleaned = clean(text)
+        if cleaned.strip():
+            texts.append(cleaned)
+    if not texts:
+        raise EdgebertError(f"{path}: no non-empty texts")
+    return texts
 
 
 def subsample(split: Split, max_rows: int | None, seed: int) -> Split:

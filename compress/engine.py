@@ -25,6 +25,7 @@ from compress.context import RunContext
 from compress.data import file_sha256
 from compress.errors import EdgebertError
 from compress.manifest import build_manifest
+from compress.recipe import check_stage_files
 from compress.rundir import RunDir
 from compress.task_data import load_task_data
 
@@ -141,6 +142,7 @@ def run_recipe(
     set_seed(recipe.seed)
     # Data problems are input problems: surface them before any directory or work exists.
     data = load_task_data(recipe.data, recipe.seed, recipe.task)
+    check_stage_files(recipe)
     hashes = {str(p): file_sha256(p) for p in data.files}
     rd, manifest, state = _open_run_dir(recipe, hashes, out_base, run_dir, overwrite, resume)
     manifest["status"] = "running"

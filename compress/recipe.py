@@ -8,6 +8,7 @@ starts: a typo in stage 4 must not cost the user a finished stage 1.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -282,18 +283,48 @@ def parse_recipe(text: str, source: str, overrides: list[str] | None = None, bas
     except ValidationError as exc:
         raise EdgebertError(format_validation_error(exc, model, root, source)) from None
     if base_dir is not None:
-        _resolve_paths(recipe.data, Path(base_dir))
+        _resolve_paths(recipe, Path(base_dir))
     return recipe
 
 
-def _resolve_paths(data: DataConfig, base: Path) -> None:
-    """Relative data paths are relative to the recipe's folder, or to the working directory."""
-    for field in ("train", "validation", "test", "labels"):
-        value = getattr(data, field)
-        if isinstance(value, Path) and not value.is_absolute():
+def _recipe_paths(node, where: str = "") -> Iterator[tuple[str, Path, Callable[[Path], None]]]:
+    """(recipe location, path, setter) of every file path in a validated recipe; every path
+    a recipe holds names an input (data, transfer text, precomputed logits)."""
+    if not isinstance(node, BaseModel):
+        return
+    for name, info in type(node).model_fields.items():
+        value, location = getattr(node, name), f"{where}{'.' if where else ''}{info.alias or name}"
+        if isinstance(value, Path):
+            yield location, value, lambda new, owner=node, field=name: setattr(owner, field, new)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, Path):
+                    yield (
+                        f"{location}[{i}]",
+                        item,
+                        lambda new, seq=value, at=i: seq.__setitem__(at, new),
+                    )
+                else:
+                    yield from _recipe_paths(item, f"{location}[{i}]")
+        else:
+            yield from _recipe_paths(value, location)
+
+
+def _resolve_paths(recipe, base: Path) -> None:
+    """Relative paths are relative to the recipe's folder, or to the working directory."""
+    for _, value, replace in list(_recipe_paths(recipe)):
+        if not value.is_absolute():
             beside_recipe = base / value
             chosen = beside_recipe if beside_recipe.exists() or not value.exists() else value
-            setattr(data, field, chosen.resolve())
+            replace(chosen.resolve())
+
+
+def check_stage_files(recipe) -> None:
+    """Every file a stage names exists: checked before any work, like the data files, so a
+    typo in a transfer set does not surface after the teacher has trained."""
+    for location, path, _ in _recipe_paths(recipe):
+        if location.startswith("stages") and not path.is_file():
+            raise EdgebertError(f"{location}: file not found: {path}")
 
 
 def recipe_json_schema() -> dict:

@@ -45,6 +45,8 @@ from compress.thresholds import tune_thresholds
 if TYPE_CHECKING:
     from compress.context import StageScope
 
+UNLABELED = -100  # the label of a transfer row: it learns from the teacher only
+
 
 @contextmanager
 def observers_paused(model):
@@ -121,6 +123,7 @@ class TrainingPhase:
     seed: int = 42
     task: str = "text-classification"  # or token-classification: texts are word lists
     scope: StageScope | None = None  # the run and stage folder (None: a bare phase in tests)
+    unlabeled_texts: list[str] = field(default_factory=list)  # a distillation transfer set
     state: LoopState = field(default_factory=LoopState)
     total_steps: int = 0
     steps_per_epoch: int = 0
@@ -143,6 +146,21 @@ class TrainingPhase:
         )
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.class_weight_tensor = self._class_weights()
+        self.labelled_rows = len(self.train_ids)
+        self._add_unlabeled_rows()
+
+    def _add_unlabeled_rows(self) -> None:
+        """Transfer rows go after the labelled ones, labelled UNLABELED: the loss's supervised
+        term skips them and distillation gives them the teacher's soft labels."""
+        if not self.unlabeled_texts:
+            return
+        if self.token_level:
+            raise EdgebertError("distill.transfer: sentence classification only")
+        ids, truncated = encode(self.tokenizer, self.unlabeled_texts, self.max_length)
+        self.train_ids = self.train_ids + ids
+        self.train_labels = list(self.train_labels) + [UNLABELED] * len(ids)
+        self.train_texts = list(self.train_texts) + list(self.unlabeled_texts)
+        self.train_truncated += truncated
 
     def _class_weights(self) -> torch.Tensor | None:
         """`training.class_weights` as one weight per label (None: plain cross-entropy)."""
@@ -164,11 +182,32 @@ class TrainingPhase:
             weights = list(wanted)
         return torch.tensor(weights, dtype=torch.float32)
 
-    def row_weights(self, batch: dict) -> torch.Tensor | None:
-        """Each row's class weight (class-weighted distillation), or None when unweighted."""
+    def row_weights(
+        self, batch: dict, predicted: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Each row's class weight (class-weighted distillation), or None when unweighted.
+        Transfer rows have no label: they are weighted by `predicted` (the teacher's class)."""
         if self.class_weight_tensor is None:
             return None
-        return self.class_weight_tensor.to(batch["labels"].device)[batch["labels"]]
+        labels = batch["labels"]
+        if predicted is not None:
+            labels = torch.where(labels == UNLABELED, predicted.to(labels.device), labels)
+        return self.class_weight_tensor.to(labels.device)[labels]
+
+    def supervised_loss(self, outputs, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on the labelled rows of a batch (class-weighted when asked); a batch of
+        transfer rows only has none, and gets a zero that keeps the graph."""
+        if self.token_level:
+            return outputs.loss
+        labelled = labels != UNLABELED
+        if not bool(labelled.any()):
+            return outputs.logits.sum() * 0.0
+        weights = self.class_weight_tensor
+        return F.cross_entropy(
+            outputs.logits.float()[labelled],
+            labels[labelled],
+            weight=None if weights is None else weights.to(outputs.logits.device),
+        )
 
     @property
     def step(self) -> int:
@@ -215,13 +254,14 @@ class TrainingPhase:
         return classification_metrics(row_labels, logits.argmax(-1), self.label_names)
 
     def leading_batches(self, count: int):
-        """The first `count` training batches in file order, on the model's device: for
-        importance scoring and QAT calibration, which must not consume the shuffle."""
+        """The first `count` training batches in file order (labelled rows only), on the
+        model's device: for importance scoring and QAT calibration, which must not consume the
+        shuffle."""
         collate = make_collate(self.pad_id)
         device = next(self.model.parameters()).device
         size = self.training.batch_size
-        for start in range(0, min(count * size, len(self.train_ids)), size):
-            rows = range(start, min(start + size, len(self.train_ids)))
+        for start in range(0, min(count * size, self.labelled_rows), size):
+            rows = range(start, min(start + size, self.labelled_rows))
             batch = collate(
                 [{"input_ids": self.train_ids[i], "labels": self.train_labels[i]} for i in rows]
             )
@@ -283,9 +323,10 @@ class TrainingPhase:
         each class fills about the same share of every epoch; None when off."""
         if not self.training.balanced_sampling:
             return None
-        if self.token_level or distributed.active():
+        if self.token_level or distributed.active() or self.unlabeled_texts:
             raise EdgebertError(
-                "training.balanced_sampling: one process, sentence classification only"
+                "training.balanced_sampling: one process, sentence classification, no "
+                "distill.transfer rows (they have no class to balance)"
             )
         labels = torch.as_tensor(self.train_labels)
         counts = torch.bincount(labels, minlength=len(self.label_names)).double()
@@ -502,13 +543,10 @@ class TrainingPhase:
             outputs = run.net(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
-                labels=batch["labels"],
+                labels=batch["labels"] if self.token_level else None,
                 **self.forward_kwargs,
             )
-            loss = outputs.loss
-            if self.class_weight_tensor is not None:
-                weights = self.class_weight_tensor.to(outputs.logits.device)
-                loss = F.cross_entropy(outputs.logits.float(), batch["labels"], weight=weights)
+            loss = self.supervised_loss(outputs, batch["labels"])
             for modifier in self.modifiers:
                 loss = modifier.loss(self, batch, outputs, loss)
         (loss / self.training.grad_accum).backward()
@@ -608,7 +646,8 @@ class TrainingPhase:
             f"best_{self.select_best}": best.score,
             "epochs_run": self.state.epoch,
             "steps": self.state.step,
-            "train_rows": len(self.train_ids),
+            "train_rows": self.labelled_rows,
+            "transfer_rows": len(self.train_ids) - self.labelled_rows,
             "train_truncated": self.train_truncated,
             "eval_truncated": self.eval_truncated,
             "train_seconds": round(time.perf_counter() - run.started, 2),

@@ -202,3 +202,27 @@ def prune_vocabulary(model, tokenizer, texts: Sequence[str], config: VocabConfig
         "parameters_after": model.num_parameters(),
     }
     return new_tokenizer, report
+
+
+def token_id_map(student_tokenizer, teacher_tokenizer, max_missing: float = 0.01) -> torch.Tensor:
+    """Teacher id of every student token, by token string: a student whose vocabulary was cut
+    from the teacher's (or its assistant's) reads the same tokens renumbered, so the teacher
+    can read the student's own token sequence and the positions line up for hidden-state,
+    attention and relation transfer. Tokens the teacher lacks (added characters) map to its
+    [UNK]; more than `max_missing` of them means the vocabularies are not related."""
+    teacher_vocab = teacher_tokenizer.get_vocab()
+    unknown = teacher_tokenizer.unk_token_id if teacher_tokenizer.unk_token_id is not None else 0
+    student_vocab = student_tokenizer.get_vocab()
+    table = torch.full((max(student_vocab.values()) + 1,), unknown, dtype=torch.long)
+    missing = 0
+    for token, index in student_vocab.items():
+        found = teacher_vocab.get(token)
+        missing += found is None
+        table[index] = unknown if found is None else found
+    if missing > max_missing * len(student_vocab):
+        raise EdgebertError(
+            f"{missing:,} of the student's {len(student_vocab):,} tokens are not in the "
+            "teacher's vocabulary: token-level transfer needs a teacher with the student's "
+            "tokenizer (or the one its vocabulary was cut from)"
+        )
+    return table

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
+TINY_VOCAB = Path(__file__).resolve().parent / "data" / "tiny-vocab.txt"  # WordPiece, 600 tokens
+# trained on 3,000 rows of the shipped SST-2 sample (tokenizers BertWordPieceTokenizer, lowercase)
 SAMPLE = Path(__file__).resolve().parent.parent / "compress" / "samples" / "sst2-sample"
 # Bench arguments for tests: one short shape, one thread, a few hundredths of a second each.
 FAST_BENCH = ["--batch", "1", "--seq", "16", "--threads", "1", "--min-seconds", "0.02"]
@@ -44,8 +47,6 @@ def varied_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     (about 1 in 5 negative on SST-2 rows) and its logits spread, so agreement and logit-gap
     checks of exported and quantized copies can fail. The default draw (std 0.02) predicts one
     class everywhere with logits that differ by 1e-5."""
-    import shutil
-
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -60,16 +61,15 @@ def varied_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide BERT classifier with a 600-token WordPiece vocab, saved as safetensors."""
+    """A 2-layer, 32-wide BERT classifier with a 600-token WordPiece vocab, saved as safetensors.
+
+    The vocabulary is a committed file: WordPiece training is not deterministic across
+    processes, and every test process must see the same tokens (and so the same model)."""
     import torch
-    from tokenizers import BertWordPieceTokenizer
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     root = tmp_path_factory.mktemp("tiny-bert")
-    texts = [r["text"] for r in sample_rows("train", 3000)]
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(texts, vocab_size=600, min_frequency=2)
-    wordpiece.save_model(str(root))
+    shutil.copy(TINY_VOCAB, root / "vocab.txt")
     tokenizer = BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
     torch.manual_seed(0)
     config = BertConfig(

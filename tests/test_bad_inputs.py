@@ -377,6 +377,45 @@ def _(t):
     ], f"{t['dir'] / 'encoder'}: not a sequence or token classifier"
 
 
+def distill_stage(t, distill: str) -> str:
+    return (
+        base(t)
+        + f"""  - type: train
+    name: student
+    model: {t["model"]}
+    with:
+      - distill: {distill}
+"""
+    )
+
+
+@case("distillation transfer file missing")
+def _(t):
+    return recipe_with(
+        t, distill_stage(t, "{teacher: '@finetune', transfer: {files: [nothere.jsonl]}}")
+    ), "stages[1].with[0].distill.transfer.files[0]: file not found: "
+
+
+@case("distillation transfer set with no source")
+def _(t):
+    return recipe_with(
+        t, distill_stage(t, "{teacher: '@finetune', transfer: {}}")
+    ), "give 'files' (unlabeled text) and/or 'augment' (copies of train)"
+
+
+@case("relation distillation from a teacher with an unrelated vocabulary")
+def _(t):
+    other = t["dir"] / "other-vocab"
+    other.mkdir()
+    for f in t["model"].iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    vocab = (other / "vocab.txt").read_text().splitlines()
+    (other / "vocab.txt").write_text("\n".join(vocab[:5] + [w + "x" for w in vocab[5:]]) + "\n")
+    (other / "tokenizer.json").unlink()
+    distill = f"    with:\n      - distill: {{teacher: {other}, relations: {{weight: 1.0}}}}\n"
+    return recipe_with(t, base(t) + distill), "tokens are not in the teacher's vocabulary"
+
+
 @case("resume of something that is not a run directory")
 def _(t):
     return ["run", "--resume", str(t["dir"])], f"{t['dir']}: not a run directory"

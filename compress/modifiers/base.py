@@ -5,6 +5,7 @@ its hooks so that several modifiers (distillation, pruning, QAT) act together in
 
 | hook                              | when                                  |
 |-----------------------------------|---------------------------------------|
+| `transfer_texts(ctx)`             | stage setup, before the vocabulary    |
 | `setup(phase)`                    | before the first step                 |
 | `loss(phase, batch, outputs, l)`  | each step; returns the loss to use    |
 | `on_step(phase)`                  | after each optimiser step             |
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 if TYPE_CHECKING:
+    from compress.context import RunContext
     from compress.training import TrainingPhase
 
 
@@ -38,6 +40,11 @@ class Modifier:
 
     def __init__(self, config: Any):
         self.config = config
+
+    def transfer_texts(self, ctx: RunContext) -> list[str]:
+        """Unlabeled texts the stage trains on besides its train split (a distillation
+        transfer set): they join the vocabulary corpus and the loader, with no label."""
+        return []
 
     def setup(self, phase: TrainingPhase) -> None:
         pass

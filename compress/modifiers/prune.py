@@ -39,7 +39,7 @@ def encoder_layers(model) -> torch.nn.ModuleList:
     return layers
 
 
-def _attention_parts(layer):
+def attention_parts(layer):
     """(self-attention module with query/key/value, output projection Linear)."""
     attention = layer.attention
     inner = getattr(attention, "self", None) or getattr(attention, "attn", None)
@@ -52,7 +52,7 @@ def _ffn_parts(layer) -> tuple[torch.nn.Linear, torch.nn.Linear]:
 
 
 def heads_per_layer(model) -> list[int]:
-    return [_attention_parts(layer)[0].num_attention_heads for layer in encoder_layers(model)]
+    return [attention_parts(layer)[0].num_attention_heads for layer in encoder_layers(model)]
 
 
 def count_parameters(model) -> int:
@@ -82,7 +82,7 @@ def score_importance(
 
     head_scores, neuron_scores = [], []
     for layer in layers:
-        inner, out_proj = _attention_parts(layer)
+        inner, out_proj = attention_parts(layer)
         heads = inner.num_attention_heads
         size = inner.attention_head_size
         total = torch.zeros(heads, device=out_proj.weight.device)

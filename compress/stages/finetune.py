@@ -66,9 +66,12 @@ class FinetuneStage(Stage):
         self.model = load_classifier(self.model_dir, ctx.data.label_names, ctx.recipe.task)
         if self.config.keep_layers is not None:
             drop_layers(self.model, self.config.keep_layers, f"stages[{self.index}].keep_layers")
+        self.modifiers = [entry.build() for entry in self.config.with_]
+        self.transfer_texts = [t for m in self.modifiers for t in m.transfer_texts(ctx)]
         self.vocab_report = None
         if self.config.vocab is not None:
             corpus = [t if isinstance(t, str) else " ".join(t) for t in ctx.data.train.texts]
+            corpus += self.transfer_texts  # the student must spell the transfer rows too
             self.tokenizer, self.vocab_report = prune_vocabulary(
                 self.model, self.tokenizer, corpus, self.config.vocab
             )
@@ -78,7 +81,6 @@ class FinetuneStage(Stage):
                 f"{self.vocab_report['vocab_after']:,} tokens"
                 + (f" ({added:,} characters added)" if added else "")
             )
-        self.modifiers = [entry.build() for entry in self.config.with_]
 
     def _seed(self, ctx) -> int:
         seed = self.config.training.seed
@@ -88,7 +90,9 @@ class FinetuneStage(Stage):
         data, recipe = ctx.data, ctx.recipe
         ctx.log(
             f"[{self.name}] {self.config.model} on {len(data.train)} train / "
-            f"{len(data.validation)} validation rows, {self.model.num_parameters():,} parameters"
+            f"{len(data.validation)} validation rows"
+            + (f" + {len(self.transfer_texts):,} transfer rows" if self.transfer_texts else "")
+            + f", {self.model.num_parameters():,} parameters"
         )
         phase = TrainingPhase(
             model=self.model,
@@ -107,6 +111,7 @@ class FinetuneStage(Stage):
             progress_log=ctx.log_progress,
             seed=self._seed(ctx),
             scope=StageScope(ctx, self.name, self._folder(ctx), self._model_meta(ctx)),
+            unlabeled_texts=self.transfer_texts,
         )
         result = phase.fit(self._folder(ctx) / "checkpoint")
         self.model = phase.model
