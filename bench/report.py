@@ -220,7 +220,17 @@ PAIRED_HEAD = [
     "only baseline right",
     "only model right",
 ]
-STAGE_HEAD = ["stage", "accuracy", "macro-F1", "parameters", "size MB", "wall s"]
+STAGE_HEAD = [
+    "stage",
+    "step",
+    "accuracy",
+    "macro-F1",
+    "accuracy - teacher (95% CI)",
+    "macro-F1 - teacher (95% CI)",
+    "parameters",
+    "size MB",
+    "wall s",
+]
 
 
 def _fmt(value, spec: str) -> str:
@@ -294,11 +304,15 @@ def paired_rows(report: BenchReport) -> list[list[str]]:
 
 
 def stage_rows(report: BenchReport) -> list[list[str]]:
+    """The accuracy ledger: every step of the run, and every file, against the teacher."""
     return [
         [
             row.stage,
+            row.step or "",
             _fmt(row.accuracy, ".4f"),
             _fmt(row.macro_f1, ".4f"),
+            (p := row.vs_teacher) and interval_text(p.accuracy_diff, p.accuracy_ci) or "",
+            p and interval_text(p.macro_f1_diff, p.macro_f1_ci) or "",
             _fmt(row.parameters, ","),
             _fmt(row.size_bytes and row.size_bytes / 1e6, ".1f"),
             _fmt(row.wall_seconds, ".0f"),
@@ -399,7 +413,9 @@ that contains 0 is no difference.</p>
 <p>Every evaluation text end to end, tokenization included, length-bucketed dynamic padding.</p>
 {_html_table("traffic", TRAFFIC_HEAD, traffic_rows(report))}
 <h2>Stages</h2>
-<p>Each stage of the run that made these files: its model's accuracy, size and wall time.</p>
+<p>The accuracy ledger of the run that made these files: each stage's model, each epoch of its
+training stages (before and after pruning, with fake-quant INT8) and each file benchmarked
+here, against the run's teacher on the same rows (paired bootstrap, 95% CI).</p>
 {_html_table("stages", STAGE_HEAD, stage_rows(report))}
 </body></html>
 """

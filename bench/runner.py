@@ -55,6 +55,7 @@ def run_benchmark(
     options: BenchOptions = DEFAULTS,
     *,
     stages: list[dict] | None = None,
+    teacher_predictions: Sequence[int] | None = None,
     console: Console | None = None,
     settings: dict[str, RuntimeSettings] | None = None,
     min_runs: int = 10,
@@ -70,7 +71,8 @@ def run_benchmark(
     another name) unless `settings` gives them per model. "Real traffic" then runs every text end
     to end (tokenize + length-bucketed batches of `traffic_batch_size`), as a server with dynamic
     padding would. `options.classic` baselines are trained on `train` (texts, labels) first and
-    timed beside the models.
+    timed beside the models. `stages` are the ledger rows of the run that made the files; with
+    `teacher_predictions` (that run's teacher on these rows) every model joins the ledger too.
     """
     models = dict(models)
     _check_inputs(models, texts, options)
@@ -79,7 +81,9 @@ def run_benchmark(
     console = console or Console(stderr=True)
     openers = {name: _opener(path, settings.get(name), options) for name, path in models.items()}
     openers.update(_classic_openers(options, train, models))
-    runners, results = _load_and_score(openers, texts, labels, dataset, options, console)
+    runners, results, predictions = _load_and_score(
+        openers, texts, labels, dataset, options, console
+    )
     grid = [(b, s) for s in options.seq_lengths for b in options.batch_sizes]
     with Progress(
         TextColumn("{task.description}"),
@@ -103,7 +107,8 @@ def run_benchmark(
         machine=_machine(options.threads),
         baseline=options.baseline,
         models=list(results.values()),
-        stages=[StageRow(**row) for row in stages or []],
+        stages=[StageRow(**row) for row in stages or []]
+        + _ledger_rows(results, predictions, runners, labels, teacher_predictions),
     )
 
 
@@ -183,7 +188,31 @@ def _load_and_score(openers: dict, texts, labels, dataset, options, console):
         )
     if options.baseline is not None and predictions:
         _compare_with_baseline(results, predictions, labels, runners, options.baseline)
-    return runners, results
+    return runners, results, predictions
+
+
+def _ledger_rows(results, predictions, runners, labels, teacher) -> list[StageRow]:
+    """Each benchmarked file as the ledger's last rows: size and its difference from the
+    run's teacher (not from the bench baseline, which may be a peer)."""
+    if teacher is None or labels is None or len(teacher) != len(labels):
+        return []
+    rows = []
+    for name, preds in predictions.items():
+        if runners[name].token_level:
+            continue
+        result = results[name]
+        classes = len(runners[name].label_names)
+        rows.append(
+            StageRow(
+                stage=name,
+                step="file",
+                accuracy=result.accuracy.accuracy,
+                macro_f1=result.accuracy.macro_f1,
+                size_bytes=result.size_bytes,
+                vs_teacher=PairedDifference(**paired_difference(labels, teacher, preds, classes)),
+            )
+        )
+    return rows
 
 
 def _compare_with_baseline(results, predictions, labels, runners, baseline: str) -> None:

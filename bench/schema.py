@@ -97,12 +97,19 @@ class ModelResult(_Strict):
 
 
 class StageRow(_Strict):
+    """One line of the run's accuracy ledger: a stage's model, one epoch of a training stage,
+    or a benchmarked file, each against the run's teacher on the same rows."""
+
     stage: str
+    step: str | None = Field(None, description="which point of the stage (epoch, file, model)")
     accuracy: float | None = None
     macro_f1: float | None = None
     parameters: int | None = None
     size_bytes: int | None = None
     wall_seconds: float | None = None
+    vs_teacher: PairedDifference | None = Field(
+        None, description="this row minus the run's teacher on the same rows, paired CIs"
+    )
 
 
 class Machine(_Strict):

@@ -347,6 +347,7 @@ def bench_command(
             raise EdgebertError("--classic: give --dataset; its train split trains the baselines")
         train_texts, train_labels, _ = _eval_texts(dataset, "train", None, clean_steps)
         train = (train_texts, train_labels)
+    ledger, teacher = run_stage_rows(list(named.values()), split, labels)
     report = run_benchmark(
         named,
         eval_texts,
@@ -354,7 +355,8 @@ def bench_command(
         dataset=label,
         options=options,
         train=train,
-        stages=run_stage_rows(list(named.values()), split),
+        stages=ledger,
+        teacher_predictions=teacher,
     )
     paths = write_reports(report, out)
     typer.echo(paths["markdown"].read_text(encoding="utf-8"))

@@ -46,6 +46,18 @@ if TYPE_CHECKING:
     from compress.context import StageScope
 
 UNLABELED = -100  # the label of a transfer row: it learns from the teacher only
+# What each epoch records (validation): the ledger of a run is built from these.
+HISTORY_KEYS = (
+    "epoch",
+    "step",
+    "train_loss",
+    "accuracy",
+    "macro_f1",
+    "parameters",
+    "fake_quant",
+    "predictions",
+)
+RESHAPED_KEYS = ("accuracy", "macro_f1", "parameters", "predictions")  # before and after pruning
 
 
 @contextmanager
@@ -249,9 +261,13 @@ class TrainingPhase:
         return ids, labels, truncated
 
     def _metrics(self, row_labels, logits) -> dict:
+        """Metrics of the rows; sentence tasks also keep each row's predicted label, so later
+        steps can be compared with this one on the same rows (paired intervals, the ledger)."""
         if self.token_level:
             return token_metrics(*word_level(row_labels, logits), self.label_names)
-        return classification_metrics(row_labels, logits.argmax(-1), self.label_names)
+        predicted = logits.argmax(-1)
+        metrics = classification_metrics(row_labels, predicted, self.label_names)
+        return metrics | {"predictions": predicted.tolist()}
 
     def leading_batches(self, count: int):
         """The first `count` training batches in file order (labelled rows only), on the
@@ -583,10 +599,14 @@ class TrainingPhase:
         state = self.state
         metrics = self.evaluate()
         state.running_loss = distributed.mean(state.running_loss)
-        metrics.update(epoch=epoch, step=state.step, train_loss=state.running_loss)
-        state.history.append(
-            {k: metrics[k] for k in ("epoch", "step", "train_loss", "accuracy", "macro_f1")}
+        metrics.update(
+            epoch=epoch,
+            step=state.step,
+            train_loss=state.running_loss,
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            fake_quant=any(isinstance(m, FakeQuantizeBase) for m in self.model.modules()),
         )
+        state.history.append({k: metrics[k] for k in HISTORY_KEYS if k in metrics})
         for modifier in self.modifiers:
             modifier.on_epoch_end(self, metrics)
         if self._reshaped:
@@ -617,9 +637,11 @@ class TrainingPhase:
             warnings.simplefilter("ignore")  # "step() before optimizer.step()"
             for _ in range(self.state.step):
                 run.scheduler.step()
-        metrics.update(self.evaluate())
+        entry = self.state.history[-1]
+        entry["before_reshape"] = {k: entry[k] for k in RESHAPED_KEYS if k in entry}
+        metrics.update(self.evaluate(), parameters=sum(p.numel() for p in self.model.parameters()))
         self.state.best.reset()
-        self.state.history[-1].update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
+        entry.update({k: metrics[k] for k in RESHAPED_KEYS if k in metrics})
 
     def _save(self, run: _Run, batches_done: int, epoch_done: bool, epoch_generator) -> None:
         if run.checkpoint_dir is None or not distributed.is_main():

@@ -74,7 +74,26 @@ def report(varied_model_dir, tmp_path_factory):
             traffic_batch_size=4,
         ),
         min_runs=5,
-        stages=[{"stage": "finetune", "accuracy": 0.5, "macro_f1": 0.4, "parameters": 123}],
+        stages=[
+            {"stage": "finetune", "accuracy": 0.5, "macro_f1": 0.4, "parameters": 123},
+            {
+                "stage": "student",
+                "step": "epoch 1: fp32, pruned (just pruned)",
+                "accuracy": 0.45,
+                "macro_f1": 0.35,
+                "parameters": 99,
+                "vs_teacher": {
+                    "resamples": 2000,
+                    "accuracy_diff": -0.05,
+                    "accuracy_ci": [-0.08, -0.021],
+                    "macro_f1_diff": -0.05,
+                    "macro_f1_ci": [-0.09, -0.01],
+                    "mcnemar_p": 0.01,
+                    "only_reference_right": 9,
+                    "only_model_right": 4,
+                },
+            },
+        ],
         settings={"onnx": RuntimeSettings(io_binding=True, spinning=False)},
     )
 
@@ -169,11 +188,18 @@ def test_reports_validate_and_render(report, tmp_path):
     )  # published schema is current
     page = paths["html"].read_text()
     assert 'src="data:image/png;base64,' in page and '<table id="models">' in page
-    # header + rows: models (8), paired (1), traffic (2), stages (1)
-    assert page.count("<tr>") == 1 + 8 + 1 + 1 + 1 + 2 + 1 + 1 and '<table id="paired">' in page
+    # header + rows: models (8), paired (1), traffic (2), stages (2)
+    assert page.count("<tr>") == 1 + 8 + 1 + 1 + 1 + 2 + 1 + 2 and '<table id="paired">' in page
     markdown = paths["markdown"].read_text()
     assert "Real traffic (tokenization included" in markdown and "% INT8 peak" in markdown
-    assert "| onnx | onnx |" in markdown and "| finetune | 0.5000 | 0.4000 | 123 |" in markdown
+    assert (
+        "| onnx | onnx |" in markdown
+        and "| finetune |  | 0.5000 | 0.4000 |  |  | 123 |" in markdown
+    )
+    assert (
+        "| student | epoch 1: fp32, pruned (just pruned) | 0.4500 | 0.3500 | "
+        "-5.0 (95% CI -8.0 to -2.1) | -5.0 (95% CI -9.0 to -1.0) | 99 |"
+    ) in markdown
 
 
 def test_bad_bench_inputs(tiny_model_dir, tmp_path):
@@ -299,7 +325,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     result = json.loads(html.unescape(found.group(1)))
     ((image_id, width, height),) = result["images"]
     assert image_id == "pareto" and width == 1500 and height == 460  # three panels, 15 x 4.6 in
-    assert result["rows"] == {"models": 2 * 4, "paired": 1, "traffic": 2, "stages": 1}
+    assert result["rows"] == {"models": 2 * 4, "paired": 1, "traffic": 2, "stages": 2}
     assert result["headline"].startswith("Pareto front (batch-1 latency vs macro-F1):")
 
 

@@ -15,6 +15,7 @@ from transformers import (
 from compress.model_io import load_tokenizer
 from compress.modifiers.prune import heads_per_layer, prune_heads
 from compress.relations import layer_relations, relation_kl
+from compress.stages.bench import stage_rows
 from compress.training import UNLABELED
 from compress.vocab import VocabConfig, prune_vocabulary, token_id_map
 from tests.conftest import run_ok, sample_rows, tiny_recipe, write_jsonl
@@ -154,6 +155,24 @@ def test_assistant_chain_with_relations_transfer_set_and_pruning(
     losses = [epoch["train_loss"] for epoch in student["history"]]
     assert all(0 < loss < 100 for loss in losses), losses
     assert f"+ {report['rows']:,} transfer rows" in err
+    # The run's ledger: the assistant, then each step of the student against it, paired.
+    labels = [json.loads(line)["label"] for line in (tiny_data / "validation.jsonl").open()]
+    ledger = stage_rows(metrics, {}, "validation", labels)
+    assert [(row["stage"], row["step"]) for row in ledger] == [
+        ("assistant", "saved model (epoch 1)"),
+        ("student", "epoch 1: fp32"),
+        ("student", "epoch 1: fp32, pruned (just pruned)"),
+        ("student", "epoch 2: fp32, pruned"),
+        ("student", f"saved model (epoch {student['best_epoch']})"),
+    ]
+    assert ledger[0]["vs_teacher"] is None
+    assert ledger[1]["parameters"] > ledger[2]["parameters"] == ledger[3]["parameters"]
+    for row in ledger[1:]:
+        paired = row["vs_teacher"]
+        assert paired["resamples"] == 2000 and row["accuracy"] - ledger[0]["accuracy"] == (
+            pytest.approx(paired["accuracy_diff"])
+        )
+        assert paired["accuracy_ci"][0] <= paired["accuracy_diff"] <= paired["accuracy_ci"][1]
 
 
 def test_teacher_logits_through_onnxruntime_match_pytorch(

@@ -188,7 +188,12 @@ def test_finetune_export_bench_compose_in_one_recipe(
     ort_fp32 = report["models"][1]
     assert ort_fp32["accuracy"]["accuracy"] == report["models"][0]["accuracy"]["accuracy"]
     stage = report["stages"][0]
-    assert stage["stage"] == "finetune" and len(report["stages"]) == 2
+    # The ledger: the two stages, then every benchmarked file against the teacher's own rows.
+    assert stage["stage"] == "finetune" and len(report["stages"]) == 2 + 7
+    files = {row["stage"]: row for row in report["stages"] if row["step"] == "file"}
+    assert list(files) == metrics["bench"]["models"]
+    same_model = files["finetune:torch_fp32"]["vs_teacher"]  # the teacher, scored by bench
+    assert abs(same_model["accuracy_diff"]) <= 0.02 and same_model["accuracy_ci"][0] <= 0
     assert stage["accuracy"] == metrics["finetune"]["validation"]["accuracy"]
     weights = (run_dir / "stages" / "00-finetune" / "model" / "model.safetensors").stat().st_size
     assert stage["size_bytes"] == weights and stage["parameters"] > 0
@@ -237,7 +242,13 @@ def test_finetune_export_bench_compose_in_one_recipe(
     )
     assert code == 0, err
     cli_report = json.loads((tmp_path / "cli-bench" / "report.json").read_text())
-    assert [row["stage"] for row in cli_report["stages"]] == ["finetune", "export", "bench"]
+    assert [row["stage"] for row in cli_report["stages"]] == [
+        "finetune",
+        "export",
+        "bench",
+        "model_dynamic_int8",  # the file itself closes the ledger, against the run's teacher
+    ]
+    assert cli_report["stages"][-1]["vs_teacher"]["resamples"] == 2000
     assert cli_report["stages"][0] == report["stages"][0]
 
 

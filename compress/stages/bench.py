@@ -10,6 +10,7 @@ from pydantic import Field
 
 from bench.errors import BenchError
 from bench.options import BenchOptions
+from bench.paired import paired_difference
 from bench.report import write_reports
 from bench.runner import run_benchmark
 from compress.config import StageConfig
@@ -103,6 +104,7 @@ class BenchStage(Stage):
                 dataset=f"{ctx.recipe.data.dataset or 'data'} {self.config.split}",
                 options=self.config.options(),
                 stages=self._stage_rows(ctx),
+                teacher_predictions=teacher_predictions(ctx.results, self.config.split),
                 progress_log=ctx.log_progress,
                 train=(ctx.data.train.texts, ctx.data.train.labels),
             )
@@ -110,7 +112,8 @@ class BenchStage(Stage):
             raise EdgebertError(f"stages[{self.index}] (bench): {exc}") from None
 
     def _stage_rows(self, ctx) -> list[dict]:
-        return stage_rows(ctx.results, ctx.models, self.config.split)
+        labels = ctx.data.split(self.config.split).labels
+        return stage_rows(ctx.results, ctx.models, self.config.split, labels)
 
 
 def metrics_on(result: dict, split: str) -> dict:
@@ -118,31 +121,89 @@ def metrics_on(result: dict, split: str) -> dict:
     return result.get(split) or result.get("validation") or {}
 
 
-def stage_rows(results: dict[str, dict], models: dict[str, Path], split: str) -> list[dict]:
-    """One row per stage of a run: its model's metrics on the bench split (validation when the
-    stage has none there), parameters, weight size and wall time. Used by the bench stage and by
-    `edgebert bench` on files that came out of a run directory."""
+def teacher_predictions(results: dict[str, dict], split: str) -> list[int] | None:
+    """The run's teacher (its first stage) on the bench split: the ledger's reference."""
+    first = next(iter(results.values()), {})
+    return metrics_on(first, split).get("predictions")
+
+
+def stage_rows(
+    results: dict[str, dict], models: dict[str, Path], split: str, labels=None
+) -> list[dict]:
+    """The run's accuracy ledger, one row per step: each stage's saved model on the bench split
+    (validation when the stage has none there) with parameters, weight size and wall time, and
+    before it each epoch of a stage whose modifiers changed the model (validation split only:
+    epochs are scored there). With `labels`, every row after the teacher carries its paired
+    difference from the teacher on the same rows. Used by the bench stage and by `edgebert
+    bench` on files that came out of a run directory."""
+    reference = teacher_predictions(results, split)
+    teacher = next(iter(results), None)
+
+    def versus(predictions) -> dict | None:
+        if any(x is None for x in (labels, reference, predictions)):
+            return None
+        if not len(predictions) == len(reference) == len(labels):
+            return None
+        classes = max(max(labels), max(reference), max(predictions)) + 1
+        return paired_difference(labels, reference, predictions, classes)
+
     rows = []
     for name, result in results.items():
+        if split == "validation" and result.get("modifiers"):
+            rows += epoch_rows(name, result.get("history", []), versus)
         metrics = metrics_on(result, split)
         model = models.get(name)
         weights = sum(p.stat().st_size for p in model.glob("*.safetensors")) if model else None
+        best = result.get("best_epoch")
         rows.append(
             {
                 "stage": name,
+                "step": f"saved model (epoch {best})" if best else "saved model",
                 "accuracy": metrics.get("accuracy"),
                 "macro_f1": metrics.get("macro_f1"),
                 "parameters": result.get("parameters"),
                 "size_bytes": weights or None,
                 "wall_seconds": result.get("wall_seconds"),
+                "vs_teacher": None if name == teacher else versus(metrics.get("predictions")),
             }
         )
     return rows
 
 
-def run_stage_rows(files: list[Path], split: str) -> list[dict]:
-    """Stage rows of the run directory the first of `files` came from (none: not from a run):
-    `edgebert bench` on a run's ONNX files shows how each step of that run got there."""
+def epoch_rows(name: str, history: list[dict], versus) -> list[dict]:
+    """A training stage's epochs as ledger rows: fp32, pruned (an epoch that pruned shows the
+    model before and right after it), fake-quant INT8."""
+    if not history:
+        return []
+    first = history[0].get("before_reshape", history[0])
+    rows = []
+    for entry in history:
+        points = [entry]
+        if "before_reshape" in entry:
+            points = [entry["before_reshape"], entry]
+        for point in points:
+            pruned = (point.get("parameters") or 0) < (first.get("parameters") or 0)
+            kind = "fake-quant INT8" if entry.get("fake_quant") else "fp32"
+            step = f"epoch {entry['epoch']}: {kind}" + (", pruned" if pruned else "")
+            if point is entry and "before_reshape" in entry:
+                step += " (just pruned)"
+            rows.append(
+                {
+                    "stage": name,
+                    "step": step,
+                    "accuracy": point.get("accuracy"),
+                    "macro_f1": point.get("macro_f1"),
+                    "parameters": point.get("parameters"),
+                    "vs_teacher": versus(point.get("predictions")),
+                }
+            )
+    return rows
+
+
+def run_stage_rows(files: list[Path], split: str, labels=None) -> tuple[list[dict], list | None]:
+    """(ledger rows, teacher predictions) of the run directory the first of `files` came from
+    (none: not from a run): `edgebert bench` on a run's ONNX files shows how each step of that
+    run got there."""
     for file in files:
         for folder in [file, *file.parents]:
             metrics, stages = folder / "metrics.json", folder / "stages"
@@ -154,5 +215,6 @@ def run_stage_rows(files: list[Path], split: str) -> list[dict]:
                     for model in stages.glob(f"*-{name}/model")
                     if model.is_dir()
                 }
-                return stage_rows(results, models, split)
-    return []
+                rows = stage_rows(results, models, split, labels)
+                return rows, teacher_predictions(results, split)
+    return [], None
