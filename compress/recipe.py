@@ -162,7 +162,7 @@ def _expected(error: dict, model: type[BaseModel], loc: tuple) -> str:
         return f"unknown field{hint}; expected one of: {', '.join(sorted(siblings))}"
     if kind == "missing":
         return "required field is missing"
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")  # our validators' words, as written
     if kind == "union_tag_invalid":
         ctx = error.get("ctx", {})
         tag = ctx.get("tag", "")

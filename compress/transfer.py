@@ -5,8 +5,9 @@ so the student learns the teacher's function on far more inputs than the labels 
 TinyBERT loses 2 to 21 points per task without its augmented transfer set, and XtremeDistil
 gets its small students close to the teacher by distilling on unlabeled in-domain text.
 
-Two sources, combinable:
+Sources, combinable:
 - `files`: unlabeled in-domain text (JSONL or CSV/TSV, any text column), cleaned like the task;
+- `datasets`: staged sets by name, every split's texts (labels unread);
 - `augment`: perturbed copies of the labelled training rows, labelled by the teacher (not by
   the row they came from: a perturbation may well flip the sentiment).
 
@@ -19,12 +20,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from compress.augment import AugmentConfig, augment_split
 from compress.cleaning import make_cleaner
 from compress.config import Strict
-from compress.data import TaskData, read_texts
+from compress.data import SPLIT_NAMES, TaskData, find_split_file, read_texts, resolve_dataset
 from compress.errors import EdgebertError
 
 
@@ -34,6 +35,9 @@ class TransferConfig(Strict):
     files: list[Path] = Field(
         default_factory=list, description="unlabeled in-domain text: JSONL or CSV/TSV files"
     )
+    datasets: list[str] = Field(
+        default_factory=list, description="staged sets by name: the texts of all their splits"
+    )
     text_field: str = Field("text", description="the text field (JSONL) or column (CSV)")
     max_rows: int | None = Field(
         None, ge=1, description="a seeded sample of at most this many rows from the files"
@@ -42,24 +46,53 @@ class TransferConfig(Strict):
         None, description="perturbed copies of the labelled training rows, labelled by the teacher"
     )
 
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, names: list[str]) -> list[str]:
+        """Resolved when the recipe is validated: a typo must not surface stages later."""
+        for name in names:
+            try:
+                resolve_dataset(name)
+            except EdgebertError as exc:
+                raise ValueError(str(exc)) from None
+        return names
+
     @model_validator(mode="after")
     def _has_a_source(self) -> TransferConfig:
-        if not self.files and self.augment is None:
-            raise ValueError("give 'files' (unlabeled text) and/or 'augment' (copies of train)")
+        if not self.files and not self.datasets and self.augment is None:
+            raise ValueError(
+                "give 'files' or 'datasets' (unlabeled text) and/or 'augment' (copies of train)"
+            )
         return self
+
+
+def _unlabeled_texts(config: TransferConfig, clean) -> list[str]:
+    """The texts of every named file and staged set, in recipe order."""
+    sources = [(f"files[{i}]", path) for i, path in enumerate(config.files)]
+    for i, name in enumerate(config.datasets):
+        try:
+            folder = resolve_dataset(name)
+        except EdgebertError as exc:
+            raise EdgebertError(f"distill.transfer.datasets[{i}]: {exc}") from None
+        sources += [
+            (f"datasets[{i}]", path)
+            for split in SPLIT_NAMES
+            if (path := find_split_file(folder, split)) is not None
+        ]
+    texts: list[str] = []
+    for where, path in sources:
+        try:
+            texts += read_texts(path, clean, config.text_field)
+        except EdgebertError as exc:
+            raise EdgebertError(f"distill.transfer.{where}: {exc}") from None
+    return texts
 
 
 def load_transfer_texts(
     config: TransferConfig, data: TaskData, clean_steps: list[str], seed: int
 ) -> tuple[list[str], dict]:
     """(transfer texts in a fixed order, counts of what was read and dropped)."""
-    clean = make_cleaner(clean_steps)
-    read: list[str] = []
-    for number, path in enumerate(config.files):
-        try:
-            read += read_texts(path, clean, config.text_field)
-        except EdgebertError as exc:
-            raise EdgebertError(f"distill.transfer.files[{number}]: {exc}") from None
+    read = _unlabeled_texts(config, make_cleaner(clean_steps))
     if config.max_rows is not None and len(read) > config.max_rows:
         read = random.Random(seed).sample(read, config.max_rows)
     augmented: list[str] = []

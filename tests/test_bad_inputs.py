@@ -396,11 +396,18 @@ def _(t):
     ), "stages[1].with[0].distill.transfer.files[0]: file not found: "
 
 
+@case("distillation transfer set naming an unknown staged data set")
+def _(t):
+    return recipe_with(
+        t, distill_stage(t, "{teacher: '@finetune', transfer: {datasets: [nope]}}")
+    ), "stages[1].with[0].distill.transfer.datasets: unknown dataset 'nope'"
+
+
 @case("distillation transfer set with no source")
 def _(t):
     return recipe_with(
         t, distill_stage(t, "{teacher: '@finetune', transfer: {}}")
-    ), "give 'files' (unlabeled text) and/or 'augment' (copies of train)"
+    ), "give 'files' or 'datasets' (unlabeled text) and/or 'augment' (copies of train)"
 
 
 @case("relation distillation from a teacher with an unrelated vocabulary")

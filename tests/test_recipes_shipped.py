@@ -16,12 +16,23 @@ SHIPPED = sorted((ROOT / "recipes").glob("*.yaml"))
 SHARED = ROOT.parent / "shared" / "datasets"
 
 
+def transfer_datasets(node) -> list[str]:
+    """Staged sets a recipe names as distillation transfer text (`transfer: {datasets: ...}`)."""
+    if isinstance(node, dict):
+        found = list((node.get("transfer") or {}).get("datasets", []))
+        return found + [n for value in node.values() for n in transfer_datasets(value)]
+    if isinstance(node, list):
+        return [n for item in node for n in transfer_datasets(item)]
+    return []
+
+
 @pytest.fixture(scope="module")
 def standins(tmp_path_factory) -> Path:
     """30-row train/validation/test files for each data set a shipped recipe names, with the
     real label names where ../shared has them (a fresh clone falls back to two labels)."""
     root = tmp_path_factory.mktemp("datasets")
     names = {yaml.safe_load(p.read_text())["data"].get("dataset") for p in SHIPPED} - {None}
+    names |= {name for p in SHIPPED for name in transfer_datasets(yaml.safe_load(p.read_text()))}
     for name in names - {"sst2-sample"}:  # the packaged sample is real and small already
         real = SHARED / name / "labels.json"
         labels = json.loads(real.read_text()) if real.is_file() else ["negative", "positive"]
