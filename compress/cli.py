@@ -24,6 +24,7 @@ from bench.options import DEFAULTS as BENCH
 from bench.options import BenchOptions, name_models
 from compress import __version__
 from compress.errors import USER_ERRORS, EdgebertError
+from compress.serve_limits import ServeLimits
 from export.options import QUANTIZE_MODES, ExportOptions
 
 EXPORT = ExportOptions()
@@ -59,6 +60,9 @@ def find_recipe(spec: str) -> Path:
     if shipped.is_file():
         return Path(str(shipped))
     raise EdgebertError(f"recipe not found: {spec} (neither a file nor a shipped recipe name)")
+
+
+LIMITS = ServeLimits()  # `edgebert serve` option defaults
 
 
 @app.command()
@@ -161,16 +165,32 @@ def serve(
     model: Path = typer.Argument(..., help="a saved model directory, .onnx or .ort file"),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
-    max_batch: int = typer.Option(32, "--max-batch", min=1, help="texts per model call"),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, help="batching window"),
+    max_batch: int = typer.Option(LIMITS.max_batch, "--max-batch", min=1, help="texts per call"),
+    max_wait_ms: float = typer.Option(
+        LIMITS.max_wait_ms, "--max-wait-ms", min=0, help="batching window"
+    ),
+    max_queue: int = typer.Option(
+        LIMITS.max_queue, "--max-queue", min=0, help="texts waiting (0: ~1 s of work); then 503"
+    ),
+    deadline_ms: float = typer.Option(
+        LIMITS.deadline_ms, "--deadline-ms", min=1, help="answer by then or 504"
+    ),
+    max_body_bytes: int = typer.Option(LIMITS.max_body_bytes, "--max-body-bytes", min=64),
+    max_chars: int = typer.Option(LIMITS.max_chars, "--max-chars", min=1),
+    drain_seconds: float = typer.Option(LIMITS.drain_seconds, "--drain-seconds", min=0),
 ) -> None:
-    """Serve /predict, /health and /metrics (Prometheus) over HTTP."""
+    """Serve /predict, /health, /live, /ready and /metrics (Prometheus) over HTTP."""
     from compress.serve import serve as run_server
 
-    typer.echo(
-        f"serving {model} on http://{host}:{port} (POST /predict, GET /health, /metrics)", err=True
+    limits = ServeLimits(
+        max_batch, max_wait_ms, max_queue, deadline_ms, max_body_bytes, max_chars, drain_seconds
     )
-    run_server(model, host, port, max_batch, max_wait_ms)
+    typer.echo(
+        f"serving {model} on http://{host}:{port} "
+        "(POST /predict, GET /health /live /ready /metrics)",
+        err=True,
+    )
+    run_server(model, host, port, limits)
 
 
 @app.command()

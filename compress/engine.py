@@ -24,6 +24,7 @@ from compress.catalog import STAGES, build_stage
 from compress.context import RunContext
 from compress.data import file_sha256
 from compress.errors import EdgebertError
+from compress.loop_state import INTERRUPTS
 from compress.manifest import build_manifest
 from compress.recipe import check_stage_files
 from compress.rundir import RunDir
@@ -158,21 +159,8 @@ def run_recipe(
             f"({len(data.train)} in all)"
         )
     try:
-        for index, config in enumerate(recipe.stages):
-            if index < completed or (_helper and not STAGES[config.type].trains):
-                continue
-            stage = build_stage(config, index)
-            started = time.perf_counter()
-            stage.setup(ctx)
-            metrics = stage.run(ctx)
-            stage.finish(ctx)
-            metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
-            stage_dir = rd.stage_dir(index, stage.name)
-            rd.write_json(stage_dir / "metrics.json", metrics)
-            ctx.results[stage.name] = metrics
-            rd.write_json("metrics.json", ctx.results)
-            rd.write_json(STATE_FILE, _snapshot(ctx, index + 1))
-            shutil.rmtree(stage_dir / "checkpoint", ignore_errors=True)  # its model is saved
+        with INTERRUPTS:  # SIGTERM/Ctrl-C anywhere: a clean stop within seconds
+            _run_stages(ctx, completed, _helper)
         manifest["status"] = "completed"
         _close(ctx)
     except KeyboardInterrupt:
@@ -188,3 +176,25 @@ def run_recipe(
         rd.write_json("manifest.json", manifest)
         rd.unlock()
     return rd
+
+
+def _run_stages(ctx: RunContext, completed: int, helper: bool) -> None:
+    """Every stage not yet completed, in order; each one's metrics and the run's state are
+    written as soon as it finishes, so a stop loses at most the stage in progress."""
+    rd = ctx.run_dir
+    for index, config in enumerate(ctx.recipe.stages):
+        if index < completed or (helper and not STAGES[config.type].trains):
+            continue
+        stage = build_stage(config, index)
+        started = time.perf_counter()
+        stage.setup(ctx)
+        metrics = stage.run(ctx)
+        with INTERRUPTS.critical():  # a finished stage is recorded whole or not at all
+            stage.finish(ctx)
+            metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
+            stage_dir = rd.stage_dir(index, stage.name)
+            rd.write_json(stage_dir / "metrics.json", metrics)
+            ctx.results[stage.name] = metrics
+            rd.write_json("metrics.json", ctx.results)
+            rd.write_json(STATE_FILE, _snapshot(ctx, index + 1))
+            shutil.rmtree(stage_dir / "checkpoint", ignore_errors=True)  # its model is saved

@@ -7,9 +7,12 @@ keys and the restored ones can never drift apart.
 
 from __future__ import annotations
 
+import _thread
 import copy
 import math
 import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
 
@@ -75,31 +78,83 @@ class LoopState:
 
 
 class InterruptFlag:
-    """Turns Ctrl-C (SIGINT) and a polite kill (SIGTERM, as from `kill`, systemd or a batch
-    scheduler) into a flag the loop checks after each optimiser step, so the checkpoint written
-    on the way out is consistent (never mid-backward)."""
+    """Turns Ctrl-C (SIGINT) and a polite kill (SIGTERM, from `kill`, systemd, a container
+    platform or a batch scheduler) into a prompt, clean stop, wherever the run is.
+
+    The first signal sets `flag`: the training loop checks it after each optimiser step and
+    leaves with a checkpoint. Work that never looks at the flag (evaluation, teacher logits,
+    export, bench, a long step) is stopped `grace` seconds later: a watchdog raises
+    KeyboardInterrupt in the main thread, and the loop saves the checkpoint of its last complete
+    step on the way out. A second signal does the same at once. Neither lands inside a
+    `critical()` section (an optimiser step, a checkpoint write): there it waits for the
+    section's end, so no state is ever half-updated. Platforms SIGKILL 30 s after SIGTERM; a
+    run exits within about `grace` plus one checkpoint write.
+
+    One instance serves the whole process (`INTERRUPTS`): entering it again (the engine, then a
+    training loop inside it) nests, so a signal that came between stages is still seen.
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, grace: float = 5.0):
+        self.grace = grace
         self.flag = False
+        self._depth = 0
+        self._critical = 0
+        self._raise_after_critical = False
         self._previous: dict = {}
+        self._watchdog: threading.Timer | None = None
 
     def __enter__(self):
-        for signum in self.SIGNALS:
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                break
+        self._depth += 1
+        if self._depth == 1:
+            self.flag = False
+            for signum in self.SIGNALS:
+                try:
+                    self._previous[signum] = signal.signal(signum, self._handle)
+                except ValueError:  # not the main thread: leave signals alone
+                    break
         return self
 
     def _handle(self, signum, frame):
-        if self.flag:  # second signal: stop now
+        """Runs in the main thread (Python delivers signals there)."""
+        if not self.flag:
+            self.flag = True
+            self._watchdog = threading.Timer(self.grace, _thread.interrupt_main)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+            return
+        if self._critical:
+            self._raise_after_critical = True
+            return
+        raise KeyboardInterrupt
+
+    def stand_down(self) -> None:
+        """The loop saw the flag and is leaving in order: no forced stop needed."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    @contextmanager
+    def critical(self):
+        """A section an interruption must not split; a stop asked for inside it comes after."""
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+        if not self._critical and self._raise_after_critical:
+            self._raise_after_critical = False
             raise KeyboardInterrupt
-        self.flag = True
 
     def __exit__(self, *exc):
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
+        self._depth -= 1
+        if self._depth == 0:
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+            self._previous = {}
+            self.stand_down()
         return False
+
+
+INTERRUPTS = InterruptFlag()  # the process's one signal watcher (see InterruptFlag)

@@ -3,14 +3,23 @@
 Requests that arrive together are answered by one ORT call: a collector task waits at most
 `max_wait_ms` for up to `max_batch` texts, runs them as one length-sorted batch in a worker
 thread, and resolves each request's future. `/metrics` speaks Prometheus text format: request
-count by status, request latency and batch size histograms, and the predicted label
-distribution (the cheapest drift alarm: a label's share moving is visible at once).
+count by status, request latency and batch size histograms, queue depth, and the predicted
+label distribution (the cheapest drift alarm: a label's share moving is visible at once).
+
+Under overload the server sheds work instead of queueing it without limit (`ServeLimits`): the
+queue holds about one second of work (measured at start) and a full queue answers 503 with
+Retry-After; a request that cannot be answered within its deadline gets 504 and is never
+computed; bodies over the byte cap get 413 (411 without a length) and requests over the
+character cap 413. `/live` says the process answers, `/ready` whether it takes traffic. On
+SIGTERM it drains: `/ready` turns 503, new requests get 503, requests in flight are answered,
+then it exits (uvicorn's graceful shutdown, bounded by `drain_seconds`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import socket
 import time
 import urllib.parse
@@ -21,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from compress.errors import EdgebertError
 from compress.predict import Predictor
+from compress.serve_limits import ServeLimits
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -33,17 +43,36 @@ class PredictRequest(BaseModel):
     texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS_PER_REQUEST)
 
 
+class Overloaded(Exception):
+    """The queue is full: answer 503 with Retry-After."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"server overloaded: retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
 @dataclass
 class _Pending:
     texts: list[str]
     future: asyncio.Future
 
 
+def measured_capacity(predictor: Predictor, batch: int, rounds: int = 3) -> float:
+    """Texts per second of full batches of a typical short review (after one warm-up call):
+    what sizes the default queue at about one second of work."""
+    texts = ["the battery lasts all day and the screen is sharp, but the case feels cheap"] * batch
+    predictor.predict(texts)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        predictor.predict(texts)
+    return rounds * batch / max(time.perf_counter() - started, 1e-6)
+
+
 class Metrics:
     """Prometheus collectors in a registry of their own (one per app, so tests stay isolated)."""
 
     def __init__(self, labels: list[str]):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -64,6 +93,9 @@ class Metrics:
         self.predicted = Counter(
             "edgebert_predicted", "predicted labels", ["label"], registry=self.registry
         )
+        self.queued = Gauge(
+            "edgebert_queue_texts", "texts waiting for the model", registry=self.registry
+        )
         for label in labels:  # every label present from the start, at 0
             self.predicted.labels(label=label)
 
@@ -76,11 +108,17 @@ class Metrics:
 class Batcher:
     """Collects texts from concurrent requests and runs them through the model together."""
 
-    def __init__(self, predictor: Predictor, metrics: Metrics, max_batch: int, max_wait_ms: float):
+    def __init__(
+        self, predictor: Predictor, metrics: Metrics, limits: ServeLimits, capacity: float
+    ):
         self.predictor = predictor
         self.metrics = metrics
-        self.max_batch = max_batch
-        self.max_wait = max_wait_ms / 1000.0
+        self.max_batch = limits.max_batch
+        self.max_wait = limits.max_wait_ms / 1000.0
+        self.deadline = limits.deadline_ms / 1000.0
+        self.capacity = capacity  # texts per second
+        self.max_queue = limits.max_queue or max(limits.max_batch, round(capacity))
+        self.queued = 0  # texts submitted and not yet taken into a batch
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.task: asyncio.Task | None = None
 
@@ -91,23 +129,44 @@ class Batcher:
         if self.task is not None:
             self.task.cancel()
 
+    @property
+    def full(self) -> bool:
+        return self.queued >= self.max_queue
+
     async def submit(self, texts: list[str]) -> list[dict]:
+        """The texts' answers; Overloaded when the queue is full, TimeoutError past the
+        deadline (the request is then dropped from the queue, never computed)."""
+        if self.queued + len(texts) > self.max_queue:
+            raise Overloaded(max(1, math.ceil(self.queued / self.capacity)))
         future = asyncio.get_running_loop().create_future()
+        self.queued += len(texts)
+        self.metrics.queued.set(self.queued)
         await self.queue.put(_Pending(texts, future))
-        return await future
+        return await asyncio.wait_for(future, self.deadline)
+
+    async def _take(self, timeout: float | None = None) -> _Pending | None:
+        """The next request still waiting for its answer (None: none within `timeout`)."""
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + timeout
+        while True:
+            wait = None if until is None else max(0.0, until - loop.time())
+            try:
+                item = await asyncio.wait_for(self.queue.get(), wait)
+            except TimeoutError:
+                return None
+            self.queued -= len(item.texts)
+            self.metrics.queued.set(self.queued)
+            if not item.future.done():  # a request past its deadline was cancelled: skip it
+                return item
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
+            batch = [await self._take()]
             size = len(batch[0].texts)
-            deadline = loop.time() + self.max_wait
+            window_ends = asyncio.get_running_loop().time() + self.max_wait
             while size < self.max_batch:
-                try:
-                    item = await asyncio.wait_for(
-                        self.queue.get(), max(0.0, deadline - loop.time())
-                    )
-                except TimeoutError:
+                item = await self._take(window_ends - asyncio.get_running_loop().time())
+                if item is None:
                     break
                 batch.append(item)
                 size += len(item.texts)
@@ -146,17 +205,16 @@ class Batcher:
             item.future.set_result(result)
 
 
-def create_app(model: Path, max_batch: int = 32, max_wait_ms: float = 5.0):
+def create_app(model: Path, limits: ServeLimits = ServeLimits()):
     """The FastAPI app for one model (loaded now, so a bad model fails before serving)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
-    from fastapi.responses import JSONResponse, Response
 
     predictor = Predictor(model)
     labels = predictor.runner.label_names
     metrics = Metrics(labels)
-    batcher = Batcher(predictor, metrics, max_batch, max_wait_ms)
+    batcher = Batcher(predictor, metrics, limits, measured_capacity(predictor, limits.max_batch))
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -165,15 +223,53 @@ def create_app(model: Path, max_batch: int = 32, max_wait_ms: float = 5.0):
         await batcher.stop()
 
     app = FastAPI(title="edgebert", lifespan=lifespan)
+    app.state.draining = False  # set on SIGTERM (DrainingServer): refuse new work, finish old
+    _add_body_cap(app, limits, metrics)
+    _add_predict(app, batcher, metrics, limits)
+    _add_probes(app, model, predictor, batcher, metrics)
+    return app
 
+
+def _error(status: int, message: str, metrics: Metrics, headers: dict | None = None):
+    from fastapi.responses import JSONResponse
+
+    metrics.requests.labels(status=str(status)).inc()
+    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
+
+
+def _add_body_cap(app, limits: ServeLimits, metrics: Metrics) -> None:
+    """413 before the body is read when Content-Length is over the cap; 411 without one."""
+
+    @app.middleware("http")
+    async def body_cap(request, call_next):
+        if request.method == "POST":
+            length = request.headers.get("content-length", "")
+            if not length.isdigit():
+                return _error(411, "a POST needs a Content-Length header", metrics)
+            if int(length) > limits.max_body_bytes:
+                return _error(
+                    413, f"body of {length} bytes is over {limits.max_body_bytes}", metrics
+                )
+        return await call_next(request)
+
+
+def _add_predict(app, batcher: Batcher, metrics: Metrics, limits: ServeLimits) -> None:
     @app.post("/predict")
     async def predict(request: PredictRequest):
         started = time.perf_counter()
+        if app.state.draining:
+            return _error(503, "server shutting down", metrics, {"Retry-After": "1"})
+        chars = sum(len(t) for t in request.texts)
+        if chars > limits.max_chars:
+            return _error(413, f"{chars} characters of text is over {limits.max_chars}", metrics)
         try:
             results = await batcher.submit(request.texts)
+        except Overloaded as exc:
+            return _error(503, str(exc), metrics, {"Retry-After": str(exc.retry_after)})
+        except TimeoutError:
+            return _error(504, f"not answered within {limits.deadline_ms:.0f} ms", metrics)
         except EdgebertError as exc:
-            metrics.requests.labels(status="422").inc()
-            return JSONResponse(status_code=422, content={"error": str(exc)})
+            return _error(422, str(exc), metrics)
         for result in results:  # a label per text, or an entity type per entity (NER)
             for label in (
                 [result["label"]] if "label" in result else [e["type"] for e in result["entities"]]
@@ -183,14 +279,34 @@ def create_app(model: Path, max_batch: int = 32, max_wait_ms: float = 5.0):
         metrics.latency.observe(time.perf_counter() - started)
         return {"predictions": results}
 
+
+def _add_probes(app, model: Path, predictor: Predictor, batcher: Batcher, metrics: Metrics):
+    from fastapi.responses import JSONResponse, Response
+
     @app.get("/health")
     async def health():
         return {
             "status": "ok",
             "model": str(model),
             "kind": predictor.runner.kind,
-            "labels": labels,
+            "labels": predictor.runner.label_names,
+            "capacity_texts_per_s": round(batcher.capacity, 1),
+            "max_queue": batcher.max_queue,
         }
+
+    @app.get("/live")
+    async def live():
+        """The process and its event loop answer (restart it when this fails)."""
+        return {"live": True}
+
+    @app.get("/ready")
+    async def ready():
+        """Whether to send traffic here: not while draining, nor while the queue is full."""
+        ok = not app.state.draining and not batcher.full
+        return JSONResponse(
+            status_code=200 if ok else 503,
+            content={"ready": ok, "draining": app.state.draining, "queued": batcher.queued},
+        )
 
     @app.get("/metrics")
     async def prometheus():
@@ -198,14 +314,26 @@ def create_app(model: Path, max_batch: int = 32, max_wait_ms: float = 5.0):
 
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    return app
 
-
-def serve(model: Path, host: str, port: int, max_batch: int, max_wait_ms: float) -> None:
+def serve(model: Path, host: str, port: int, limits: ServeLimits) -> None:
+    """Run the app under uvicorn until SIGTERM/SIGINT, then drain (module docstring)."""
     import uvicorn
 
-    app = create_app(model, max_batch=max_batch, max_wait_ms=max_wait_ms)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    app = create_app(model, limits)
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            app.state.draining = True
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=math.ceil(limits.drain_seconds),
+    )
+    DrainingServer(config).run()
 
 
 def check_loopback(url: str) -> None:
@@ -228,7 +356,9 @@ def load_test(
     url: str, texts: list[str], seconds: float, concurrency: int = 8, max_requests: int = 100_000
 ) -> dict:
     """Send single-text /predict requests from `concurrency` clients for at most `seconds`
-    (and at most `max_requests`); return requests/s and latency percentiles. Loopback only."""
+    (and at most `max_requests`), each client sending its next request as soon as the last is
+    answered (refused ones too: an overload test). Returns answered requests/s, latency
+    percentiles of the answered (200) requests and counts by status. Loopback only."""
     import threading
 
     import httpx
@@ -236,7 +366,7 @@ def load_test(
 
     check_loopback(url)
     latencies: list[float] = []
-    errors = [0]
+    statuses: dict[str, int] = {}
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
 
@@ -245,20 +375,20 @@ def load_test(
             i = worker
             while time.perf_counter() < stop_at:
                 with lock:
-                    if len(latencies) + errors[0] >= max_requests:
+                    if sum(statuses.values()) >= max_requests:
                         return
                 t0 = time.perf_counter()
                 try:
                     response = http.post("/predict", json={"texts": [texts[i % len(texts)]]})
+                    status = str(response.status_code)
                 except httpx.HTTPError:
-                    with lock:
-                        errors[0] += 1
-                    return
+                    status = "connection error"
                 with lock:
-                    if response.status_code == 200:
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status == "200":
                         latencies.append(time.perf_counter() - t0)
-                    else:
-                        errors[0] += 1
+                if status == "connection error":
+                    return
                 i += concurrency
 
     started = time.perf_counter()
@@ -269,14 +399,16 @@ def load_test(
         thread.join()
     elapsed = time.perf_counter() - started
     if not latencies:
-        raise EdgebertError(f"{url}: no successful answers ({errors[0]} failed requests)")
+        raise EdgebertError(f"{url}: no successful answers (statuses: {statuses})")
     values = np.asarray(latencies) * 1000.0
     return {
         "requests": len(latencies),
-        "errors": errors[0],
+        "errors": sum(statuses.values()) - len(latencies),
+        "statuses": dict(sorted(statuses.items())),
         "seconds": round(elapsed, 2),
         "requests_per_s": round(len(latencies) / elapsed, 1),
         "p50_ms": round(float(np.percentile(values, 50)), 2),
         "p99_ms": round(float(np.percentile(values, 99)), 2),
+        "max_ms": round(float(values.max()), 2),
         "concurrency": concurrency,
     }

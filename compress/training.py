@@ -37,7 +37,7 @@ from compress import distributed
 from compress.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from compress.data import EncodedDataset, encode, make_collate
 from compress.errors import EdgebertError
-from compress.loop_state import InterruptFlag, LoopState
+from compress.loop_state import INTERRUPTS, InterruptFlag, LoopState
 from compress.ner_data import encode_words, word_level
 from compress.rundir import recover_replaced_dir
 from compress.thresholds import tune_thresholds
@@ -380,11 +380,11 @@ class TrainingPhase:
             optimizer, int(self.training.warmup_ratio * self.total_steps), self.total_steps
         )
 
-    def _trainer_state(self, run: _Run, epoch_generator: torch.Tensor) -> dict:
+    def _trainer_state(self, run: _Run, epoch_generator: torch.Tensor, rng: dict) -> dict:
         return {
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
-            "rng": rng_state(),
+            "rng": rng,
             "epoch_generator": epoch_generator,
             "modifiers": {m.type_name: m.state_dict() for m in self.modifiers},
         }
@@ -525,28 +525,46 @@ class TrainingPhase:
 
     def _run_epoch(self, run: _Run, epoch: int, resume: _Resume) -> int:
         """Train one epoch; returns the micro-batches done. Checkpoints on schedule and on a
-        signal (then raises KeyboardInterrupt)."""
+        signal (then raises KeyboardInterrupt); a stop forced mid-step checkpoints the last
+        complete step (`InterruptFlag`)."""
         cfg = self.training
         self.state.epoch = epoch
         batches, epoch_generator = self._epoch_batches(run, epoch, resume)
         micro = resume.skip_batches
+        run.resume_point, run.epoch_generator = (micro, rng_state()), epoch_generator
         self.model.train()  # a modifier's epoch-end work (pruning, scoring) may flip it
-        for batch in batches:
-            micro += 1
-            self._backward(run, batch)
-            if micro % cfg.grad_accum and micro != len(run.loader):
-                continue
-            self._optimizer_step(run)
-            if self.state.step >= self.total_steps:
-                self.state.finished = True
-                break
-            due = cfg.checkpoint_steps and self.state.step % cfg.checkpoint_steps == 0
-            if run.interrupted.flag or due:
-                self._save(run, micro, False, epoch_generator)
-            if run.interrupted.flag:
-                raise KeyboardInterrupt
+        try:
+            for batch in batches:
+                micro += 1
+                self._backward(run, batch)
+                if micro % cfg.grad_accum and micro != len(run.loader):
+                    continue
+                with run.interrupted.critical():
+                    self._optimizer_step(run)
+                    run.resume_point = (micro, rng_state())
+                if self.state.step >= self.total_steps:
+                    self.state.finished = True
+                    break
+                due = cfg.checkpoint_steps and self.state.step % cfg.checkpoint_steps == 0
+                if run.interrupted.flag:
+                    run.interrupted.stand_down()  # leaving in order: no forced stop needed
+                if run.interrupted.flag or due:
+                    self._save(run, micro, False, epoch_generator)
+                if run.interrupted.flag:
+                    raise _Stopped
+        except _Stopped:
+            raise KeyboardInterrupt from None
+        except KeyboardInterrupt:
+            self._save_resume_point(run, epoch_generator)
+            raise
         self._report_progress(run, force=True)
         return micro
+
+    def _save_resume_point(self, run: _Run, epoch_generator) -> None:
+        """A stop forced mid-step or mid-evaluation: checkpoint the last complete step (the
+        model's weights are those of that step; a half-done backward changed only grads)."""
+        micro, rng = run.resume_point
+        self._save(run, micro, False, epoch_generator, rng)
 
     def _backward(self, run: _Run, batch: dict) -> None:
         batch = {k: v.to(run.device) for k, v in batch.items()}
@@ -596,8 +614,20 @@ class TrainingPhase:
 
     def _end_epoch(self, run: _Run, epoch: int, batches_done: int) -> None:
         """Evaluate, let modifiers act, pick the best epoch, maybe stop early, checkpoint."""
+        try:
+            metrics = self.evaluate()
+        except KeyboardInterrupt:  # forced mid-evaluation: the resumed run evaluates again
+            self._save_resume_point(run, run.epoch_generator)
+            raise
+        with run.interrupted.critical():  # modifiers reshape and quantize here
+            self._close_epoch(run, epoch, batches_done, metrics)
+        if run.interrupted.flag:
+            raise KeyboardInterrupt
+
+    def _close_epoch(self, run: _Run, epoch: int, batches_done: int, metrics: dict) -> None:
+        """Epoch-end work after evaluation: modifiers act, the best epoch is picked, early
+        stopping decides, and the epoch's checkpoint is written."""
         state = self.state
-        metrics = self.evaluate()
         state.running_loss = distributed.mean(state.running_loss)
         metrics.update(
             epoch=epoch,
@@ -625,8 +655,6 @@ class TrainingPhase:
             self.log(f"early stopping: no better {self.select_best} for {state.best.stale} epochs")
             state.finished = True
         self._save(run, batches_done, True, run.generator.get_state())
-        if run.interrupted.flag:
-            raise KeyboardInterrupt
 
     def _after_reshape(self, run: _Run, metrics: dict) -> None:
         """New modules mean new parameters: rebuild the optimiser, keep the schedule position,
@@ -643,17 +671,20 @@ class TrainingPhase:
         self.state.best.reset()
         entry.update({k: metrics[k] for k in RESHAPED_KEYS if k in metrics})
 
-    def _save(self, run: _Run, batches_done: int, epoch_done: bool, epoch_generator) -> None:
+    def _save(
+        self, run: _Run, batches_done: int, epoch_done: bool, epoch_generator, rng=None
+    ) -> None:
         if run.checkpoint_dir is None or not distributed.is_main():
             return
         self.state.batches_done, self.state.epoch_done = batches_done, epoch_done
-        save_checkpoint(
-            run.checkpoint_dir,
-            self.model,
-            self.state.best.weights,
-            self._trainer_state(run, epoch_generator),
-            self.state.counters(),
-        )
+        with run.interrupted.critical():
+            save_checkpoint(
+                run.checkpoint_dir,
+                self.model,
+                self.state.best.weights,
+                self._trainer_state(run, epoch_generator, rng or rng_state()),
+                self.state.counters(),
+            )
 
     def _finish(self, run: _Run) -> dict:
         """Best weights back, modifiers' finish, and the stage's training metrics."""
@@ -681,6 +712,10 @@ class TrainingPhase:
         }
 
 
+class _Stopped(Exception):
+    """The loop saw the stop flag and checkpointed: leave as KeyboardInterrupt, saved."""
+
+
 @dataclass
 class _Resume:
     """Where the first epoch of this fit starts: a fresh run starts at epoch 1."""
@@ -705,7 +740,11 @@ class _Run:
     net: Any = None  # the model, or its DDP wrapper under torchrun
     task: Any = None  # the progress bar's task id
     heartbeat: ProgressLine | None = None  # plain lines for logs (run.log, nohup, tee)
-    interrupted: InterruptFlag = field(default_factory=InterruptFlag)
+    interrupted: InterruptFlag = field(default_factory=lambda: INTERRUPTS)
+    # (micro-batches done, RNG state) right after the last optimiser step: where a stop that
+    # lands mid-step, mid-evaluation or between steps checkpoints from
+    resume_point: tuple[int, dict] | None = None
+    epoch_generator: torch.Tensor | None = None  # the epoch in progress's shuffle state
     started: float = field(default_factory=time.perf_counter)
     seen_at_start: int = 0
 

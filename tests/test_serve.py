@@ -14,6 +14,7 @@ import pytest
 from compress.errors import EdgebertError
 from compress.predict import Predictor
 from compress.serve import check_loopback, create_app, load_test
+from compress.serve_limits import ServeLimits
 from tests.conftest import sample_rows
 
 TEXTS = [r["text"] for r in sample_rows("validation", 40, seed=5)]
@@ -27,7 +28,7 @@ def serving(model, max_wait_ms: float = 20):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(model, max_batch=16, max_wait_ms=max_wait_ms)
+    app = create_app(model, ServeLimits(max_batch=16, max_wait_ms=max_wait_ms))
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
