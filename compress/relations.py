@@ -22,16 +22,22 @@ KINDS = ("query", "key", "value")
 PROJECTION_NAMES = {"query": ("query", "q"), "key": ("key", "k"), "value": ("value", "v")}
 
 
-def projections(model, layer: int) -> dict[str, torch.nn.Module]:
-    """The query/key/value projections of encoder layer `layer` (negative counts from the end).
+def layer_index(model, layer: int) -> int:
+    """`layer` (negative counts from the end) as an index into the model's encoder layers; a
+    layer the model does not have is an error, never a silent wrap-around."""
+    count = len(encoder_layers(model))
+    if not -count <= layer < count:
+        raise EdgebertError(
+            f"distill.relations: layer {layer} is outside the model's {count} layers"
+        )
+    return layer % count
+
+
+def projections(model, index: int) -> dict[str, torch.nn.Module]:
+    """The query/key/value projections of encoder layer `index` (from `layer_index`).
 
     Looked up at every call, not cached: pruning and QAT replace these modules."""
-    layers = encoder_layers(model)
-    if not -len(layers) <= layer < len(layers):
-        raise EdgebertError(
-            f"distill.relations: layer {layer} is outside the model's {len(layers)} layers"
-        )
-    inner, _ = attention_parts(layers[layer])
+    inner, _ = attention_parts(encoder_layers(model)[index])
     found = {}
     for kind, names in PROJECTION_NAMES.items():
         module = next((getattr(inner, n) for n in names if hasattr(inner, n)), None)
@@ -41,11 +47,6 @@ def projections(model, layer: int) -> dict[str, torch.nn.Module]:
             )
         found[kind] = module
     return found
-
-
-def layer_index(model, layer: int) -> int:
-    """`layer` as a non-negative index into the model's encoder layers."""
-    return layer % len(encoder_layers(model))
 
 
 def relation_logits(vectors: torch.Tensor, heads: int, key_mask: torch.Tensor) -> torch.Tensor:

@@ -633,7 +633,7 @@ class TrainingPhase:
             epoch=epoch,
             step=state.step,
             train_loss=state.running_loss,
-            parameters=sum(p.numel() for p in self.model.parameters()),
+            parameters=self.model.num_parameters(),
             fake_quant=any(isinstance(m, FakeQuantizeBase) for m in self.model.modules()),
         )
         state.history.append({k: metrics[k] for k in HISTORY_KEYS if k in metrics})
@@ -667,7 +667,7 @@ class TrainingPhase:
                 run.scheduler.step()
         entry = self.state.history[-1]
         entry["before_reshape"] = {k: entry[k] for k in RESHAPED_KEYS if k in entry}
-        metrics.update(self.evaluate(), parameters=sum(p.numel() for p in self.model.parameters()))
+        metrics.update(self.evaluate(), parameters=self.model.num_parameters())
         self.state.best.reset()
         entry.update({k: metrics[k] for k in RESHAPED_KEYS if k in metrics})
 

@@ -12,6 +12,7 @@ from transformers import (
     BertForSequenceClassification,
 )
 
+from compress.errors import EdgebertError
 from compress.model_io import load_tokenizer
 from compress.modifiers.prune import heads_per_layer, prune_heads
 from compress.relations import layer_relations, relation_kl
@@ -65,6 +66,9 @@ def test_relations_keep_working_while_heads_are_pruned():
         if step == 0:
             prune_heads(student, [torch.tensor([1.0, 2.0, 3.0, 4.0])] * 2, remove=4)
     assert heads_per_layer(student) == [2, 2]
+    for outside in (2, -3):  # a layer the 2-layer student lacks is an error, not a wrap-around
+        with pytest.raises(EdgebertError, match=f"layer {outside} is outside the model's 2"):
+            layer_relations(student, out.hidden_states, outside)
     assert mine["query"].shape[-1] == 16 and all(torch.isfinite(torch.tensor(losses)))
 
 
