@@ -74,6 +74,9 @@ def run(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --run-dir"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue a killed run"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate recipe and data, then stop"),
+    until: Optional[str] = typer.Option(
+        None, "--until", help="stop after this stage; --resume continues (e.g. on another machine)"
+    ),
     nproc: int = typer.Option(
         1, "--nproc", min=1, max=64, help="data-parallel processes (torchrun)"
     ),
@@ -106,7 +109,7 @@ def run(
         if not (resume / RESOLVED_RECIPE).is_file():
             raise EdgebertError(f"{resume}: not a run directory (no {RESOLVED_RECIPE})")
         parsed = load_recipe(resume / RESOLVED_RECIPE)
-        run_recipe(parsed, out, run_dir=resume, resume=True)
+        run_recipe(parsed, out, run_dir=resume, resume=True, until=until)
         typer.echo(str(resume))
         return
     if recipe is None:
@@ -125,8 +128,10 @@ def run(
     if parsed.search is not None:
         from compress.search import run_search
 
-        if run_dir is not None:
-            raise EdgebertError("--run-dir: a search writes one directory per trial; use --out")
+        if run_dir is not None or until is not None:
+            raise EdgebertError(
+                "--run-dir/--until: a search writes one whole run per trial; use --out"
+            )
         root = run_search(
             find_recipe(recipe),
             set_,
@@ -136,7 +141,7 @@ def run(
         typer.echo((root / "summary.md").read_text(encoding="utf-8"), err=True)
         typer.echo(str(root))
         return
-    made = run_recipe(parsed, out, run_dir=run_dir, overwrite=overwrite)
+    made = run_recipe(parsed, out, run_dir=run_dir, overwrite=overwrite, until=until)
     if distributed.is_main():
         typer.echo(str(made.root))
 

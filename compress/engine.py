@@ -124,9 +124,12 @@ def run_recipe(
     run_dir: Path | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    until: str | None = None,
     _helper: bool = False,
 ) -> RunDir:
-    """Execute every stage; the run directory records the outcome even on failure.
+    """Execute every stage (or those up to and including the stage named `until`: a GPU
+    machine makes the teacher, a CPU machine continues with `--resume`); the run directory
+    records the outcome even on failure.
 
     Under torchrun, ranks other than 0 train into a scratch directory that is removed at the
     end and skip the stages that only transform (export, bench): rank 0 writes the run."""
@@ -140,6 +143,7 @@ def run_recipe(
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     console = console or Console(stderr=True)
+    last_index = stage_index(recipe, until)
     set_seed(recipe.seed)
     # Data problems are input problems: surface them before any directory or work exists.
     data = load_task_data(recipe.data, recipe.seed, recipe.task)
@@ -160,9 +164,13 @@ def run_recipe(
         )
     try:
         with INTERRUPTS:  # SIGTERM/Ctrl-C anywhere: a clean stop within seconds
-            _run_stages(ctx, completed, _helper)
-        manifest["status"] = "completed"
-        _close(ctx)
+            _run_stages(ctx, completed, last_index, _helper)
+        if last_index < len(recipe.stages) - 1:
+            manifest["status"] = f"stopped after stage '{until}'"
+            ctx.log(f"stopped after stage '{until}'; continue with: edgebert run --resume {rd.root}")
+        else:
+            manifest["status"] = "completed"
+            _close(ctx)
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
         raise EdgebertError(
@@ -178,11 +186,22 @@ def run_recipe(
     return rd
 
 
-def _run_stages(ctx: RunContext, completed: int, helper: bool) -> None:
-    """Every stage not yet completed, in order; each one's metrics and the run's state are
-    written as soon as it finishes, so a stop loses at most the stage in progress."""
+def stage_index(recipe, name: str | None) -> int:
+    """Index of the stage called `name` (the last stage when None); a clear error otherwise."""
+    if name is None:
+        return len(recipe.stages) - 1
+    names = [build_stage(config, i).name for i, config in enumerate(recipe.stages)]
+    if name not in names:
+        raise EdgebertError(f"--until: no stage named '{name}' (stages: {', '.join(names)})")
+    return names.index(name)
+
+
+def _run_stages(ctx: RunContext, completed: int, last_index: int, helper: bool) -> None:
+    """Every stage not yet completed, in order, up to `last_index`; each one's metrics and the
+    run's state are written as soon as it finishes, so a stop loses at most the stage in
+    progress."""
     rd = ctx.run_dir
-    for index, config in enumerate(ctx.recipe.stages):
+    for index, config in enumerate(ctx.recipe.stages[: last_index + 1]):
         if index < completed or (helper and not STAGES[config.type].trains):
             continue
         stage = build_stage(config, index)

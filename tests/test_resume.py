@@ -214,3 +214,29 @@ def test_a_second_writer_is_refused_and_nothing_is_touched(
     assert sorted(p.name for p in out.iterdir()) == [".edgebert.lock"]  # nothing written
     code, _, err = run_cli("run", "--resume", run_dir)  # once free, the resume goes ahead
     assert code == 0, err
+
+
+def test_until_stops_after_the_named_stage_and_resume_runs_the_rest(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
+    """The GPU/CPU split: `--until finetune` makes only the teacher; `--resume` (on any
+    machine) continues with the student without redoing the teacher."""
+    recipe = two_stage_recipe(tmp_path, tiny_model_dir, tiny_data)
+    run_dir = tmp_path / "split"
+    code, _, err = run_cli("run", recipe, "--run-dir", run_dir, "--until", "finetune")
+    assert code == 0, err
+    assert f"stopped after stage 'finetune'; continue with: edgebert run --resume {run_dir}" in err
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "stopped after stage 'finetune'"
+    assert list(json.loads((run_dir / "metrics.json").read_text())) == ["finetune"]
+    assert not (run_dir / "stages" / "01-student").exists()
+    teacher = weights_digest(run_dir, "00-finetune")
+    code, _, err = run_cli("run", "--resume", run_dir)
+    assert code == 0, err
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "completed"
+    assert list(json.loads((run_dir / "metrics.json").read_text())) == ["finetune", "student"]
+    assert weights_digest(run_dir, "00-finetune") == teacher  # not redone
+    code, _, err = run_cli("run", recipe, "--run-dir", tmp_path / "x", "--until", "teacher")
+    assert code == 2
+    assert "--until: no stage named 'teacher' (stages: finetune, student)" in err
+    assert not (tmp_path / "x").exists()
