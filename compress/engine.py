@@ -167,7 +167,9 @@ def run_recipe(
             _run_stages(ctx, completed, last_index, _helper)
         if last_index < len(recipe.stages) - 1:
             manifest["status"] = f"stopped after stage '{until}'"
-            ctx.log(f"stopped after stage '{until}'; continue with: edgebert run --resume {rd.root}")
+            ctx.log(
+                f"stopped after stage '{until}'; continue with: edgebert run --resume {rd.root}"
+            )
         else:
             manifest["status"] = "completed"
             _close(ctx)
