@@ -84,8 +84,11 @@ class RunDir:
         return path
 
     def write_json(self, relative: str | Path, obj: Any) -> Path:
-        """Write below the run (`relative` may also be a path inside it, e.g. a stage folder's)."""
-        path = self.root / relative
+        """Write below the run (`relative` may also be a path inside it, e.g. a stage folder's,
+        also when the run directory itself was given as a relative path)."""
+        path = Path(relative)
+        if not path.is_relative_to(self.root):
+            path = self.root / path
         write_json_atomic(path, obj)
         return path
 

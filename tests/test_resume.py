@@ -217,12 +217,14 @@ def test_a_second_writer_is_refused_and_nothing_is_touched(
 
 
 def test_until_stops_after_the_named_stage_and_resume_runs_the_rest(
-    tmp_path, tiny_model_dir, tiny_data, run_cli
+    tmp_path, tiny_model_dir, tiny_data, run_cli, monkeypatch
 ):
     """The GPU/CPU split: `--until finetune` makes only the teacher; `--resume` (on any
-    machine) continues with the student without redoing the teacher."""
+    machine) continues with the student without redoing the teacher. The run directory is
+    given relative, as a run copied between machines is: every file lands inside it."""
     recipe = two_stage_recipe(tmp_path, tiny_model_dir, tiny_data)
-    run_dir = tmp_path / "split"
+    monkeypatch.chdir(tmp_path)
+    run_dir = Path("split")
     code, _, err = run_cli("run", recipe, "--run-dir", run_dir, "--until", "finetune")
     assert code == 0, err
     assert f"stopped after stage 'finetune'; continue with: edgebert run --resume {run_dir}" in err
@@ -236,7 +238,12 @@ def test_until_stops_after_the_named_stage_and_resume_runs_the_rest(
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "completed"
     assert list(json.loads((run_dir / "metrics.json").read_text())) == ["finetune", "student"]
     assert weights_digest(run_dir, "00-finetune") == teacher  # not redone
-    code, _, err = run_cli("run", recipe, "--run-dir", tmp_path / "x", "--until", "teacher")
+    stage_metrics = sorted(str(p) for p in run_dir.rglob("stages/*/metrics.json"))
+    assert stage_metrics == [
+        "split/stages/00-finetune/metrics.json",
+        "split/stages/01-student/metrics.json",
+    ]
+    code, _, err = run_cli("run", recipe, "--run-dir", "x", "--until", "teacher")
     assert code == 2
     assert "--until: no stage named 'teacher' (stages: finetune, student)" in err
     assert not (tmp_path / "x").exists()
