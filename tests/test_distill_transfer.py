@@ -3,6 +3,7 @@ student token maps (the assistant chain), transfer sets, and teacher logits thro
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -179,11 +180,12 @@ def test_assistant_chain_with_relations_transfer_set_and_pruning(
         assert paired["accuracy_ci"][0] <= paired["accuracy_diff"] <= paired["accuracy_ci"][1]
 
 
-def test_teacher_logits_through_onnxruntime_match_pytorch(
+def test_teacher_logits_through_onnxruntime_match_pytorch_and_travel_as_an_archive(
     tmp_path, tiny_model_dir, tiny_data, transfer_file, run_cli
 ):
     """Two students of one run: teacher logits (train + transfer rows) from ORT and from
-    PyTorch agree; the ORT throughput is reported."""
+    PyTorch agree; the ORT throughput is reported. Each stage also leaves the logits as the
+    portable `teacher_logits.npz`, which a run without the teacher distils from."""
     stages = ""
     for runtime in ("onnxruntime", "torch"):
         stages += f"""  - type: train
@@ -205,3 +207,20 @@ def test_teacher_logits_through_onnxruntime_match_pytorch(
     report = metrics["student-onnxruntime"]["modifiers"]["distill"]["teacher_logits"]
     assert report["runtime"] == "onnxruntime" and report["rows_per_second"] > 0
     assert "rows through onnxruntime" in err
+    archive = run_dir / "stages" / "02-student-torch" / "teacher_logits.npz"
+    with np.load(archive) as saved:
+        assert np.array_equal(saved["train_logits"], caches[1]["logits"].numpy())
+        assert str(saved["teacher"]) == str(run_dir / "stages" / "00-finetune" / "model")
+    alone = tmp_path / "alone.yaml"
+    alone.write_text(
+        tiny_recipe(tiny_model_dir, tiny_data, epochs=1).split("  - type:")[0]
+        + f"""  - type: train
+    model: {tiny_model_dir}
+    training: {{lr: 5.0e-4, batch_size: 16, epochs: 1, seed: 2}}
+    with:
+      - distill: {{teacher_logits: {archive}, transfer: {{files: [{transfer_file}]}}}}
+"""
+    )
+    _, alone_metrics, err = run_ok(run_cli, alone, tmp_path / "alone")
+    assert "distill: teacher ready" in err and "(logits cached)" in err
+    assert alone_metrics["train"]["transfer_rows"] == 40

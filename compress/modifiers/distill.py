@@ -31,6 +31,7 @@ from bench.runtime import open_model
 from compress.config import Strict
 from compress.data import encode, make_collate
 from compress.errors import EdgebertError
+from compress.logits_archive import load_logits_archive, save_logits_archive
 from compress.model_io import load_classifier, load_tokenizer
 from compress.modifiers.base import Modifier
 from compress.relations import KINDS, layer_relations, relation_kl
@@ -246,6 +247,14 @@ class Distill(Modifier):
         )
         tensor = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
         save_file({"logits": tensor}, str(cache))
+        # The same logits in the portable form `teacher_logits` reads: students can then be
+        # distilled on another machine without the teacher's weights.
+        save_logits_archive(
+            phase.scope.folder / "teacher_logits.npz",
+            tensor.numpy(),
+            phase.train_texts,
+            str(teacher_dir),
+        )
         del teacher
         return tensor.to(self.device)
 
@@ -266,25 +275,8 @@ class Distill(Modifier):
         return runner.logits(phase.train_texts, phase.training.eval_batch_size, progress)
 
     def _load_precomputed(self, path: Path, phase) -> torch.Tensor:
-        if not path.is_file():
-            raise EdgebertError(f"distill.teacher_logits: file not found: {path}")
-        try:
-            with np.load(path) as archive:
-                logits = archive["train_logits"]
-                digest = (
-                    str(archive["train_texts_sha256"]) if "train_texts_sha256" in archive else None
-                )
-        except (OSError, KeyError, ValueError) as exc:
-            raise EdgebertError(f"distill.teacher_logits: {path}: unreadable ({exc})") from None
-        expected = hashlib.sha256("\n".join(phase.train_texts).encode()).hexdigest()
-        if logits.shape != (len(phase.train_texts), len(phase.label_names)) or (
-            digest is not None and digest != expected
-        ):
-            raise EdgebertError(
-                f"distill.teacher_logits: {path} was made for other training rows "
-                f"(shape {logits.shape}, texts hash {str(digest)[:12]}, expected {expected[:12]})"
-            )
-        return torch.from_numpy(logits.astype(np.float32)).to(self.device)
+        logits = load_logits_archive(path, phase.train_texts, len(phase.label_names))
+        return torch.from_numpy(logits).to(self.device)
 
     def _setup_transfer(self, phase, teacher) -> None:
         cfg = self.config
