@@ -5,6 +5,7 @@ exception for error messages, and the model metadata file `edgebert.json`.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -22,6 +23,14 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     lines = str(exc).strip().splitlines()
     line = lines[0] if lines else type(exc).__name__
     return line if len(line) <= limit else line[:limit] + "..."
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a failed write ran out of space (or quota). Libraries that write themselves
+    (safetensors, ONNX exporters) wrap the OS error in their own type, so its text counts too."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "os error 28" in str(exc)
 
 
 def current_umask() -> int:

@@ -6,23 +6,26 @@ A checkpoint directory holds:
     trainer.pt          optimizer, scheduler, RNG states, modifier states (tensors and plain
                         values only: loaded with torch.load(weights_only=True), never pickle code)
     state.json          counters: step, epoch, batches done in the epoch, best score, history
-It is written to a temporary directory and swapped in, so a crash mid-save leaves the previous
-checkpoint intact.
+It is written to a temporary directory and swapped in, so a crash or a full disk mid-save leaves
+the previous checkpoint intact (and no half-written temporary directory behind).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from bench.files import first_line, write_json_atomic
+from bench.files import first_line, write_bytes_atomic, write_json_atomic
 from compress.errors import EdgebertError
 from compress.rundir import replace_dir_atomic
 
@@ -55,13 +58,25 @@ def save_checkpoint(
     trainer: dict[str, Any],
     counters: dict[str, Any],
 ) -> None:
+    """Every file goes through `write_bytes_atomic`, so a full disk surfaces as the OS's own
+    ENOSPC error (not a library's wrapper of it) and nothing half-written is kept."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    save_file(_state_dict_for_save(model.state_dict()), str(tmp / "model.safetensors"))
-    if best_state is not None:
-        save_file(_state_dict_for_save(best_state), str(tmp / "best.safetensors"))
-    torch.save(trainer, tmp / "trainer.pt")
-    write_json_atomic(tmp / "state.json", counters)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-"))
+    try:
+        write_bytes_atomic(
+            tmp / "model.safetensors", safetensors_bytes(_state_dict_for_save(model.state_dict()))
+        )
+        if best_state is not None:
+            write_bytes_atomic(
+                tmp / "best.safetensors", safetensors_bytes(_state_dict_for_save(best_state))
+            )
+        buffer = io.BytesIO()
+        torch.save(trainer, buffer)
+        write_bytes_atomic(tmp / "trainer.pt", buffer.getvalue())
+        write_json_atomic(tmp / "state.json", counters)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_dir_atomic(tmp, directory)
 
 

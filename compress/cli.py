@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from bench.files import FolderLock, first_line, read_model_meta
+from bench.files import FolderLock, first_line, is_disk_full, read_model_meta
 from bench.options import DEFAULTS as BENCH
 from bench.options import BenchOptions, name_models
 from compress import __version__
@@ -426,6 +426,9 @@ def main() -> None:
     except Exception as exc:  # a bug, not bad input; still no traceback by default
         if debug:
             raise
+        if is_disk_full(exc):
+            print(f"edgebert: error: disk full: {first_line(exc, 300)}", file=sys.stderr)
+            sys.exit(2)
         print(
             f"edgebert: internal error: {type(exc).__name__}: {first_line(exc, 600)} "
             "(rerun with --debug for the traceback)",

@@ -18,7 +18,7 @@ import yaml
 from rich.console import Console
 from transformers import set_seed
 
-from bench.files import first_line, write_text_atomic
+from bench.files import first_line, is_disk_full, write_text_atomic
 from compress import distributed
 from compress.catalog import STAGES, build_stage
 from compress.context import RunContext
@@ -180,12 +180,28 @@ def run_recipe(
         ) from None
     except BaseException as exc:
         manifest["status"] = f"failed: {type(exc).__name__}: {first_line(exc)}"
+        if is_disk_full(exc):
+            raise EdgebertError(
+                f"disk full ({first_line(exc, 160)}); the finished stages and the last "
+                f"checkpoint are kept: free space, then continue with: "
+                f"edgebert run --resume {rd.root}"
+            ) from None
         raise
     finally:
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        rd.write_json("manifest.json", manifest)
+        _write_manifest_if_possible(rd, manifest)
         rd.unlock()
     return rd
+
+
+def _write_manifest_if_possible(rd: RunDir, manifest: dict) -> None:
+    """The closing manifest; on a full disk the previous one stays (resume does not need the
+    new status), and the error the user sees is the one that stopped the run."""
+    try:
+        rd.write_json("manifest.json", manifest)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
 
 
 def stage_index(recipe, name: str | None) -> int:
