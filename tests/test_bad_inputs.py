@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import tiny_recipe
 
+pytestmark = pytest.mark.fault  # the fault suite (README "Fault suite")
+
 CASES: list[tuple[str, object]] = []
 
 

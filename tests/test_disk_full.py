@@ -17,6 +17,8 @@ import pytest
 from bench.files import is_disk_full
 from tests.conftest import tiny_recipe
 
+pytestmark = pytest.mark.fault  # the fault suite (README "Fault suite")
+
 REAL_FSYNC = os.fsync
 
 

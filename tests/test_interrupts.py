@@ -18,6 +18,8 @@ from compress.training import TrainingPhase
 from tests.conftest import tiny_recipe
 from tests.test_training import make_phase
 
+pytestmark = pytest.mark.fault  # the fault suite (README "Fault suite")
+
 SETTINGS = {"epochs": 2, "checkpoint_steps": 1000, "threads": 1}  # no scheduled checkpoint
 
 

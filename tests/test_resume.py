@@ -15,6 +15,8 @@ import pytest
 
 from tests.conftest import run_ok, tiny_recipe
 
+pytestmark = pytest.mark.fault  # the fault suite (README "Fault suite")
+
 SLOW_RUNNER = textwrap.dedent(
     """
     import sys, time, torch

@@ -20,6 +20,8 @@ from transformers import BertConfig, BertForSequenceClassification
 from compress.serve import load_test
 from tests.conftest import sample_rows
 
+pytestmark = pytest.mark.fault  # the fault suite (README "Fault suite")
+
 TEXTS = [r["text"] for r in sample_rows("validation", 60, seed=3)]
 
 
