@@ -179,6 +179,16 @@ class SearchConfig(Strict):
     space: dict[str, Values] = Field(
         min_length=1, description="dotted recipe path -> list of values or {low, high, log}"
     )
+    storage: str | None = Field(
+        None,
+        description="Optuna RDB URL every worker shares, e.g. postgresql://host/db "
+        "(default: sqlite file study.db in the search folder)",
+    )
+    study: str | None = Field(
+        None,
+        description="study name (default: the recipe's name): runs naming the same "
+        "storage and study are workers of one search",
+    )
 
     @model_validator(mode="after")
     def _grid_needs_lists(self) -> SearchConfig:

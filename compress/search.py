@@ -5,19 +5,28 @@ Each trial is the same recipe with some fields overridden (the dotted paths `--s
 random or TPE) and gets the validation metric of the chosen stage back. The search directory
 ends with a summary (JSON and Markdown), a plot of every trial, and `best.yaml`: the recipe
 with the best values written in, ready for `edgebert run`.
+
+The trials live in an Optuna study in RDB storage (`search.storage`; a SQLite file in the
+search folder by default), so a search scales out on Optuna's own engine: every `edgebert run`
+of the recipe that names the same storage and study is a worker that takes the next trial,
+until `trials` have run; a search stopped half-way continues the same way. Trial numbers come
+from the storage, so each trial is run and recorded once, whichever worker ran it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import yaml
 
-from bench.files import write_json_atomic, write_text_atomic
+from bench.files import first_line, write_json_atomic, write_text_atomic
 from compress.catalog import STAGES
 from compress.config import Range, SearchConfig
 from compress.errors import EdgebertError
@@ -32,21 +41,38 @@ def _sample(trial, key: str, values):
     return trial.suggest_categorical(key, values)
 
 
-def _study(config: SearchConfig, seed: int):
-    """An Optuna study; a grid is enqueued point by point (Optuna's GridSampler stops the study
-    from inside its callback, which the ask/tell loop here does not allow)."""
+def _study(config: SearchConfig, seed: int, name: str, root: Path) -> optuna.Study:
+    """The shared Optuna study, created by whichever worker comes first. A grid is enqueued
+    point by point (Optuna's GridSampler stops the study from inside its callback, which the
+    ask/tell loop here does not allow); a point already queued by another worker is skipped."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = (
-        optuna.samplers.TPESampler(seed=seed)
-        if config.method == "tpe"
-        else optuna.samplers.RandomSampler(seed=seed)
+    url = config.storage or f"sqlite:///{(root / 'study.db').resolve()}"
+    wait = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=wait)
+    except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable database
+        raise EdgebertError(f"search.storage: cannot open {url}: {first_line(exc)}") from None
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=_sampler(config.method, seed),
+        load_if_exists=True,
     )
-    study = optuna.create_study(direction="maximize", sampler=sampler)
     if config.method == "grid":
         keys = list(config.space)
         for point in itertools.product(*(config.space[k] for k in keys)):  # type: ignore[misc]
-            study.enqueue_trial(dict(zip(keys, point)))
+            study.enqueue_trial(dict(zip(keys, point)), skip_if_exists=True)
     return study
+
+
+def _sampler(method: str, seed: int) -> optuna.samplers.BaseSampler:
+    """A sampler for one trial, seeded by the recipe's seed plus the trial number: values are
+    drawn when the trial asks for them, so trial N gets the same proposal whichever worker runs
+    it (workers with one shared seed would otherwise all propose the same values)."""
+    if method == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def _score(metrics: dict, stage: str, metric: str) -> float:
@@ -79,40 +105,22 @@ def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
             parse_recipe(text, str(path), [*overrides, *_sets({key: probe})], base_dir=path.parent)
         except EdgebertError as exc:
             raise EdgebertError(f"search.space.{key}: {str(exc).split(': ', 1)[-1]}") from None
-    root = out_base / f"{base.name}-search-{time.strftime('%Y%m%d-%H%M%S')}"
-    root.mkdir(parents=True, exist_ok=False)
-    study = _study(config, base.seed)
-    rows: list[dict] = []
-    for number in range(config.trials):
-        if config.method == "grid" and number >= _grid_size(config):
-            break
+    name = config.study or base.name
+    root = out_base / f"{name}-search"
+    root.mkdir(parents=True, exist_ok=True)
+    study = _study(config, base.seed, name, root)
+    total = min(config.trials, _grid_size(config)) if config.method == "grid" else config.trials
+    trial_run = TrialRun(text, path, overrides, root, stage, config.metric)
+    while _started(study) < total:
         trial = study.ask()
+        if trial.number >= total:  # another worker took the last one meanwhile
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            break
+        study.sampler = _sampler(config.method, base.seed + trial.number)
         params = {key: _sample(trial, key, values) for key, values in config.space.items()}
-        recipe = parse_recipe(text, str(path), [*overrides, *_sets(params)], base_dir=path.parent)
-        recipe.search = None
-        run_dir = root / "trials" / f"trial-{number:03d}"
-        started = time.perf_counter()
-        try:
-            run_trial(recipe, run_dir)
-            metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-            value = _score(metrics, stage, config.metric)
-        except EdgebertError as exc:  # a trial that fails is recorded, the search goes on
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            rows.append(
-                {"trial": number, "params": params, "error": str(exc), "run_dir": str(run_dir)}
-            )
-            continue
-        study.tell(trial, value)
-        rows.append(
-            {
-                "trial": number,
-                "params": params,
-                config.metric: value,
-                "wall_seconds": round(time.perf_counter() - started, 1),
-                "run_dir": str(run_dir),
-            }
-        )
-        _write_summary(root, config, stage, rows)
+        trial_run(study, trial, params, run_trial)
+        _write_summary(root, config, stage, _rows(study, total, config.metric))
+    rows = _rows(study, total, config.metric)
     scored = [r for r in rows if config.metric in r]
     if not scored:
         _write_summary(root, config, stage, rows)
@@ -128,6 +136,70 @@ def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
     write_text_atomic(root / "best.yaml", yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     _write_summary(root, config, stage, rows, best)
     return root
+
+
+@dataclass
+class TrialRun:
+    """Runs one trial into `root/trials/trial-NNN` and reports it to the study; what the
+    summary needs (run directory, wall time, error) is kept on the trial itself, so any worker
+    can write the summary of all of them."""
+
+    text: str
+    path: Path
+    overrides: list[str]
+    root: Path
+    stage: str
+    metric: str
+
+    def __call__(self, study: optuna.Study, trial, params: dict, run_trial) -> None:
+        recipe = parse_recipe(
+            self.text, str(self.path), [*self.overrides, *_sets(params)], base_dir=self.path.parent
+        )
+        recipe.search = None
+        run_dir = self.root / "trials" / f"trial-{trial.number:03d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        started = time.perf_counter()
+        try:
+            run_trial(recipe, run_dir)
+            metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+            value = _score(metrics, self.stage, self.metric)
+        except EdgebertError as exc:  # a trial that fails is recorded, the search goes on
+            trial.set_user_attr("error", str(exc))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        except BaseException as exc:  # stopped: recorded as failed, not left "running"
+            trial.set_user_attr("error", f"stopped: {type(exc).__name__}")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 1))
+        study.tell(trial, value)
+
+
+def _started(study: optuna.Study) -> int:
+    """Trials any worker has taken (running or finished), not those only queued."""
+    return sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+
+
+def _rows(study: optuna.Study, total: int, metric: str) -> list[dict]:
+    """One summary row per finished trial, in trial order."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.number >= total or t.state not in (
+            optuna.trial.TrialState.COMPLETE,
+            optuna.trial.TrialState.FAIL,
+        ):
+            continue
+        row = {"trial": t.number, "params": dict(t.params)}
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            row[metric] = t.value
+            row["wall_seconds"] = t.user_attrs.get("wall_seconds")
+        else:
+            row["error"] = t.user_attrs.get("error", "failed")
+        rows.append(
+            row | {"run_dir": t.user_attrs.get("run_dir"), "worker": t.user_attrs.get("worker")}
+        )
+    return sorted(rows, key=lambda r: r["trial"])
 
 
 def _literal(value) -> str:

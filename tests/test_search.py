@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import yaml
 
@@ -110,3 +111,57 @@ def test_bad_search_blocks_name_the_field(tmp_path, tiny_model_dir, tiny_data, r
         code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
         assert code == 2 and message in err, (block, err)
         assert len(err.strip().splitlines()) == 1
+
+
+def test_two_workers_share_one_study_and_run_each_trial_once(tmp_path, tiny_model_dir, tiny_data):
+    """Two `edgebert run` processes on one recipe whose search names a shared SQLite study:
+    the six grid points run once each, split between the two, and `best.yaml` is written."""
+    import subprocess
+    import sys
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    recipe = _search_recipe(
+        tmp_path,
+        tiny_model_dir,
+        tiny_data,
+        f"""search:
+  method: grid
+  trials: 6
+  storage: {storage}
+  study: lr-grid
+  space:
+    stages.0.training.lr: [1.0e-5, 1.0e-4, 5.0e-4, 1.0e-3, 2.0e-3, 3.0e-3]
+""",
+    )
+    command = [sys.executable, "-m", "compress.cli", "run", str(recipe), "--out"]
+    workers = [
+        subprocess.Popen([*command, str(tmp_path / out)], stdout=subprocess.PIPE, text=True)
+        for out in ("machine-a", "machine-b")
+    ]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0]
+    study = optuna.load_study(study_name="lr-grid", storage=storage)
+    done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.number for t in done) == list(range(6))
+    assert sorted(t.params["stages.0.training.lr"] for t in done) == [
+        1.0e-5,
+        1.0e-4,
+        5.0e-4,
+        1.0e-3,
+        2.0e-3,
+        3.0e-3,
+    ]
+    assert len({t.user_attrs["worker"] for t in done}) == 2  # both took trials
+    for t in done:  # each trial ran in the folder of the worker that took it, once
+        assert (Path(t.user_attrs["run_dir"]) / "metrics.json").is_file()
+    folders = sorted(
+        p.name for out in ("machine-a", "machine-b") for p in (tmp_path / out).glob("*/trials/*")
+    )
+    assert folders == [f"trial-{n:03d}" for n in range(6)]
+    for out in outputs:  # each worker ends with the summary of every trial and the best recipe
+        root = Path(out.strip().splitlines()[-1])
+        assert root.name == "lr-grid-search" and (root / "best.yaml").is_file()
+    last = max((Path(o.strip().splitlines()[-1]) for o in outputs), key=lambda r: r.stat().st_mtime)
+    assert len(json.loads((last / "summary.json").read_text())["trials"]) == 6
