@@ -279,8 +279,10 @@ def _export_options(modes: list[str], ort: bool, rows: int, agreement: float) ->
 
 @app.command("export")
 def export_command(
-    model_dir: Path = typer.Argument(..., help="a saved classifier directory"),
-    out: Path = typer.Option(..., "--out", help="output directory"),
+    model_dir: Path = typer.Argument(
+        ..., help="a saved classifier directory (or, with --triton only, an exported .onnx file)"
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="output directory"),
     quantize: str = typer.Option("", "--quantize", help="comma list: dynamic,static"),
     ort: bool = typer.Option(False, "--ort", help="also write the ORT mobile .ort file"),
     texts: Optional[Path] = typer.Option(None, "--texts", help="parity/calibration texts file"),
@@ -289,10 +291,25 @@ def export_command(
     min_label_agreement: float = typer.Option(
         EXPORT.parity.min_label_agreement, "--min-label-agreement", min=0, max=1
     ),
+    triton: Optional[Path] = typer.Option(
+        None, "--triton", help="also write a Triton model repository of the shipped file here"
+    ),
+    triton_name: str = typer.Option("classifier", "--triton-name", help="Triton model name"),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="bench report.json: its batch sizes become Triton's preferred ones"
+    ),
 ) -> None:
-    """Export a classifier to ONNX (+ fused graph, INT8, .ort) and check parity."""
+    """Export a classifier to ONNX (+ fused graph, INT8, .ort) and check parity; optionally
+    package the shipped file as a Triton model repository."""
     from export.pipeline import export_model
 
+    if model_dir.suffix == ".onnx":
+        if triton is None or out is not None:
+            raise EdgebertError("an .onnx MODEL is only packaged: give --triton DIR, not --out")
+        _write_triton(model_dir, triton, triton_name, report)
+        return
+    if out is None:
+        raise EdgebertError("--out: give the output directory of the export")
     options = _export_options(
         _parse_list(quantize, "--quantize", str), ort, parity_rows, min_label_agreement
     )
@@ -305,6 +322,17 @@ def export_command(
         typer.echo(f"{name}\t{result.sizes[name] / 1e6:.1f} MB\t{path}")
     if result.failures:
         raise EdgebertError("; ".join(result.failures))
+    if triton is not None:
+        shipped = [v for v in ("static_int8", "dynamic_int8", "fp32") if v in result.files][0]
+        _write_triton(result.files[shipped], triton, triton_name, report)
+
+
+def _write_triton(onnx_path: Path, folder: Path, name: str, report: Optional[Path]) -> None:
+    from export.triton import preferred_batch_sizes, write_triton_repository
+
+    with FolderLock(folder, "export"):
+        write_triton_repository(onnx_path, folder, name, preferred_batch_sizes(report))
+    typer.echo(f"triton\t{onnx_path.name}\t{folder}")
 
 
 def _csv(values: list[int]) -> str:
