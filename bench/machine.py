@@ -6,6 +6,8 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
+
 # INT8 pays only with integer dot-product instructions: x86 VNNI / AMX, ARM dotprod / SVE.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "sve")
 
@@ -22,6 +24,29 @@ _MACS_PER_CYCLE = (
     ("avx2", "", 32),
     ("asimddp", "", 32),
 )
+
+
+# The same flags as this process's cpuid shows them (numpy reads cpuid at import).
+_CPUID_NAMES = {
+    "avx2": "AVX2",
+    "avx512f": "AVX512F",
+    "avx512_vnni": "AVX512VNNI",
+    "avx_vnni": "AVXVNNI",
+}
+
+
+def cpuid_features() -> dict[str, bool]:
+    """This process's cpuid as numpy read it ({} when numpy does not say)."""
+    umath = getattr(getattr(np, "_core", None), "_multiarray_umath", None)
+    return dict(getattr(umath, "__cpu_features__", None) or {})
+
+
+def _cpuid_hides(flags: list[str]) -> list[str]:
+    """Flags /proc/cpuinfo lists that this process's cpuid does not offer. qemu-user shows the
+    host's /proc/cpuinfo to an emulated `-cpu Haswell` process, while ONNX Runtime picks its
+    kernels from cpuid: the report must say what the runtime saw."""
+    features = cpuid_features()
+    return [f for f in flags if f in _CPUID_NAMES and features.get(_CPUID_NAMES[f]) is False]
 
 
 def clock_ghz() -> float | None:
@@ -48,6 +73,13 @@ def int8_peak_gmacs(info: dict) -> tuple[float, str] | None:
     return None
 
 
+def read_cpuinfo() -> str | None:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+
+
 def machine_info() -> dict:
     info = {
         "platform": platform.platform(),
@@ -57,9 +89,8 @@ def machine_info() -> dict:
         "cpu_model": None,
         "cpu_flags": [],
     }
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    text = read_cpuinfo()
+    if text is None:
         return info
     x86_cpuinfo = False
     for line in text.splitlines():
@@ -70,6 +101,11 @@ def machine_info() -> dict:
             present = set(line.split(":", 1)[1].split())
             info["cpu_flags"] = [flag for flag in CPU_FLAGS if flag in present]
             break
+    hidden = _cpuid_hides(info["cpu_flags"]) if x86_cpuinfo else []
+    if hidden and info["machine"] in ("x86_64", "AMD64"):
+        info["cpu_model"] = f"x86-64 emulated without {', '.join(hidden)} on {info['cpu_model']}"
+        info["cpu_flags"] = [f for f in info["cpu_flags"] if f not in hidden]
+        info["emulated"] = True
     if x86_cpuinfo and info["machine"] in ("aarch64", "arm64"):
         # qemu-user shows the host's /proc/cpuinfo to an emulated aarch64 process: the flags
         # and clock there are not this process's, so report the emulation instead of them.

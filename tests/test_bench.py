@@ -365,3 +365,28 @@ def test_classic_baselines_are_trained_and_benchmarked_beside_the_models(varied_
     assert "over the best classic baseline (classic:" in headline(report)
     with pytest.raises(BenchError, match="classic baselines need the training rows"):
         run_benchmark({"torch": varied_model_dir}, texts, labels, options=options)
+
+
+HOST_CPUINFO = "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuid", "flags", "model"),
+    [
+        ({"AVX2": True, "AVX512F": True, "AVX512VNNI": True}, ["avx2", "avx512f", "avx512_vnni"],
+         "AMD EPYC"),
+        ({"AVX2": True, "AVX512F": False, "AVX512VNNI": False}, ["avx2"],
+         "x86-64 emulated without avx512f, avx512_vnni on AMD EPYC"),
+    ],
+)  # fmt: skip
+def test_machine_reports_the_flags_this_process_can_use(monkeypatch, cpuid, flags, model):
+    """Under `qemu-x86_64 -cpu Haswell` /proc/cpuinfo is the host's, but cpuid (what ONNX
+    Runtime picks kernels by) has no AVX-512: the report says what the runtime saw."""
+    import bench.machine as machine
+
+    monkeypatch.setattr(machine, "read_cpuinfo", lambda: HOST_CPUINFO)
+    monkeypatch.setattr(machine, "cpuid_features", lambda: cpuid)
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    info = machine.machine_info()
+    assert info["cpu_flags"] == flags and info["cpu_model"] == model
+    assert info.get("emulated", False) is (len(flags) == 1)
