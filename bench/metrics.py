@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from bench.entities import entity_spans
+from bench.probabilities import softmax
 
 
 def classification_metrics(
@@ -61,9 +62,7 @@ def expected_calibration_error(logits: np.ndarray, labels: Sequence[int], bins: 
     """How far confidence is from accuracy: rows binned by their top softmax probability (15
     equal-width bins), the gap |accuracy - mean confidence| of each bin weighted by its share of
     rows. 0 is perfectly calibrated; a model that says 90% and is right 70% of the time has 0.2."""
-    logits = np.asarray(logits, dtype=np.float64)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
+    probs = softmax(logits)
     confidence = probs.max(-1)
     correct = probs.argmax(-1) == np.asarray(labels)
     which = np.minimum((confidence * bins).astype(int), bins - 1)

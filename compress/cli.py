@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 
 from bench.files import FolderLock, first_line, is_disk_full, read_model_meta
 from bench.options import DEFAULTS as BENCH
@@ -163,6 +164,53 @@ def predict(
         typer.echo(json.dumps(result, ensure_ascii=False))
     for warning in predictor.warnings:
         typer.echo(f"warning: {warning}", err=True)
+
+
+@app.command()
+def explain(
+    model: Path = typer.Argument(..., help="a saved model directory, .onnx or .ort file"),
+    text: Optional[str] = typer.Argument(None, help="text to explain"),
+    file: Optional[Path] = typer.Option(None, "--file", help="a .txt (one per line) or .jsonl"),
+    method: str = typer.Option(
+        "auto",
+        "--method",
+        help="auto (directory: integrated_gradients, file: occlusion), "
+        "integrated_gradients or occlusion",
+    ),
+    html: Optional[Path] = typer.Option(None, "--html", help="also write a self-contained page"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per text, no colour"),
+) -> None:
+    """Which words made the model choose its label (coloured, or JSON; --html for a page)."""
+    from compress.explain import Occlusion, explain_text, open_explained_model, write_html
+    from compress.predict import read_texts
+
+    if (text is None) == (file is None):
+        raise EdgebertError("give either a text or --file, not both or neither")
+    if method not in ("auto", "integrated_gradients", "occlusion"):
+        raise EdgebertError(
+            f"--method: '{method}' is not one of auto, integrated_gradients, occlusion"
+        )
+    runner, clean = open_explained_model(model)
+    if method == "occlusion" or (method == "auto" and not model.is_dir()):
+        scorer = Occlusion(runner)
+    elif not model.is_dir():
+        raise EdgebertError("--method: integrated gradients needs a PyTorch model directory")
+    else:
+        from compress.explain_ig import IntegratedGradients
+
+        scorer = IntegratedGradients(model, runner.max_length)
+    explanations = [
+        explain_text(runner, clean, scorer, t) for t in (read_texts(file) if file else [text])
+    ]
+    console = Console(highlight=False, soft_wrap=True)
+    for explanation in explanations:
+        if as_json:
+            typer.echo(json.dumps(explanation.as_dict(), ensure_ascii=False))
+        else:
+            console.print(explanation.rich())
+    if html is not None:
+        write_html(html, explanations, model)
+        typer.echo(f"explanations: {html}", err=True)
 
 
 @app.command()

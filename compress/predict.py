@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from bench.entities import entity_spans
 from bench.files import read_lines, read_model_meta
+from bench.probabilities import softmax
 from bench.runtime import open_model
 from compress.cleaning import make_cleaner
 from compress.errors import EdgebertError
@@ -48,9 +47,7 @@ class Predictor:
             for i, ids in enumerate(lengths)
             if len(ids) > limit
         ]
-        logits = self.runner.logits(cleaned)
-        probs = np.exp(logits - logits.max(-1, keepdims=True))
-        probs /= probs.sum(-1, keepdims=True)
+        probs = softmax(self.runner.logits(cleaned))
         labels = self.runner.label_names
         results = []
         for text, row in zip(texts, probs):
