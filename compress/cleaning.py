@@ -11,6 +11,9 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 
+import simplemma
+from simplemma.strategies.dictionaries.dictionary_factory import SUPPORTED_LANGUAGES
+
 _TAG = re.compile(r"<[^>]+>")
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _USER = re.compile(r"(?<![\w@])@\w+")
@@ -84,9 +87,33 @@ CLEANERS: dict[str, Callable[[str], str]] = {
 }
 
 
+LEMMATIZE = "lemmatize"  # a step that needs the language: stored as "lemmatize:<code>"
+LEMMA_LANGUAGES = frozenset(SUPPORTED_LANGUAGES)  # simplemma's, data shipped in its wheel
+_WORD = re.compile(r"\w+")
+
+
+def lemmatizer(language: str) -> Callable[[str], str]:
+    """Each word replaced by its dictionary form (simplemma, offline: "flights were" -> "flight
+    be"); punctuation and spacing stay. For classic models, which see each inflection as another
+    feature; a BERT model's sub-words already share them, so it may well lose by it."""
+
+    def lemmatize(text: str) -> str:
+        return _WORD.sub(lambda m: simplemma.lemmatize(m.group(), lang=language), text)
+
+    return lemmatize
+
+
+def cleaning_step(name: str) -> Callable[[str], str]:
+    """The function of a step name, `lemmatize:<language>` included; KeyError if unknown."""
+    kind, _, language = name.partition(":")
+    if kind == LEMMATIZE and language in LEMMA_LANGUAGES:
+        return lemmatizer(language)
+    return CLEANERS[name]
+
+
 def make_cleaner(steps: Sequence[str]) -> Callable[[str], str]:
     """Compose the named steps in the order given; unknown names raise KeyError."""
-    functions = [CLEANERS[name] for name in steps]
+    functions = [cleaning_step(name) for name in steps]
 
     def clean(text: str) -> str:
         for function in functions:

@@ -14,9 +14,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from bench.metrics import METRIC_NAMES
 from compress.augment import AugmentConfig
-from compress.cleaning import CLEANERS
+from compress.cleaning import CLEANERS, LEMMA_LANGUAGES, LEMMATIZE
 
-CleanStep = Literal[tuple(CLEANERS)]  # type: ignore[valid-type]
+CleanStep = Literal[tuple(CLEANERS) + (LEMMATIZE,)]  # type: ignore[valid-type]
 MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
 
 
@@ -83,7 +83,10 @@ class DataConfig(Strict):
     )
     text_field: str = "text"
     label_field: str = "label"
-    clean: list[CleanStep] = Field(default_factory=list)  # type: ignore[valid-type]
+    clean: list[CleanStep | str] = Field(default_factory=list)  # type: ignore[valid-type]
+    language: str | None = Field(
+        None, description="ISO code of the texts' language (for the 'lemmatize' step), e.g. en"
+    )
     max_length: int = Field(128, ge=8, le=512)
     max_train_rows: int | None = Field(None, ge=1)
     max_eval_rows: int | None = Field(None, ge=1)
@@ -91,6 +94,30 @@ class DataConfig(Strict):
     augment: AugmentConfig | None = Field(
         None, description="perturbed copies of the training rows (delete/swap/synonym/typo)"
     )
+
+    @model_validator(mode="after")
+    def _language_of_lemmatize(self) -> DataConfig:
+        """`lemmatize` is stored as `lemmatize:<language>`, so the saved model's cleaning
+        (edgebert.json) says which dictionary predict and serve must use."""
+        steps = []
+        for step in self.clean:
+            if step == LEMMATIZE:
+                if self.language not in LEMMA_LANGUAGES:
+                    raise ValueError(
+                        "clean: 'lemmatize' needs data.language, one of "
+                        + ", ".join(sorted(LEMMA_LANGUAGES))
+                        + (f" (got '{self.language}')" if self.language else "")
+                    )
+                step = f"{LEMMATIZE}:{self.language}"
+            elif step not in CLEANERS and not (
+                step.startswith(f"{LEMMATIZE}:") and step.partition(":")[2] in LEMMA_LANGUAGES
+            ):
+                raise ValueError(
+                    f"clean: unknown step '{step}' (steps: {', '.join([*CLEANERS, LEMMATIZE])})"
+                )
+            steps.append(step)
+        self.clean = steps
+        return self
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

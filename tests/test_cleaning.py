@@ -51,3 +51,37 @@ def test_every_named_step_is_registered():
         "replace_urls",
         "replace_users",
     }
+
+
+def test_lemmatize_replaces_words_by_their_dictionary_form_and_keeps_the_rest():
+    from compress.cleaning import make_cleaner
+
+    clean = make_cleaner(["replace_users", "lemmatize:en"])
+    assert clean("@united The flights were delayed, again!") == "@user the flight be delay, again!"
+    assert make_cleaner(["lemmatize:de"])("Die Flüge wurden gestrichen.") == (
+        "der Flug werden streichen."
+    )
+
+
+def test_lemmatize_takes_the_language_from_the_recipe(tmp_path):
+    import pytest
+
+    from compress.errors import EdgebertError
+    from compress.recipe import load_recipe
+
+    def recipe(data: str):
+        path = tmp_path / "r.yaml"
+        path.write_text(
+            f"name: x\ndata:\n  dataset: sst2\n{data}stages:\n  - type: finetune\n"
+            "    model: minilm-l6\n"
+        )
+        return load_recipe(path)
+
+    assert recipe("  clean: [nfkc, lemmatize]\n  language: en\n").data.clean == [
+        "nfkc",
+        "lemmatize:en",
+    ]  # saved with the model (edgebert.json) as it is: predict needs the language too
+    with pytest.raises(EdgebertError, match=r"'lemmatize' needs data.language, one of ar, "):
+        recipe("  clean: [lemmatize]\n")
+    with pytest.raises(EdgebertError, match=r"unknown step 'lemmatise'"):
+        recipe("  clean: [lemmatise]\n  language: en\n")
