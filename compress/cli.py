@@ -26,6 +26,7 @@ from bench.options import BenchOptions, name_models
 from compress import __version__
 from compress.errors import USER_ERRORS, EdgebertError
 from compress.serve_limits import ServeLimits
+from compress.traffic_log import TrafficLog
 from export.options import QUANTIZE_MODES, ExportOptions
 
 EXPORT = ExportOptions()
@@ -231,6 +232,12 @@ def serve(
     max_body_bytes: int = typer.Option(LIMITS.max_body_bytes, "--max-body-bytes", min=64),
     max_chars: int = typer.Option(LIMITS.max_chars, "--max-chars", min=1),
     drain_seconds: float = typer.Option(LIMITS.drain_seconds, "--drain-seconds", min=0),
+    log_predictions: Optional[Path] = typer.Option(
+        None, "--log-predictions", help="log every answer (JSON lines, rotating) for monitor"
+    ),
+    log_texts: bool = typer.Option(
+        False, "--log-texts", help="log the texts themselves, not only their SHA-256"
+    ),
 ) -> None:
     """Serve /predict, /health, /live, /ready and /metrics (Prometheus) over HTTP."""
     from compress.serve import serve as run_server
@@ -243,7 +250,8 @@ def serve(
         "(POST /predict, GET /health /live /ready /metrics)",
         err=True,
     )
-    run_server(model, host, port, limits)
+    traffic = TrafficLog(log_predictions, log_texts) if log_predictions else None
+    run_server(model, host, port, limits, traffic)
 
 
 @app.command()

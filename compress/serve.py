@@ -31,9 +31,11 @@ from pydantic import BaseModel, Field
 from compress.errors import EdgebertError
 from compress.predict import Predictor
 from compress.serve_limits import ServeLimits
+from compress.traffic_log import TrafficLog
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 MAX_TEXTS_PER_REQUEST = 256
 
 
@@ -93,11 +95,19 @@ class Metrics:
         self.predicted = Counter(
             "edgebert_predicted", "predicted labels", ["label"], registry=self.registry
         )
+        self.confidence = Histogram(
+            "edgebert_confidence",
+            "probability of the predicted label (a falling share of high buckets: drift)",
+            ["label"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=self.registry,
+        )
         self.queued = Gauge(
             "edgebert_queue_texts", "texts waiting for the model", registry=self.registry
         )
         for label in labels:  # every label present from the start, at 0
             self.predicted.labels(label=label)
+            self.confidence.labels(label=label)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -205,8 +215,9 @@ class Batcher:
             item.future.set_result(result)
 
 
-def create_app(model: Path, limits: ServeLimits = ServeLimits()):
-    """The FastAPI app for one model (loaded now, so a bad model fails before serving)."""
+def create_app(model: Path, limits: ServeLimits = ServeLimits(), traffic: TrafficLog | None = None):
+    """The FastAPI app for one model (loaded now, so a bad model fails before serving); with
+    `traffic`, every answer is also logged for `edgebert monitor`."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
@@ -225,7 +236,7 @@ def create_app(model: Path, limits: ServeLimits = ServeLimits()):
     app = FastAPI(title="edgebert", lifespan=lifespan)
     app.state.draining = False  # set on SIGTERM (DrainingServer): refuse new work, finish old
     _add_body_cap(app, limits, metrics)
-    _add_predict(app, batcher, metrics, limits)
+    _add_predict(app, batcher, metrics, limits, traffic)
     _add_probes(app, model, predictor, batcher, metrics)
     return app
 
@@ -253,7 +264,9 @@ def _add_body_cap(app, limits: ServeLimits, metrics: Metrics) -> None:
         return await call_next(request)
 
 
-def _add_predict(app, batcher: Batcher, metrics: Metrics, limits: ServeLimits) -> None:
+def _add_predict(
+    app, batcher: Batcher, metrics: Metrics, limits: ServeLimits, traffic: TrafficLog | None
+) -> None:
     @app.post("/predict")
     async def predict(request: PredictRequest):
         started = time.perf_counter()
@@ -275,6 +288,10 @@ def _add_predict(app, batcher: Batcher, metrics: Metrics, limits: ServeLimits) -
                 [result["label"]] if "label" in result else [e["type"] for e in result["entities"]]
             ):
                 metrics.predicted.labels(label=label).inc()
+            if "score" in result:
+                metrics.confidence.labels(label=result["label"]).observe(result["score"])
+        if traffic is not None:
+            traffic.record(results)
         metrics.requests.labels(status="200").inc()
         metrics.latency.observe(time.perf_counter() - started)
         return {"predictions": results}
@@ -315,11 +332,13 @@ def _add_probes(app, model: Path, predictor: Predictor, batcher: Batcher, metric
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-def serve(model: Path, host: str, port: int, limits: ServeLimits) -> None:
+def serve(
+    model: Path, host: str, port: int, limits: ServeLimits, traffic: TrafficLog | None = None
+) -> None:
     """Run the app under uvicorn until SIGTERM/SIGINT, then drain (module docstring)."""
     import uvicorn
 
-    app = create_app(model, limits)
+    app = create_app(model, limits, traffic)
 
     class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:

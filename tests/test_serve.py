@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import threading
@@ -21,14 +22,14 @@ TEXTS = [r["text"] for r in sample_rows("validation", 40, seed=5)]
 
 
 @contextlib.contextmanager
-def serving(model, max_wait_ms: float = 20):
+def serving(model, max_wait_ms: float = 20, traffic=None):
     """A real uvicorn server on a free loopback port, in a thread, stopped at the end."""
     import uvicorn
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(model, ServeLimits(max_batch=16, max_wait_ms=max_wait_ms))
+    app = create_app(model, ServeLimits(max_batch=16, max_wait_ms=max_wait_ms), traffic)
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
@@ -166,3 +167,33 @@ def test_load_test_accepts_loopback_names_and_refuses_dead_servers():
         port = probe.getsockname()[1]
     with pytest.raises(EdgebertError, match="no successful answers"):
         load_test(f"http://127.0.0.1:{port}", ["a"], seconds=0.5, concurrency=2)
+
+
+def test_answers_are_logged_rotating_and_confidence_is_a_histogram(tiny_model_dir, tmp_path):
+    from compress.traffic_log import TrafficLog, read_traffic
+
+    log = tmp_path / "traffic.jsonl"
+    traffic = TrafficLog(log, keep_texts=False, max_bytes=2000, backups=2)
+    with serving(tiny_model_dir, traffic=traffic) as url, httpx.Client(base_url=url) as http:
+        answers = []
+        for i in range(0, 40, 8):
+            answers += http.post("/predict", json={"texts": TEXTS[i : i + 8]}).json()["predictions"]
+        metrics = http.get("/metrics").text
+    traffic.close()
+    entries = read_traffic(log)
+    kept = len(entries)  # the oldest rotated away: 3 files of at most 2,000 bytes
+    assert 0 < kept < 40 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "traffic.jsonl", "traffic.jsonl.1", "traffic.jsonl.2"
+    ]  # fmt: skip
+    for entry, answer in zip(entries, answers[-kept:]):  # the newest, in order
+        assert entry["label"] == answer["label"] and entry["score"] == answer["score"]
+        assert entry["text_sha256"] == hashlib.sha256(answer["text"].encode()).hexdigest()
+        assert "text" not in entry
+    counts = {
+        label: _metric(metrics, f'edgebert_confidence_count{{label="{label}"}}')
+        for label in ("negative", "positive")
+    }
+    assert sum(counts.values()) == 40
+    for label, count in counts.items():
+        assert _metric(metrics, f'edgebert_confidence_bucket{{label="{label}",le="1.0"}}') == count
+        assert _metric(metrics, f'edgebert_confidence_bucket{{label="{label}",le="0.4"}}') == 0

@@ -1,0 +1,75 @@
+"""`edgebert serve --log-predictions FILE`: what the served model answered, for monitoring.
+
+One JSON line per classified text: time, a SHA-256 of the text (or the text itself with
+`--log-texts`, when the traffic may be kept), label and score. Bounded: the file rotates at
+`max_bytes` and keeps `backups` old files (FILE.1, FILE.2, ...), so a server that runs for
+months does not fill its disk. `read_traffic` reads the rotated files too, oldest first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import logging.handlers
+import time
+from pathlib import Path
+
+from compress.errors import EdgebertError
+
+MAX_BYTES = 10 * 1024 * 1024
+BACKUPS = 3
+
+
+class TrafficLog:
+    def __init__(
+        self,
+        path: Path,
+        keep_texts: bool = False,
+        max_bytes: int = MAX_BYTES,
+        backups: int = BACKUPS,
+    ):
+        try:
+            handler = logging.handlers.RotatingFileHandler(
+                path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            )
+        except OSError as exc:
+            raise EdgebertError(f"--log-predictions: cannot write {path}: {exc.strerror}") from None
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self.logger = logging.Logger(f"edgebert.traffic.{path}")  # unregistered: no propagation
+        self.logger.addHandler(handler)
+        self.keep_texts = keep_texts
+
+    def record(self, results: list[dict]) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        for result in results:
+            if "label" not in result:
+                continue  # token taggers: no single label to watch
+            text = result["text"]
+            entry = {"time": now}
+            if self.keep_texts:
+                entry["text"] = text
+            else:
+                entry["text_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+            entry |= {"label": result["label"], "score": result["score"]}
+            self.logger.info(json.dumps(entry, ensure_ascii=False))
+
+    def close(self) -> None:
+        for handler in self.logger.handlers:
+            handler.close()
+
+
+def read_traffic(path: Path) -> list[dict]:
+    """Every logged answer, oldest first (rotated files FILE.N ... FILE.1, then FILE)."""
+    rotated = sorted(path.parent.glob(f"{path.name}.*"), key=lambda p: -int(p.suffix[1:] or 0))
+    files = [p for p in rotated if p.suffix[1:].isdigit()] + ([path] if path.is_file() else [])
+    if not files:
+        raise EdgebertError(f"--traffic: file not found: {path}")
+    entries = []
+    for file in files:
+        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                raise EdgebertError(f"{file}:{number}: not a traffic log line") from None
+    return entries
