@@ -121,3 +121,12 @@ def token_metrics(
         "entity_f1": f1,
         "per_class": per_type,
     }
+
+
+def population_stability(reference: Sequence[float], current: Sequence[float]) -> float:
+    """PSI = sum((current - reference) * ln(current / reference)) over shares of the same bins
+    (labels, or confidence bins), each share floored at 1e-4. Rule of thumb: under 0.1 stable,
+    0.1-0.2 a shift worth watching, over 0.2 a shift to act on."""
+    ref = np.maximum(np.asarray(reference, dtype=np.float64), 1e-4)
+    cur = np.maximum(np.asarray(current, dtype=np.float64), 1e-4)
+    return float(((cur - ref) * np.log(cur / ref)).sum())

@@ -67,3 +67,29 @@ def paired_difference(
         "only_reference_right": only_reference,
         "only_model_right": only_candidate,
     }
+
+
+def bootstrap_intervals(
+    y_true: Sequence[int],
+    predictions: Sequence[int],
+    classes: int,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> dict:
+    """One model's accuracy and macro-F1 with 95% bootstrap intervals: for rows that no
+    reference answered (so nothing to pair with), e.g. newly labelled feedback."""
+    codes = np.asarray(y_true, dtype=np.int64) * classes + np.asarray(predictions, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    accs, f1s = [], []
+    for start in range(0, resamples, CHUNK):
+        idx = rng.integers(0, codes.size, size=(min(CHUNK, resamples - start), codes.size))
+        acc, f1 = _scores(codes[idx], classes)
+        accs.append(acc)
+        f1s.append(f1)
+    full_acc, full_f1 = _scores(codes[None], classes)
+    return {
+        "accuracy": float(full_acc[0]),
+        "accuracy_ci": [float(v) for v in np.percentile(np.concatenate(accs), [2.5, 97.5])],
+        "macro_f1": float(full_f1[0]),
+        "macro_f1_ci": [float(v) for v in np.percentile(np.concatenate(f1s), [2.5, 97.5])],
+    }

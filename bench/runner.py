@@ -22,6 +22,7 @@ from bench.macs import graph_macs
 from bench.metrics import classification_metrics, expected_calibration_error, token_metrics
 from bench.options import DEFAULTS, BenchOptions
 from bench.paired import paired_difference
+from bench.probabilities import prediction_profile
 from bench.progress import ProgressLine, to_stderr_unless_terminal
 from bench.runtime import (
     BENCH_DEFAULTS,
@@ -239,6 +240,9 @@ def _score(runner: ModelRunner, texts, labels, dataset: str) -> tuple[Accuracy, 
         preds = logits.argmax(-1)
         metrics = classification_metrics(labels, preds, runner.label_names)
         metrics["ece"] = expected_calibration_error(logits, labels)
+        metrics["label_shares"], metrics["confidence_shares"] = prediction_profile(
+            logits, runner.label_names
+        )
     metrics.pop("n")
     return Accuracy(dataset=dataset, n=len(labels), **metrics), preds
 

@@ -72,6 +72,14 @@ class Accuracy(_Strict):
     ece: float | None = Field(
         None, description="expected calibration error, 15 bins of top-class confidence"
     )
+    label_shares: dict[str, float] | None = Field(
+        None, description="share of rows predicted as each label (a drift reference)"
+    )
+    confidence_shares: list[float] | None = Field(
+        None,
+        description="share of rows whose top-class probability falls in each bin, upper edges "
+        "0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0 (a drift reference)",
+    )
     vs_baseline: PairedDifference | None = Field(
         None, description="difference from the baseline with paired CIs (text classification)"
     )

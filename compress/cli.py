@@ -26,7 +26,7 @@ from bench.options import BenchOptions, name_models
 from compress import __version__
 from compress.errors import USER_ERRORS, EdgebertError
 from compress.serve_limits import ServeLimits
-from compress.traffic_log import TrafficLog
+from compress.traffic_log import TrafficLog, read_traffic
 from export.options import QUANTIZE_MODES, ExportOptions
 
 EXPORT = ExportOptions()
@@ -212,6 +212,47 @@ def explain(
     if html is not None:
         write_html(html, explanations, model)
         typer.echo(f"explanations: {html}", err=True)
+
+
+@app.command()
+def monitor(
+    model: Path = typer.Argument(..., help="the shipped model (directory, .onnx or .ort)"),
+    reference: Path = typer.Option(..., "--reference", help="its bench report.json"),
+    reference_model: Optional[str] = typer.Option(
+        None, "--reference-model", help="the model's name in the report (default: by path)"
+    ),
+    feedback: Optional[Path] = typer.Option(
+        None, "--feedback", help="newly labelled rows (JSONL/CSV text + label)"
+    ),
+    traffic: Optional[Path] = typer.Option(
+        None, "--traffic", help="the log of `serve --log-predictions`"
+    ),
+    max_drop: float = typer.Option(0.02, "--max-drop", min=0, max=1, help="score drop alarm"),
+    max_psi: float = typer.Option(0.2, "--max-psi", min=0, help="drift alarm (PSI)"),
+    out: Path = typer.Option(Path("monitor"), "--out", help="folder for monitor.json/.md"),
+) -> None:
+    """Compare the model now (feedback, traffic) with its bench report; exit 1 on an alarm."""
+    from compress.data import read_split
+    from compress.monitor import Thresholds, Verdict, check_feedback, check_traffic, load_reference
+    from compress.predict import Predictor
+
+    if feedback is None and traffic is None:
+        raise EdgebertError("give --feedback and/or --traffic to compare with the reference")
+    name, ref = load_reference(reference, model, reference_model)
+    verdict = Verdict({"report": str(reference), "model": name, "dataset": ref.dataset, "n": ref.n})
+    limits = Thresholds(max_drop, max_psi)
+    if feedback is not None:
+        predictor = Predictor(model)
+        rows = read_split(feedback, ref.labels, lambda text: text)  # predict cleans
+        index = {label: i for i, label in enumerate(ref.labels)}
+        predicted = [index[r["label"]] for r in predictor.predict(rows.texts)]
+        check_feedback(verdict, ref, rows.labels, predicted, limits)
+    if traffic is not None:
+        check_traffic(verdict, ref, read_traffic(traffic), limits)
+    verdict.write(out)
+    typer.echo(verdict.markdown())
+    if verdict.alarms:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from bench.probabilities import CONFIDENCE_EDGES
 from compress.errors import EdgebertError
 from compress.predict import Predictor
 from compress.serve_limits import ServeLimits
@@ -35,7 +36,7 @@ from compress.traffic_log import TrafficLog
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
-CONFIDENCE_BUCKETS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+CONFIDENCE_BUCKETS = CONFIDENCE_EDGES
 MAX_TEXTS_PER_REQUEST = 256
 
 
