@@ -230,14 +230,26 @@ def monitor(
     max_drop: float = typer.Option(0.02, "--max-drop", min=0, max=1, help="score drop alarm"),
     max_psi: float = typer.Option(0.2, "--max-psi", min=0, help="drift alarm (PSI)"),
     out: Path = typer.Option(Path("monitor"), "--out", help="folder for monitor.json/.md"),
+    retrain_recipe: Optional[Path] = typer.Option(
+        None, "--retrain", help="on an alarm, run this recipe with the feedback added"
+    ),
 ) -> None:
     """Compare the model now (feedback, traffic) with its bench report; exit 1 on an alarm."""
     from compress.data import read_split
-    from compress.monitor import Thresholds, Verdict, check_feedback, check_traffic, load_reference
+    from compress.monitor import (
+        Thresholds,
+        Verdict,
+        check_feedback,
+        check_traffic,
+        load_reference,
+        retrain,
+    )
     from compress.predict import Predictor
 
     if feedback is None and traffic is None:
         raise EdgebertError("give --feedback and/or --traffic to compare with the reference")
+    if retrain_recipe is not None and feedback is None:
+        raise EdgebertError("--retrain adds the --feedback rows to the recipe: give --feedback")
     name, ref = load_reference(reference, model, reference_model)
     verdict = Verdict({"report": str(reference), "model": name, "dataset": ref.dataset, "n": ref.n})
     limits = Thresholds(max_drop, max_psi)
@@ -249,6 +261,8 @@ def monitor(
         check_feedback(verdict, ref, rows.labels, predicted, limits)
     if traffic is not None:
         check_traffic(verdict, ref, read_traffic(traffic), limits)
+    if verdict.alarms and retrain_recipe is not None:
+        verdict.checks["retrain"] = retrain(retrain_recipe, feedback, out, model)
     verdict.write(out)
     typer.echo(verdict.markdown())
     if verdict.alarms:

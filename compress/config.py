@@ -78,6 +78,10 @@ class DataConfig(Strict):
     train: Path | None = None
     validation: Path | None = None
     test: Path | None = None
+    extra_train: list[Path] = Field(
+        default_factory=list,
+        description="labelled files appended to the training split (e.g. monitor feedback)",
+    )
     labels: list[str] | Path | None = Field(
         None, description="label names in index order, or a labels.json path"
     )

@@ -10,10 +10,13 @@ Two checks against the model's row in a bench report (the reference):
   index (PSI).
 A check crossing its threshold is an alarm; `monitor` writes `monitor.json` and `monitor.md`
 and exits 1 when there is one (2 stays for bad input), so a cron job or CI step can act on it.
+With `--retrain RECIPE` an alarm also runs the recipe with the feedback added to its training
+rows and compares the new model with the old one on the recipe's validation rows (paired).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +25,14 @@ import numpy as np
 
 from bench.files import write_json_atomic, write_text_atomic
 from bench.metrics import population_stability
-from bench.paired import bootstrap_intervals
+from bench.paired import bootstrap_intervals, paired_difference
 from bench.probabilities import confidence_shares, label_shares
+from bench.runtime import open_model
 from bench.schema import Accuracy, BenchReport
+from compress.engine import run_recipe
 from compress.errors import EdgebertError
+from compress.recipe import load_recipe
+from compress.task_data import load_task_data
 
 
 @dataclass
@@ -56,6 +63,8 @@ class Verdict:
             "|---|---:|---:|---:|---|",
         ]
         for name, check in self.checks.items():
+            if name == "retrain":
+                continue
             if "difference" in check:
                 low, high = check["difference_ci"]
                 detail = f"{check['difference']:+.4f} ({low:+.4f} to {high:+.4f})"
@@ -66,6 +75,17 @@ class Verdict:
                 f"| {name} | {now} | {ref} | {detail} | {'yes' if check['alarm'] else ''} |"
             )
         lines += ["", "Alarms: " + ("; ".join(self.alarms) if self.alarms else "none"), ""]
+        if "retrain" in self.checks:
+            run = self.checks["retrain"]
+            diff = run["new_minus_old"]
+            lines += [
+                f"Retrained with the feedback: {run['run_dir']}. New minus old on "
+                f"{run['validation_rows']} validation rows: accuracy "
+                f"{diff['accuracy_diff']:+.4f} ({diff['accuracy_ci'][0]:+.4f} to "
+                f"{diff['accuracy_ci'][1]:+.4f}), macro-F1 {diff['macro_f1_diff']:+.4f} "
+                f"({diff['macro_f1_ci'][0]:+.4f} to {diff['macro_f1_ci'][1]:+.4f}).",
+                "",
+            ]
         return "\n".join(lines)
 
 
@@ -143,3 +163,24 @@ def check_traffic(verdict: Verdict, ref: Accuracy, entries: list[dict], limits) 
         }
         if alarm:
             verdict.alarms.append(f"traffic {kind} drifted: PSI {psi:.3f} > {limits.max_psi}")
+
+
+def retrain(recipe: Path, feedback: Path, out: Path, old_model: Path) -> dict:
+    """Run `recipe` with the feedback rows appended to its training split (`data.extra_train`),
+    then compare the new model with the old one on the recipe's validation rows, paired (the
+    feedback itself is training data now, so it cannot judge the new model)."""
+    parsed = load_recipe(recipe, [f"data.extra_train=[{json.dumps(str(feedback.resolve()))}]"])
+    made = run_recipe(parsed, out, run_dir=out / "retrain-run", overwrite=True)
+    state = json.loads((made.root / "state.json").read_text(encoding="utf-8"))
+    new_model = Path(state["last_model"])
+    data = load_task_data(parsed.data, parsed.seed, parsed.task)
+    rows = data.validation
+    old, new = (open_model(m).logits(rows.texts).argmax(-1) for m in (old_model, new_model))
+    paired = paired_difference(rows.labels, old, new, len(data.label_names))
+    return {
+        "recipe": str(recipe),
+        "run_dir": str(made.root),
+        "new_model": str(new_model),
+        "validation_rows": len(rows),
+        "new_minus_old": paired,
+    }

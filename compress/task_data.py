@@ -13,6 +13,7 @@ from compress.augment import augment_split
 from compress.cleaning import make_cleaner
 from compress.data import (
     SPLIT_NAMES,
+    Split,
     TaskData,
     carve_validation,
     dataset_folder,
@@ -53,11 +54,14 @@ def load_task_data(cfg, seed: int, task: str = "text-classification") -> TaskDat
     if validation is None:
         train, validation = carve_validation(train, cfg.validation_fraction, seed)
     train = subsample(train, cfg.max_train_rows, seed)
+    for extra in cfg.extra_train:  # after subsampling: every added row is kept
+        rows = read(extra)
+        train = Split(train.texts + rows.texts, train.labels + rows.labels, train.source)
     validation = subsample(validation, cfg.max_eval_rows, seed)
     if test is not None:
         test = subsample(test, cfg.max_eval_rows, seed)
     added = 0
     if getattr(cfg, "augment", None) is not None:  # training rows only, after subsampling
         train, added = augment_split(train, cfg.augment, seed)
-    files = [p for p in paths.values() if p is not None]
+    files = [p for p in paths.values() if p is not None] + list(cfg.extra_train)
     return TaskData(label_names, train, validation, test, files, augmented_rows=added)

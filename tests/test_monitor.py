@@ -92,3 +92,33 @@ def test_monitor_needs_something_to_compare(reference, varied_model_dir, run_cli
         "monitor", varied_model_dir, "--reference", root / "reference.jsonl", "--traffic", "x"
     )
     assert code == 2 and "not a bench report" in err
+
+
+def test_an_alarm_with_retrain_runs_the_recipe_on_the_feedback_and_compares(
+    reference, varied_model_dir, tiny_model_dir, tiny_data, run_cli, tmp_path
+):
+    from tests.conftest import tiny_recipe
+
+    root, labelled = reference
+    flipped = [
+        {"text": r["text"], "label": "positive" if r["label"] == "negative" else "negative"}
+        for r in labelled[200:260]
+    ]
+    write_jsonl(tmp_path / "feedback.jsonl", flipped)
+    recipe = tmp_path / "retrain.yaml"
+    recipe.write_text(tiny_recipe(tiny_model_dir, tiny_data, epochs=1))
+    code, out, err = run_cli(
+        "monitor", varied_model_dir, "--reference", root / "bench" / "report.json",
+        "--feedback", tmp_path / "feedback.jsonl", "--retrain", recipe,
+        "--out", tmp_path / "verdict",
+    )  # fmt: skip
+    assert code == 1, err  # the alarm stands: it is about the model in service
+    run = json.loads((tmp_path / "verdict" / "monitor.json").read_text())["checks"]["retrain"]
+    run_dir = tmp_path / "verdict" / "retrain-run"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed"
+    assert str((tmp_path / "feedback.jsonl").resolve()) in manifest["data_sha256"]
+    assert json.loads((run_dir / "metrics.json").read_text())["finetune"]["train_rows"] == 460
+    assert run["validation_rows"] == 100 and run["new_model"].startswith(str(run_dir))
+    assert run["new_minus_old"]["resamples"] == 2000
+    assert "Retrained with the feedback:" in out
