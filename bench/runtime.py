@@ -73,8 +73,10 @@ class RuntimeSettings:
     parallel: bool = False
     io_binding: bool = False
     optimization: str = "all"
+    engine: str = "onnxruntime"  # or "openvino": the same .onnx file through OpenVINO's CPU plugin
 
     LEVELS = ("disable", "basic", "extended", "all")
+    ENGINES = ("onnxruntime", "openvino")
 
     @classmethod
     def parse(cls, spec: str, base: RuntimeSettings | None = None) -> RuntimeSettings:
@@ -129,6 +131,12 @@ def _setting_value(key: str, value: str) -> Any:
         if not value.isdigit() or int(value) < 1:
             raise BenchError(f"runtime setting threads: expected a positive integer, got '{value}'")
         return int(value)
+    if key == "engine":
+        if value not in RuntimeSettings.ENGINES:
+            raise BenchError(
+                f"runtime setting engine: expected one of {', '.join(RuntimeSettings.ENGINES)}"
+            )
+        return value
     if key == "optimization":
         if value not in RuntimeSettings.LEVELS:
             raise BenchError(
@@ -343,6 +351,8 @@ def open_model(
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             raise BenchError(f"{folder}: cannot load model ({first_line(exc, 200)})") from None
         runner.input_names = ["input_ids", "attention_mask"]
+    elif settings.engine == "openvino":
+        runner.session, runner.input_names = _openvino_session(path, settings, kind)
     else:
         runner.session, runner.input_names = _onnx_session(path, settings, provider)
     runner.label_names = read_label_names(folder)
@@ -372,6 +382,43 @@ def _tokenizer(folder: Path):
         raise BenchError(
             f"{folder}: no usable tokenizer beside the model ({first_line(exc, 200)})"
         ) from None
+
+
+class OpenVINOSession:
+    """An OpenVINO compiled model behind the one call ModelRunner makes of an ORT session."""
+
+    def __init__(self, compiled):
+        self.request = compiled.create_infer_request()
+
+    def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self.request.infer(feeds)
+        return [results[name] for name in output_names]
+
+
+def _openvino_session(path: Path, settings: RuntimeSettings, kind: str):
+    """The .onnx file compiled by OpenVINO's CPU plugin (read straight from ONNX, as an
+    OpenVINO user would): `threads` inference threads, the latency hint (one stream), and f32
+    inference precision: on CPUs with bf16 instructions (Zen 4, Sapphire Rapids) OpenVINO
+    otherwise runs fp32 graphs in bf16, which moved a test model's logits by up to 0.44."""
+    if kind != "onnx":
+        raise BenchError(f"{path}: engine=openvino runs .onnx files, not {kind}")
+    try:
+        import openvino
+    except ImportError:
+        raise BenchError(
+            "engine=openvino needs OpenVINO: pip install 'edgebert[openvino]'"
+        ) from None
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if settings.threads:
+        config["INFERENCE_NUM_THREADS"] = settings.threads
+    try:
+        compiled = openvino.Core().compile_model(str(path), "CPU", config)
+    except Exception as exc:  # OpenVINO raises RuntimeError for graphs it cannot read
+        raise BenchError(f"{path}: OpenVINO cannot compile it ({first_line(exc, 200)})") from None
+    names = [i.get_any_name() for i in compiled.inputs]
+    if "input_ids" not in names or "logits" not in [o.get_any_name() for o in compiled.outputs]:
+        raise BenchError(f"{path}: expected inputs input_ids/attention_mask and output logits")
+    return OpenVINOSession(compiled), names
 
 
 def _onnx_session(path: Path, settings: RuntimeSettings, provider: str):

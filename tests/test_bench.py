@@ -390,3 +390,30 @@ def test_machine_reports_the_flags_this_process_can_use(monkeypatch, cpuid, flag
     info = machine.machine_info()
     assert info["cpu_flags"] == flags and info["cpu_model"] == model
     assert info.get("emulated", False) is (len(flags) == 1)
+
+
+def test_openvino_engine_runs_the_same_file_in_the_same_interleaved_run(varied_model_dir, tmp_path):
+    """`engine=openvino`: OpenVINO's CPU plugin reads the .onnx file itself; its logits match
+    ONNX Runtime's on fp32, and a variant times it beside the ORT row."""
+    from export.onnx_export import export_onnx
+
+    varied_onnx_file = export_onnx(varied_model_dir, tmp_path / "onnx")
+    texts = [r["text"] for r in ROWS]
+    ort_logits = open_model(varied_onnx_file).logits(texts)
+    ov = open_model(varied_onnx_file, settings=RuntimeSettings(engine="openvino", threads=1))
+    assert np.abs(ov.logits(texts) - ort_logits).max() < 1e-4
+    assert len(set(ort_logits.argmax(-1))) == 2  # the labels vary: a mismatch would show
+    options = BenchOptions(
+        batch_sizes=[1], seq_lengths=[16], threads=1, min_seconds=0.02,
+        runtime_variants={"m-openvino": "m:engine=openvino"},
+    )  # fmt: skip
+    report = run_benchmark(
+        {"m": varied_onnx_file}, texts, [r["label"] for r in ROWS], options=options
+    )
+    rows = {m.name: m for m in report.models}
+    assert rows["m-openvino"].settings["engine"] == "openvino"
+    assert rows["m"].settings["engine"] == "onnxruntime"
+    assert rows["m-openvino"].latency[0].p50_ms > 0
+    assert rows["m-openvino"].accuracy.accuracy == rows["m"].accuracy.accuracy
+    with pytest.raises(BenchError, match="expected one of onnxruntime, openvino"):
+        RuntimeSettings.parse("engine=tensorrt")
