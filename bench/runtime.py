@@ -36,11 +36,13 @@ def model_kind(path: Path) -> str:
         return "onnx"
     if path.is_file() and path.suffix == ".ort":
         return "ort"
+    if path.is_file() and path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        return "openvino"
     if path.is_dir() and (path / "model.onnx").is_file():
         return "onnx"
     raise BenchError(
-        f"{path}: not a model (expected a .onnx or .ort file, or a directory with "
-        "config.json and safetensors weights)"
+        f"{path}: not a model (expected a .onnx, .ort or OpenVINO .xml file, or a directory "
+        "with config.json and safetensors weights)"
     )
 
 
@@ -191,9 +193,16 @@ class ModelRunner:
     token_level: bool = False  # a token classifier: texts are word lists, logits per token
 
     @property
+    def files(self) -> list[Path]:
+        """The files that make the model (an OpenVINO IR is its .xml and its .bin)."""
+        if self.kind == "openvino":
+            return [self.path, self.path.with_suffix(".bin")]
+        return [self.path] if self.path.is_file() else sorted(self.path.glob("*.safetensors"))
+
+    @property
     def zipped_bytes(self) -> int:
         """Bytes after zip deflate: what an app bundle or OTA update actually carries."""
-        files = [self.path] if self.path.is_file() else sorted(self.path.glob("*.safetensors"))
+        files = self.files
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
             for file in files:
@@ -202,9 +211,7 @@ class ModelRunner:
 
     @property
     def size_bytes(self) -> int:
-        if self.path.is_file():
-            return self.path.stat().st_size
-        return sum(p.stat().st_size for p in self.path.glob("*.safetensors"))
+        return sum(p.stat().st_size for p in self.files)
 
     def encode(self, texts: Sequence[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Tokenize a batch; `pad_to` pads to a fixed length (benchmarks), else to the longest."""
@@ -351,7 +358,7 @@ def open_model(
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             raise BenchError(f"{folder}: cannot load model ({first_line(exc, 200)})") from None
         runner.input_names = ["input_ids", "attention_mask"]
-    elif settings.engine == "openvino":
+    elif settings.engine == "openvino" or kind == "openvino":
         runner.session, runner.input_names = _openvino_session(path, settings, kind)
     else:
         runner.session, runner.input_names = _onnx_session(path, settings, provider)
@@ -400,8 +407,8 @@ def _openvino_session(path: Path, settings: RuntimeSettings, kind: str):
     OpenVINO user would): `threads` inference threads, the latency hint (one stream), and f32
     inference precision: on CPUs with bf16 instructions (Zen 4, Sapphire Rapids) OpenVINO
     otherwise runs fp32 graphs in bf16, which moved a test model's logits by up to 0.44."""
-    if kind != "onnx":
-        raise BenchError(f"{path}: engine=openvino runs .onnx files, not {kind}")
+    if kind not in ("onnx", "openvino"):
+        raise BenchError(f"{path}: engine=openvino runs .onnx and OpenVINO .xml files, not {kind}")
     try:
         import openvino
     except ImportError:

@@ -375,7 +375,9 @@ def _eval_texts(
     return rows.texts, rows.labels, f"{folder.name} {split}"
 
 
-def _export_options(modes: list[str], ort: bool, rows: int, agreement: float) -> ExportOptions:
+def _export_options(
+    modes: list[str], ort: bool, openvino: bool, rows: int, agreement: float
+) -> ExportOptions:
     unknown = [m for m in modes if m not in QUANTIZE_MODES]
     if unknown:
         raise EdgebertError(
@@ -383,7 +385,7 @@ def _export_options(modes: list[str], ort: bool, rows: int, agreement: float) ->
         )
     return ExportOptions(
         quantize=modes,
-        formats=["onnx", "ort"] if ort else ["onnx"],
+        formats=["onnx"] + ["ort"] * ort + ["openvino"] * openvino,
         parity=EXPORT.parity.model_copy(update={"rows": rows, "min_label_agreement": agreement}),
     )
 
@@ -396,6 +398,7 @@ def export_command(
     out: Optional[Path] = typer.Option(None, "--out", help="output directory"),
     quantize: str = typer.Option("", "--quantize", help="comma list: dynamic,static"),
     ort: bool = typer.Option(False, "--ort", help="also write the ORT mobile .ort file"),
+    openvino: bool = typer.Option(False, "--openvino", help="also write the OpenVINO IR"),
     texts: Optional[Path] = typer.Option(None, "--texts", help="parity/calibration texts file"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="parity texts from a staged set"),
     parity_rows: int = typer.Option(EXPORT.parity.rows, "--parity-rows", min=1),
@@ -422,7 +425,7 @@ def export_command(
     if out is None:
         raise EdgebertError("--out: give the output directory of the export")
     options = _export_options(
-        _parse_list(quantize, "--quantize", str), ort, parity_rows, min_label_agreement
+        _parse_list(quantize, "--quantize", str), ort, openvino, parity_rows, min_label_agreement
     )
     parity_texts, _, _ = _eval_texts(dataset, "validation", texts, _clean_steps_of(model_dir))
     with FolderLock(out, "export"):  # two exports into one folder would mix their files

@@ -35,6 +35,8 @@ class ExportOptions(_Section):
     optimize: bool = Field(True, description="also save ORT's fused-transformer graph")
     quantize: list[Literal["dynamic", "static"]] = Field(default_factory=list)
     calibration: Calibration = Field(default_factory=Calibration)
-    formats: list[Literal["onnx", "ort"]] = Field(default_factory=lambda: ["onnx"])
-    ort_variant: str | None = Field(None, description="variant converted to .ort (default: last)")
+    formats: list[Literal["onnx", "ort", "openvino"]] = Field(default_factory=lambda: ["onnx"])
+    ort_variant: str | None = Field(
+        None, description="variant converted to .ort and OpenVINO IR (default: the last made)"
+    )
     parity: Parity = Field(default_factory=Parity)

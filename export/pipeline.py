@@ -13,6 +13,7 @@ from bench.runtime import open_model
 from export.errors import ExportError
 from export.mobile import convert_to_ort
 from export.onnx_export import export_onnx, fused_op_counts, optimize_onnx
+from export.openvino_ir import convert_to_openvino
 from export.options import ExportOptions
 from export.parity import compare_logits
 from export.quantize import quantize_dynamic_int8, quantize_static_int8
@@ -79,11 +80,13 @@ def export_model(
             per_channel=options.calibration.per_channel,
         )
     files.update(made_elsewhere or {})
+    variant = options.ort_variant or list(files)[-1]
+    if variant not in files:
+        raise ExportError(f"ort variant '{variant}' was not made (made: {', '.join(files)})")
     if "ort" in options.formats:
-        variant = options.ort_variant or list(files)[-1]
-        if variant not in files:
-            raise ExportError(f"ort variant '{variant}' was not made (made: {', '.join(files)})")
         files[f"{variant}_ort"], _ = convert_to_ort(files[variant], out_dir)
+    if "openvino" in options.formats:
+        files[f"{variant}_openvino"] = convert_to_openvino(files[variant], out_dir)
     parity_texts = list(texts[: options.parity.rows])
     reference = open_model(model_dir).logits(parity_texts)
     parity: dict[str, dict] = {}
@@ -102,9 +105,15 @@ def export_model(
         out_dir=out_dir,
         files=files,
         parity=parity,
-        sizes={name: path.stat().st_size for name, path in files.items()},
+        sizes={name: _size(path) for name, path in files.items()},
         op_counts={
             name: fused_op_counts(path) for name, path in files.items() if path.suffix == ".onnx"
         },
         enforce=options.parity.enforce,
     )
+
+
+def _size(path: Path) -> int:
+    """Bytes on disk; an OpenVINO IR counts its .bin beside the .xml."""
+    weights = path.with_suffix(".bin")
+    return path.stat().st_size + (weights.stat().st_size if path.suffix == ".xml" else 0)

@@ -249,3 +249,33 @@ def test_the_optimum_peer_is_optimums_avx512_vnni_dynamic_int8(tiny_model_dir, t
     texts = [r["text"] for r in sample_rows("validation", 64)]
     reference = open_model(tiny_model_dir).logits(texts)
     assert np.abs(runner.logits(texts) - reference).max() < 0.1
+
+
+def test_openvino_ir_is_exported_checked_and_served_like_any_model_file(
+    varied_model_dir, tmp_path, run_cli
+):
+    """`--openvino` writes the IR of the shipped variant (.xml + .bin), checks its parity like
+    the ONNX files, and predict opens the .xml."""
+    import json
+
+    from tests.conftest import sample_rows
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(r["text"] for r in sample_rows("validation", 64)) + "\n")
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(
+        "export", varied_model_dir, "--out", out, "--openvino", "--texts", texts,
+        "--min-label-agreement", "0",
+    )  # fmt: skip
+    assert code == 0, err
+    xml = out / "model_fused.xml"
+    assert "fp32_fused_openvino\t" in stdout and xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert "parity fp32_fused_openvino: 64 rows: max |dlogit|" in err
+    size = float(stdout.split("fp32_fused_openvino\t")[1].split(" MB")[0])
+    assert size == round((xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 1e6, 1)
+    code, stdout, err = run_cli("predict", xml, "--file", texts)
+    assert code == 0, err
+    _, onnx_out, _ = run_cli("predict", out / "model.onnx", "--file", texts)
+    ir_labels = [json.loads(line)["label"] for line in stdout.splitlines()]
+    assert ir_labels == [json.loads(line)["label"] for line in onnx_out.splitlines()]
+    assert len(set(ir_labels)) == 2
