@@ -24,3 +24,29 @@ def convert_to_openvino(onnx_path: Path, out_dir: Path) -> Path:
     except Exception as exc:  # OpenVINO raises RuntimeError/OpConversionFailure
         raise ExportError(f"{onnx_path}: OpenVINO conversion failed ({exc})") from None
     return xml
+
+
+def nncf_int8(onnx_path: Path, out_dir: Path, calibration_feeds: list[dict]) -> Path:
+    """NNCF post-training INT8 of the ONNX file read into OpenVINO (`nncf.quantize`, the
+    transformer model type, calibrated on `calibration_feeds`, the model's own input arrays),
+    saved as IR: what an OpenVINO user makes instead of ONNX Runtime's dynamic INT8, which
+    OpenVINO runs slowly (its MatMulInteger ops are not OpenVINO's INT8 path)."""
+    try:
+        import nncf
+        import openvino
+    except ImportError:
+        raise ExportError(
+            "openvino_int8 needs OpenVINO and NNCF: pip install 'edgebert[openvino]'"
+        ) from None
+    xml = out_dir / "model_nncf_int8.xml"
+    try:
+        quantized = nncf.quantize(
+            openvino.convert_model(str(onnx_path)),
+            nncf.Dataset(calibration_feeds),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(calibration_feeds),
+        )
+        openvino.save_model(quantized, str(xml), compress_to_fp16=False)
+    except Exception as exc:  # NNCF/OpenVINO raise their own types
+        raise ExportError(f"{onnx_path}: NNCF INT8 failed ({exc})") from None
+    return xml

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -321,3 +322,37 @@ def test_class_weights_and_tuned_thresholds_in_a_run(tmp_path, tiny_model_dir, t
         tuned["validation_macro_f1_after"], abs=1e-9
     )
     assert "thresholds: offsets [0.0, " in err
+
+
+def test_bench_stage_builds_the_openvino_peer_and_times_files_under_openvino(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
+    """`openvino_int8`: NNCF post-training INT8 of the teacher, run by OpenVINO (the peer an
+    OpenVINO user would ship); a variant times the exported fp32 file under OpenVINO too."""
+    recipe = tmp_path / "ov.yaml"
+    recipe.write_text(
+        tiny_recipe(tiny_model_dir, tiny_data, epochs=1)
+        + """  - type: export
+    quantize: []
+    optimize: false
+  - type: bench
+    openvino_int8: ["@finetune"]
+    batch_sizes: [1]
+    seq_lengths: [16]
+    threads: 1
+    min_seconds: 0.02
+    runtime_variants: {"fp32-openvino": "export:fp32:engine=openvino"}
+"""
+    )
+    run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
+    assert metrics["bench"]["models"] == ["finetune:openvino_int8", "export:fp32", "fp32-openvino"]
+    report = json.loads((run_dir / "stages" / "02-bench" / "report.json").read_text())
+    peer, fp32, fp32_ov = report["models"]
+    assert peer["kind"] == "openvino" and peer["path"].endswith("model_nncf_int8.xml")
+    xml = Path(peer["path"])
+    assert peer["size_bytes"] == xml.stat().st_size + xml.with_suffix(".bin").stat().st_size
+    assert (
+        fp32_ov["settings"]["engine"] == "openvino" and fp32["settings"]["engine"] == "onnxruntime"
+    )
+    assert fp32_ov["accuracy"]["accuracy"] == fp32["accuracy"]["accuracy"]
+    assert abs(peer["accuracy"]["accuracy"] - fp32["accuracy"]["accuracy"]) <= 0.1

@@ -13,11 +13,13 @@ from bench.options import BenchOptions
 from bench.paired import paired_difference
 from bench.report import write_reports
 from bench.runner import run_benchmark
+from bench.runtime import open_model
 from compress.config import StageConfig
 from compress.errors import EdgebertError
 from compress.stages.base import Stage
 from compress.summary import Reference, run_summary
 from export.onnx_export import export_onnx
+from export.openvino_ir import nncf_int8
 from export.quantize import optimum_dynamic_int8
 
 
@@ -38,6 +40,10 @@ class BenchConfig(StageConfig, BenchOptions):
     )
     optimum_dynamic_int8: list[str] = Field(
         default_factory=list, description="models (@stage) quantized by Optimum as the peer"
+    )
+    openvino_int8: list[str] = Field(
+        default_factory=list,
+        description="models (@stage) quantized by NNCF and run in OpenVINO: the OpenVINO peer",
     )
     split: Literal["validation", "test"] = "validation"
 
@@ -70,6 +76,10 @@ class BenchStage(Stage):
             models[f"{ref.lstrip('@')}:optimum_dynamic_int8"] = optimum_dynamic_int8(
                 onnx_of(ref), onnx_of(ref)
             )
+        for ref in cfg.openvino_int8:
+            models[f"{ref.lstrip('@')}:openvino_int8"] = nncf_int8(
+                onnx_of(ref) / "model.onnx", onnx_of(ref), self._calibration(ctx, onnx_of(ref))
+            )
         for stage in cfg.exports or list(ctx.artifacts):
             for variant, path in ctx.artifacts.get(stage, {}).items():
                 models[f"{stage}:{variant}"] = path
@@ -81,6 +91,14 @@ class BenchStage(Stage):
             "models": [m.name for m in report.models],
             "summary": run_summary(report, self._shipped(ctx), self._teacher(ctx), paths["html"]),
         }
+
+    @staticmethod
+    def _calibration(ctx, onnx_dir: Path, rows: int = 300) -> list[dict]:
+        """Input arrays of the first `rows` training texts, 16 per batch (calibration never
+        sees the bench split)."""
+        runner = open_model(onnx_dir / "model.onnx")
+        texts = ctx.data.train.texts[:rows]
+        return [runner.encode(texts[i : i + 16]) for i in range(0, len(texts), 16)]
 
     @staticmethod
     def _shipped(ctx) -> set[str]:
