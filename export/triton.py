@@ -117,31 +117,35 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """
 
 
-def _tokenizer_config(name, inputs, max_length, max_batch) -> str:
-    outputs = ",\n".join(_tensor(n, "TYPE_INT64", [max_length]) for n, _ in inputs)
+def _text_in(name: str, kind: str, max_batch: int) -> str:
+    """The head both text-taking models share: name, backend or platform, the TEXT input."""
     return f"""name: "{name}"
-backend: "python"
+{kind}
 max_batch_size: {max_batch}
 input [
   {{ name: "TEXT" data_type: TYPE_STRING dims: [1] }}
 ]
-output [
+"""
+
+
+def _tokenizer_config(name, inputs, max_length, max_batch) -> str:
+    outputs = ",\n".join(_tensor(n, "TYPE_INT64", [max_length]) for n, _ in inputs)
+    return (
+        _text_in(name, 'backend: "python"', max_batch)
+        + f"""output [
 {outputs}
 ]
 instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """
+    )
 
 
 def _ensemble_config(name, tokenizer, model, inputs, output, max_batch) -> str:
     out_name, out_type, labels = output
     step_map = ",\n".join(f'        {{ key: "{n}" value: "{n}" }}' for n, _ in inputs)
-    return f"""name: "{name}"
-platform: "ensemble"
-max_batch_size: {max_batch}
-input [
-  {{ name: "TEXT" data_type: TYPE_STRING dims: [1] }}
-]
-output [
+    return (
+        _text_in(name, 'platform: "ensemble"', max_batch)
+        + f"""output [
   {{ name: "LOGITS" data_type: {out_type} dims: [{labels}] label_filename: "labels.txt" }}
 ]
 ensemble_scheduling {{
@@ -165,6 +169,7 @@ ensemble_scheduling {{
   ]
 }}
 """
+    )
 
 
 def preferred_batch_sizes(report: Path | None) -> tuple[int, ...]:

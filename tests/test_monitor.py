@@ -35,19 +35,25 @@ def log_traffic(path, model_dir, rows) -> None:
     log.close()
 
 
+def monitor_both(run_cli, model, root, tmp_path) -> tuple[int, str, str, dict]:
+    """`monitor` with the feedback and traffic files of `tmp_path`: (code, out, err, verdict)."""
+    code, out, err = run_cli(
+        "monitor", model, "--reference", root / "bench" / "report.json",
+        "--feedback", tmp_path / "feedback.jsonl", "--traffic", tmp_path / "traffic.jsonl",
+        "--out", tmp_path / "verdict",
+    )  # fmt: skip
+    verdict_file = tmp_path / "verdict" / "monitor.json"
+    return code, out, err, json.loads(verdict_file.read_text()) if verdict_file.is_file() else {}
+
+
 def test_same_traffic_and_faithful_feedback_raise_no_alarm(
     reference, varied_model_dir, run_cli, tmp_path
 ):
     root, labelled = reference
     log_traffic(tmp_path / "traffic.jsonl", varied_model_dir, labelled[200:])
     write_jsonl(tmp_path / "feedback.jsonl", labelled[200:300])
-    code, out, err = run_cli(
-        "monitor", varied_model_dir, "--reference", root / "bench" / "report.json",
-        "--feedback", tmp_path / "feedback.jsonl", "--traffic", tmp_path / "traffic.jsonl",
-        "--out", tmp_path / "verdict",
-    )  # fmt: skip
+    code, out, err, verdict = monitor_both(run_cli, varied_model_dir, root, tmp_path)
     assert code == 0, err
-    verdict = json.loads((tmp_path / "verdict" / "monitor.json").read_text())
     assert verdict["alarms"] == [] and verdict["reference"]["model"] == "student"
     checks = verdict["checks"]
     assert checks["feedback accuracy"]["now"] == 1.0 and checks["feedback accuracy"]["rows"] == 100
@@ -69,13 +75,8 @@ def test_drifted_traffic_and_worse_feedback_raise_alarms(
         for i, r in enumerate(labelled[200:300])
     ]
     write_jsonl(tmp_path / "feedback.jsonl", flipped)
-    code, out, err = run_cli(
-        "monitor", varied_model_dir, "--reference", root / "bench" / "report.json",
-        "--feedback", tmp_path / "feedback.jsonl", "--traffic", tmp_path / "traffic.jsonl",
-        "--out", tmp_path / "verdict",
-    )  # fmt: skip
+    code, out, err, verdict = monitor_both(run_cli, varied_model_dir, root, tmp_path)
     assert code == 1, err
-    verdict = json.loads((tmp_path / "verdict" / "monitor.json").read_text())
     alarms = verdict["alarms"]
     assert any(a.startswith("traffic labels drifted: PSI") for a in alarms), alarms
     assert any(a.startswith("feedback accuracy 0.66") for a in alarms), alarms
