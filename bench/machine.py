@@ -73,6 +73,24 @@ def int8_peak_gmacs(info: dict) -> tuple[float, str] | None:
     return None
 
 
+def int8_fit(info: dict) -> str:
+    """Which INT8 file fits this CPU. ONNX Runtime multiplies uint8 activations by int8 weights:
+    with VNNI (or ARM's dot product) the products are exact; with AVX2 alone it uses VPMADDUBSW,
+    whose 16-bit sum of two products saturates, and the QDQ graphs (QAT, static) change labels
+    (onnxruntime issues 6004 and 5849; measured in README "AVX2-only x86")."""
+    flags = set(info.get("cpu_flags") or [])
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}:
+        return "integer dot products: every INT8 file (dynamic, static, QAT) fits"
+    if "avx2" in flags:
+        return (
+            "AVX2 without VNNI: ship the dynamic INT8 file (or static INT8 exported with "
+            "calibration.reduce_range); QAT and static QDQ files change labels here"
+        )
+    if info.get("machine") in ("x86_64", "AMD64"):
+        return "no AVX2: INT8 gains little over fp32 here"
+    return "no INT8 dot-product flags reported: check INT8 against fp32 here"
+
+
 def read_cpuinfo() -> str | None:
     try:
         return Path("/proc/cpuinfo").read_text()

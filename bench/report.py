@@ -329,6 +329,8 @@ def _machine_line(report: BenchReport) -> str:
     )
     if m.int8_peak_gmacs:
         line += f"; INT8 peak estimate {m.int8_peak_gmacs:.0f} GMAC/s ({m.int8_peak_basis})"
+    if m.int8_fit:
+        line += f"; INT8: {m.int8_fit}"
     return line
 
 

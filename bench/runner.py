@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from bench.classic import fit_classic
 from bench.errors import BenchError
 from bench.latency import interleaved_timings, latency_stats
-from bench.machine import int8_peak_gmacs, machine_info
+from bench.machine import int8_fit, int8_peak_gmacs, machine_info
 from bench.macs import graph_macs
 from bench.metrics import classification_metrics, expected_calibration_error, token_metrics
 from bench.options import DEFAULTS, BenchOptions
@@ -294,6 +294,7 @@ def _machine(threads: int) -> Machine:
         emulated=bool(info.get("emulated")),
         int8_peak_gmacs=peak[0] if peak else None,
         int8_peak_basis=peak[1] if peak else None,
+        int8_fit=int8_fit(info),
     )
 
 

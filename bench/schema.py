@@ -133,6 +133,7 @@ class Machine(_Strict):
         None, description="estimated INT8 peak: cores x MACs per cycle x clock (see basis)"
     )
     int8_peak_basis: str | None = None
+    int8_fit: str | None = Field(None, description="which INT8 file fits this CPU, and why")
 
 
 class BenchReport(_Strict):

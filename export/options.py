@@ -18,6 +18,9 @@ class Calibration(_Section):
     rows: int = Field(256, ge=8, le=100_000, description="training rows used to calibrate")
     method: Literal["minmax", "percentile", "entropy"] = "minmax"
     per_channel: bool = True
+    reduce_range: bool = Field(
+        False, description="7-bit weights: for x86 CPUs without VNNI (AVX2 only), see README"
+    )
 
 
 class Parity(_Section):

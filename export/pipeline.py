@@ -78,6 +78,7 @@ def export_model(
             feeds,
             method=options.calibration.method,
             per_channel=options.calibration.per_channel,
+            reduce_range=options.calibration.reduce_range,
         )
     files.update(made_elsewhere or {})
     variant = options.ort_variant or list(files)[-1]

@@ -390,6 +390,9 @@ def test_machine_reports_the_flags_this_process_can_use(monkeypatch, cpuid, flag
     info = machine.machine_info()
     assert info["cpu_flags"] == flags and info["cpu_model"] == model
     assert info.get("emulated", False) is (len(flags) == 1)
+    fit = machine.int8_fit(info)  # the report says which INT8 file fits the CPU it ran on
+    assert fit.startswith("AVX2 without VNNI: ship the dynamic INT8 file" if len(flags) == 1 else
+                          "integer dot products: every INT8 file")  # fmt: skip
 
 
 def test_openvino_engine_runs_the_same_file_in_the_same_interleaved_run(varied_model_dir, tmp_path):

@@ -27,13 +27,15 @@ def labels(out: str, rows: str, models: list[str]) -> None:
             "labels": np.asarray(logits).argmax(-1).tolist(),
             "seconds": round(time.perf_counter() - started, 1),
         }
-    json.dump(result, open(out, "w"), indent=1)
+        json.dump(result, open(out, "w"), indent=1)  # after each model: a slow run keeps each
 
 
 def compare(native: str, emulated: str) -> None:
     a, b = json.load(open(native)), json.load(open(emulated))
     print(f"native flags {a['machine']['cpu_flags']}; emulated flags {b['machine']['cpu_flags']}")
     for name, row in a["models"].items():
+        if name not in b["models"]:
+            continue
         x, y = np.array(row["labels"]), np.array(b["models"][name]["labels"])
         print(f"{name}: {int((x == y).sum())}/{len(x)} labels agree ({(x == y).mean():.2%})")
 
