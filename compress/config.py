@@ -10,13 +10,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from bench.metrics import METRIC_NAMES
 from compress.augment import AugmentConfig
 from compress.cleaning import CLEANERS, LEMMA_LANGUAGES, LEMMATIZE
 
-CleanStep = Literal[tuple(CLEANERS) + (LEMMATIZE,)]  # type: ignore[valid-type]
+
+def _known_step(step: str) -> str:
+    kind, sep, language = step.partition(":")
+    if step in CLEANERS or step == LEMMATIZE or (sep and kind == LEMMATIZE and language):
+        return step
+    names = [f"'{name}'" for name in (*CLEANERS, LEMMATIZE)]  # pydantic's wording for choices
+    raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]}")
+
+
+# A step name; `lemmatize` becomes `lemmatize:<data.language>` once the language is known.
+CleanStep = Annotated[str, AfterValidator(_known_step)]
 MetricName = Literal[METRIC_NAMES]  # type: ignore[valid-type]
 
 
@@ -87,7 +105,7 @@ class DataConfig(Strict):
     )
     text_field: str = "text"
     label_field: str = "label"
-    clean: list[CleanStep | str] = Field(default_factory=list)  # type: ignore[valid-type]
+    clean: list[CleanStep] = Field(default_factory=list)
     language: str | None = Field(
         None, description="ISO code of the texts' language (for the 'lemmatize' step), e.g. en"
     )
@@ -105,21 +123,14 @@ class DataConfig(Strict):
         (edgebert.json) says which dictionary predict and serve must use."""
         steps = []
         for step in self.clean:
-            if step == LEMMATIZE:
-                if self.language not in LEMMA_LANGUAGES:
-                    raise ValueError(
-                        "clean: 'lemmatize' needs data.language, one of "
-                        + ", ".join(sorted(LEMMA_LANGUAGES))
-                        + (f" (got '{self.language}')" if self.language else "")
-                    )
-                step = f"{LEMMATIZE}:{self.language}"
-            elif step not in CLEANERS and not (
-                step.startswith(f"{LEMMATIZE}:") and step.partition(":")[2] in LEMMA_LANGUAGES
-            ):
+            language = step.partition(":")[2] if step != LEMMATIZE else self.language
+            if step.startswith(LEMMATIZE) and language not in LEMMA_LANGUAGES:
                 raise ValueError(
-                    f"clean: unknown step '{step}' (steps: {', '.join([*CLEANERS, LEMMATIZE])})"
+                    "clean: 'lemmatize' needs data.language, one of "
+                    + ", ".join(sorted(LEMMA_LANGUAGES))
+                    + (f" (got '{language}')" if language else "")
                 )
-            steps.append(step)
+            steps.append(f"{LEMMATIZE}:{language}" if step == LEMMATIZE else step)
         self.clean = steps
         return self
 
