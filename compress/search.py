@@ -42,28 +42,46 @@ def _sample(trial, key: str, values):
 
 
 def _study(config: SearchConfig, seed: int, name: str, root: Path) -> optuna.Study:
-    """The shared Optuna study, created by whichever worker comes first. A grid is enqueued
-    point by point (Optuna's GridSampler stops the study from inside its callback, which the
-    ask/tell loop here does not allow); a point already queued by another worker is skipped."""
+    """The shared Optuna study. The database lets exactly one worker create it; that worker
+    enqueues a grid point by point (Optuna's GridSampler stops the study from inside its
+    callback, which the ask/tell loop here does not allow), and the others wait until every
+    point is queued, so no point is queued twice and none is proposed at random."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = config.storage or f"sqlite:///{(root / 'study.db').resolve()}"
     wait = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    sampler = _sampler(config.method, seed)
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=wait)
     except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable database
         raise EdgebertError(f"search.storage: cannot open {url}: {first_line(exc)}") from None
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="maximize",
-        sampler=_sampler(config.method, seed),
-        load_if_exists=True,
-    )
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", sampler=sampler
+        )
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        created = False
     if config.method == "grid":
         keys = list(config.space)
-        for point in itertools.product(*(config.space[k] for k in keys)):  # type: ignore[misc]
-            study.enqueue_trial(dict(zip(keys, point)), skip_if_exists=True)
+        points = list(itertools.product(*(config.space[k] for k in keys)))  # type: ignore[misc]
+        if created:
+            for point in points:
+                study.enqueue_trial(dict(zip(keys, point)))
+        else:
+            _wait_for_queue(study, len(points))
     return study
+
+
+def _wait_for_queue(study: optuna.Study, size: int, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while len(study.get_trials(deepcopy=False)) < size:
+        if time.monotonic() > deadline:
+            raise EdgebertError(
+                f"search: study '{study.study_name}' has fewer than its {size} grid points "
+                "queued; the worker that created it stopped early: name a new search.study"
+            )
+        time.sleep(0.2)
 
 
 def _sampler(method: str, seed: int) -> optuna.samplers.BaseSampler:
