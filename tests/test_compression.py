@@ -327,3 +327,16 @@ def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(
     # the saved checkpoint is plain float weights again
     saved = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/01-student/model")
     assert type(saved.bert.encoder.layer[0].attention.self.query) is torch.nn.Linear
+
+
+@pytest.mark.parametrize("weight_max", [127, 63])
+def test_qat_reduce_range_keeps_the_weights_in_seven_bits(weight_max):
+    """`qat.reduce_range` (63) leaves headroom on AVX2-only CPUs: the int8 weights the export
+    stores (round(w / scale), per output channel) reach exactly +-63 instead of +-127."""
+    from compress.modifiers.qat import QuantLinear
+
+    torch.manual_seed(0)
+    quant = QuantLinear(torch.nn.Linear(16, 8), weight_max)
+    quant(torch.randn(4, 16))  # the observers see the weights once
+    stored = torch.round(quant.weight / quant.weight_fq.scale[:, None])
+    assert stored.abs().amax(dim=1).tolist() == [float(weight_max)] * 8

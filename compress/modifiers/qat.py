@@ -41,7 +41,7 @@ class QuantLinear(torch.nn.Module):
     """nn.Linear with fake-quantized input and weight; `exporting` switches to the functional
     ops that the ONNX exporter turns into QuantizeLinear/DequantizeLinear pairs."""
 
-    def __init__(self, linear: torch.nn.Linear):
+    def __init__(self, linear: torch.nn.Linear, weight_max: int = 127):
         super().__init__()
         # The Linear's own parameters, not a copy and not a child module: names stay
         # `...query.weight`, so the optimiser, pruning masks and checkpoints keep addressing them.
@@ -57,8 +57,8 @@ class QuantLinear(torch.nn.Module):
         )
         self.weight_fq = FakeQuantize(
             observer=MovingAveragePerChannelMinMaxObserver,
-            quant_min=-127,
-            quant_max=127,
+            quant_min=-weight_max,
+            quant_max=weight_max,
             dtype=torch.qint8,
             qscheme=torch.per_channel_symmetric,
             ch_axis=0,
@@ -93,14 +93,14 @@ class QuantLinear(torch.nn.Module):
         return F.linear(self.input_fq(x), self.weight_fq(self.weight), self.bias)
 
 
-def wrap_linears(model: torch.nn.Module, pattern: str) -> list[QuantLinear]:
+def wrap_linears(model: torch.nn.Module, pattern: str, weight_max: int = 127) -> list[QuantLinear]:
     regex = re.compile(pattern)
     wrapped = []
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             full = f"{parent_name}.{child_name}" if parent_name else child_name
             if isinstance(child, torch.nn.Linear) and regex.search(full):
-                quant = QuantLinear(child)
+                quant = QuantLinear(child, weight_max)
                 setattr(parent, child_name, quant)
                 wrapped.append(quant)
     return wrapped
@@ -170,6 +170,11 @@ class QATConfig(Strict):
     calibration_batches: int = Field(
         8, ge=1, le=1000, description="training batches that set the first ranges when QAT starts"
     )
+    reduce_range: bool = Field(
+        False,
+        description="7-bit weights (-63..63): x86 CPUs without VNNI add two u8 x s8 products in "
+        "16 bits, which full-range weights can saturate (README 'AVX2-only x86')",
+    )
 
 
 class QAT(Modifier):
@@ -191,7 +196,9 @@ class QAT(Modifier):
             self._enable(phase, restart_selection=False)
 
     def _enable(self, phase, restart_selection: bool = True, calibrate: bool = True) -> None:
-        wrapped = wrap_linears(phase.model, self.config.targets)
+        wrapped = wrap_linears(
+            phase.model, self.config.targets, 63 if self.config.reduce_range else 127
+        )
         if not wrapped:
             raise EdgebertError(f"qat.targets: no Linear layer matches {self.config.targets!r}")
         if calibrate:
