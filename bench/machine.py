@@ -52,10 +52,10 @@ def _cpuid_hides(flags: list[str]) -> list[str]:
 def clock_ghz() -> float | None:
     """The clock the kernel reports (a VM reports its nominal clock; boost may be higher)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in (read_cpuinfo() or "").splitlines():
             if line.startswith("cpu MHz"):
                 return float(line.split(":", 1)[1]) / 1000.0
-    except (OSError, ValueError):
+    except ValueError:
         return None
     return None
 

@@ -42,16 +42,10 @@ def paired_difference(
     """Candidate minus reference: accuracy and macro-F1 differences with 95% paired-bootstrap
     intervals, and McNemar's exact two-sided p on the discordant rows."""
     truth, ref, cand = (np.asarray(a, dtype=np.int64) for a in (y_true, reference, candidate))
-    n = truth.size
-    rng = np.random.default_rng(seed)
     ref_codes, cand_codes = truth * classes + ref, truth * classes + cand
-    acc_diffs, f1_diffs = [], []
-    for start in range(0, resamples, CHUNK):
-        idx = rng.integers(0, n, size=(min(CHUNK, resamples - start), n))
-        ref_acc, ref_f1 = _scores(ref_codes[idx], classes)
-        cand_acc, cand_f1 = _scores(cand_codes[idx], classes)
-        acc_diffs.append(cand_acc - ref_acc)
-        f1_diffs.append(cand_f1 - ref_f1)
+    (ref_acc, ref_f1), (cand_acc, cand_f1) = _resampled_scores(
+        [ref_codes, cand_codes], classes, resamples, seed
+    )
     full_ref, full_cand = _scores(ref_codes[None], classes), _scores(cand_codes[None], classes)
     only_reference = int(((ref == truth) & (cand != truth)).sum())
     only_candidate = int(((cand == truth) & (ref != truth)).sum())
@@ -60,9 +54,9 @@ def paired_difference(
     return {
         "resamples": resamples,
         "accuracy_diff": float(full_cand[0][0] - full_ref[0][0]),
-        "accuracy_ci": [float(v) for v in np.percentile(np.concatenate(acc_diffs), [2.5, 97.5])],
+        "accuracy_ci": _interval(cand_acc - ref_acc),
         "macro_f1_diff": float(full_cand[1][0] - full_ref[1][0]),
-        "macro_f1_ci": [float(v) for v in np.percentile(np.concatenate(f1_diffs), [2.5, 97.5])],
+        "macro_f1_ci": _interval(cand_f1 - ref_f1),
         "mcnemar_p": float(p_value),
         "only_reference_right": only_reference,
         "only_model_right": only_candidate,
@@ -79,17 +73,33 @@ def bootstrap_intervals(
     """One model's accuracy and macro-F1 with 95% bootstrap intervals: for rows that no
     reference answered (so nothing to pair with), e.g. newly labelled feedback."""
     codes = np.asarray(y_true, dtype=np.int64) * classes + np.asarray(predictions, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    accs, f1s = [], []
-    for start in range(0, resamples, CHUNK):
-        idx = rng.integers(0, codes.size, size=(min(CHUNK, resamples - start), codes.size))
-        acc, f1 = _scores(codes[idx], classes)
-        accs.append(acc)
-        f1s.append(f1)
+    ((accs, f1s),) = _resampled_scores([codes], classes, resamples, seed)
     full_acc, full_f1 = _scores(codes[None], classes)
     return {
         "accuracy": float(full_acc[0]),
-        "accuracy_ci": [float(v) for v in np.percentile(np.concatenate(accs), [2.5, 97.5])],
+        "accuracy_ci": _interval(accs),
         "macro_f1": float(full_f1[0]),
-        "macro_f1_ci": [float(v) for v in np.percentile(np.concatenate(f1s), [2.5, 97.5])],
+        "macro_f1_ci": _interval(f1s),
     }
+
+
+def _resampled_scores(
+    code_arrays: list[np.ndarray], classes: int, resamples: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(accuracy, macro-F1) of every bootstrap resample of the rows, for each array of codes;
+    all arrays share each resample (so their scores are paired). Seeded, in chunks."""
+    rng = np.random.default_rng(seed)
+    rows = code_arrays[0].size
+    parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in code_arrays]
+    for start in range(0, resamples, CHUNK):
+        idx = rng.integers(0, rows, size=(min(CHUNK, resamples - start), rows))
+        for part, codes in zip(parts, code_arrays):
+            part.append(_scores(codes[idx], classes))
+    return [
+        (np.concatenate([a for a, _ in part]), np.concatenate([f for _, f in part]))
+        for part in parts
+    ]
+
+
+def _interval(values: np.ndarray) -> list[float]:
+    return [float(v) for v in np.percentile(values, [2.5, 97.5])]

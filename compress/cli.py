@@ -191,17 +191,17 @@ def explain(
         raise EdgebertError(
             f"--method: '{method}' is not one of auto, integrated_gradients, occlusion"
         )
-    runner, clean = open_explained_model(model)
+    predictor = open_explained_model(model)
     if method == "occlusion" or (method == "auto" and not model.is_dir()):
-        scorer = Occlusion(runner)
+        scorer = Occlusion(predictor.runner)
     elif not model.is_dir():
         raise EdgebertError("--method: integrated gradients needs a PyTorch model directory")
     else:
         from compress.explain_ig import IntegratedGradients
 
-        scorer = IntegratedGradients(model, runner.max_length)
+        scorer = IntegratedGradients(predictor.runner, model)
     explanations = [
-        explain_text(runner, clean, scorer, t) for t in (read_texts(file) if file else [text])
+        explain_text(predictor, scorer, t) for t in (read_texts(file) if file else [text])
     ]
     console = Console(highlight=False, soft_wrap=True)
     for explanation in explanations:

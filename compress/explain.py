@@ -16,11 +16,10 @@ from pathlib import Path
 
 from rich.text import Text
 
-from bench.files import read_model_meta, write_text_atomic
+from bench.files import write_text_atomic
 from bench.probabilities import softmax
-from bench.runtime import open_model
-from compress.cleaning import make_cleaner
 from compress.errors import EdgebertError
+from compress.predict import Predictor
 
 
 @dataclass
@@ -83,21 +82,19 @@ class Occlusion:
         return [float(full - p[label]) for p in probs]
 
 
-def open_explained_model(model: Path):
-    """(bench runner, cleaning function) of a text classifier, or a one-line error."""
-    if not model.exists():
-        raise EdgebertError(f"model directory not found: {model}")
-    runner = open_model(model)
-    if runner.token_level:
+def open_explained_model(model: Path) -> Predictor:
+    """The model as `predict` opens it (runtime, cleaning), if it is a text classifier."""
+    predictor = Predictor(model)
+    if predictor.runner.token_level:
         raise EdgebertError(f"{model}: explain is for text classifiers, not token taggers")
-    folder = model if model.is_dir() else model.parent
-    return runner, make_cleaner(read_model_meta(folder).get("clean", []))
+    return predictor
 
 
-def explain_text(runner, clean, scorer, text: str) -> Explanation:
+def explain_text(predictor: Predictor, scorer, text: str) -> Explanation:
     """The model's label for `text` and each word's score from `scorer` (occlusion or
     integrated gradients: `scores(words, label, probability)`)."""
-    cleaned = clean(text)
+    runner = predictor.runner
+    cleaned = predictor.clean(text)
     words = cleaned.split()
     if not words:
         raise EdgebertError("the text is empty after cleaning")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from captum.attr import LayerIntegratedGradients
 
-from compress.model_io import load_classifier, load_tokenizer
+from compress.model_io import load_tokenizer
 
 IG_STEPS = 50
 
@@ -21,10 +21,11 @@ IG_STEPS = 50
 class IntegratedGradients:
     name = "integrated_gradients"
 
-    def __init__(self, model_dir: Path, max_length: int):
-        self.model = load_classifier(model_dir).eval()
+    def __init__(self, runner, model_dir: Path):
+        """`runner`: the directory as bench opened it (its PyTorch model, not loaded twice)."""
+        self.model = runner.torch_model
         self.tokenizer = load_tokenizer(model_dir)
-        self.max_length = max_length
+        self.max_length = runner.max_length
         self.layer = LayerIntegratedGradients(self._forward, self.model.get_input_embeddings())
 
     def _forward(self, input_ids, attention_mask):

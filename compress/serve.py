@@ -36,7 +36,6 @@ from compress.traffic_log import TrafficLog
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
-CONFIDENCE_BUCKETS = CONFIDENCE_EDGES
 MAX_TEXTS_PER_REQUEST = 256
 
 
@@ -100,7 +99,7 @@ class Metrics:
             "edgebert_confidence",
             "probability of the predicted label (a falling share of high buckets: drift)",
             ["label"],
-            buckets=CONFIDENCE_BUCKETS,
+            buckets=CONFIDENCE_EDGES,
             registry=self.registry,
         )
         self.queued = Gauge(

@@ -16,7 +16,7 @@ from export.onnx_export import export_onnx, fused_op_counts, optimize_onnx
 from export.openvino_ir import convert_to_openvino
 from export.options import ExportOptions
 from export.parity import compare_logits
-from export.quantize import quantize_dynamic_int8, quantize_static_int8
+from export.quantize import calibration_feeds, quantize_dynamic_int8, quantize_static_int8
 
 
 @dataclass
@@ -69,9 +69,7 @@ def export_model(
             source, out_dir / "model_dynamic_int8.onnx", per_channel=False
         )
     if "static" in options.quantize:
-        runner = open_model(source)
-        rows = list((calibration_texts or texts)[: options.calibration.rows])
-        feeds = [runner.encode(rows[i : i + 16]) for i in range(0, len(rows), 16)]
+        feeds = calibration_feeds(source, calibration_texts or texts, options.calibration.rows)
         files["static_int8"] = quantize_static_int8(
             source,
             out_dir / "model_static_int8.onnx",

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from bench.files import first_line, replace_file
+from bench.runtime import open_model
 from export.errors import ExportError
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -69,6 +70,14 @@ class _FeedReader:
 
     def rewind(self):  # pragma: no cover - ORT calls it for some methods
         pass
+
+
+def calibration_feeds(onnx_path: Path, texts: Sequence[str], rows: int) -> list[dict]:
+    """The graph's own input arrays for the first `rows` texts, 16 texts per batch: what static
+    quantizers (ONNX Runtime's, NNCF's) calibrate activation ranges on."""
+    runner = open_model(onnx_path)
+    texts = list(texts[:rows])
+    return [runner.encode(texts[i : i + 16]) for i in range(0, len(texts), 16)]
 
 
 def quantize_static_int8(

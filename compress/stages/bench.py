@@ -13,14 +13,15 @@ from bench.options import BenchOptions
 from bench.paired import paired_difference
 from bench.report import write_reports
 from bench.runner import run_benchmark
-from bench.runtime import open_model
 from compress.config import StageConfig
 from compress.errors import EdgebertError
 from compress.stages.base import Stage
 from compress.summary import Reference, run_summary
 from export.onnx_export import export_onnx
 from export.openvino_ir import nncf_int8
-from export.quantize import optimum_dynamic_int8
+from export.quantize import calibration_feeds, optimum_dynamic_int8
+
+NNCF_CALIBRATION_ROWS = 300  # training rows the OpenVINO peer is calibrated on
 
 
 class BenchConfig(StageConfig, BenchOptions):
@@ -77,9 +78,9 @@ class BenchStage(Stage):
                 onnx_of(ref), onnx_of(ref)
             )
         for ref in cfg.openvino_int8:
-            models[f"{ref.lstrip('@')}:openvino_int8"] = nncf_int8(
-                onnx_of(ref) / "model.onnx", onnx_of(ref), self._calibration(ctx, onnx_of(ref))
-            )
+            onnx_file = onnx_of(ref) / "model.onnx"  # calibrated on training rows, never bench's
+            feeds = calibration_feeds(onnx_file, ctx.data.train.texts, NNCF_CALIBRATION_ROWS)
+            models[f"{ref.lstrip('@')}:openvino_int8"] = nncf_int8(onnx_file, onnx_of(ref), feeds)
         for stage in cfg.exports or list(ctx.artifacts):
             for variant, path in ctx.artifacts.get(stage, {}).items():
                 models[f"{stage}:{variant}"] = path
@@ -91,14 +92,6 @@ class BenchStage(Stage):
             "models": [m.name for m in report.models],
             "summary": run_summary(report, self._shipped(ctx), self._teacher(ctx), paths["html"]),
         }
-
-    @staticmethod
-    def _calibration(ctx, onnx_dir: Path, rows: int = 300) -> list[dict]:
-        """Input arrays of the first `rows` training texts, 16 per batch (calibration never
-        sees the bench split)."""
-        runner = open_model(onnx_dir / "model.onnx")
-        texts = ctx.data.train.texts[:rows]
-        return [runner.encode(texts[i : i + 16]) for i in range(0, len(texts), 16)]
 
     @staticmethod
     def _shipped(ctx) -> set[str]:
