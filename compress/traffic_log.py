@@ -61,8 +61,9 @@ class TrafficLog:
 
 def read_traffic(path: Path) -> list[dict]:
     """Every logged answer, oldest first (rotated files FILE.N ... FILE.1, then FILE)."""
-    rotated = sorted(path.parent.glob(f"{path.name}.*"), key=lambda p: -int(p.suffix[1:] or 0))
-    files = [p for p in rotated if p.suffix[1:].isdigit()] + ([path] if path.is_file() else [])
+    rotated = [p for p in path.parent.glob(f"{path.name}.*") if p.suffix[1:].isdigit()]
+    rotated.sort(key=lambda p: -int(p.suffix[1:]))  # FILE.3, FILE.2, FILE.1
+    files = rotated + ([path] if path.is_file() else [])
     if not files:
         raise EdgebertError(f"--traffic: file not found: {path}")
     entries = []

@@ -185,6 +185,8 @@ def test_answers_are_logged_rotating_and_confidence_is_a_histogram(tiny_model_di
     assert 0 < kept < 40 and sorted(p.name for p in tmp_path.iterdir()) == [
         "traffic.jsonl", "traffic.jsonl.1", "traffic.jsonl.2"
     ]  # fmt: skip
+    (tmp_path / "traffic.jsonl.bak").write_text("an operator's copy, not a rotation\n")
+    assert read_traffic(log) == entries
     for entry, answer in zip(entries, answers[-kept:]):  # the newest, in order
         assert entry["label"] == answer["label"] and entry["score"] == answer["score"]
         assert entry["text_sha256"] == hashlib.sha256(answer["text"].encode()).hexdigest()
