@@ -195,6 +195,8 @@ def write_triton_repository(
     """Write the repository for `onnx_path` (its tokenizer and edgebert.json beside it)."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise ExportError(f"--triton-name: '{name}' must be letters, digits, '_' or '-'")
+    if not onnx_path.is_file():
+        raise ExportError(f"model not found: {onnx_path}")
     folder = onnx_path.parent
     meta = _model_meta(folder)
     if not (folder / "tokenizer.json").is_file() or not meta.get("labels"):
