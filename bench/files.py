@@ -82,6 +82,18 @@ def read_model_meta(folder: Path) -> dict:
     return meta
 
 
+def read_classifier_meta(folder: Path) -> dict:
+    """edgebert.json, with the label names from config.json's id2label when it has none, the
+    cleaning steps (none) and max length (128) filled in: what a server or a web page
+    that tokenizes by itself reads."""
+    meta = read_model_meta(folder)
+    config = folder / "config.json"
+    if not meta.get("labels") and config.is_file():
+        id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label") or {}
+        meta["labels"] = [id2label[k] for k in sorted(id2label, key=int)]
+    return {"clean": [], "max_length": 128} | meta
+
+
 def write_model_meta(folder: Path, meta: dict) -> Path:
     """The one writer of `edgebert.json` (training stages and QAT's ONNX folder use it)."""
     path = Path(folder) / META_FILE

@@ -342,21 +342,7 @@ def open_model(
         settings=settings,
     )
     if kind == "torch":
-        import torch
-        from safetensors import SafetensorError
-        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-        if threads:
-            torch.set_num_threads(threads)
-        auto = (
-            AutoModelForTokenClassification
-            if _is_token_classifier(folder)
-            else AutoModelForSequenceClassification
-        )
-        try:
-            runner.torch_model = auto.from_pretrained(str(folder), use_safetensors=True).eval()
-        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-            raise BenchError(f"{folder}: cannot load model ({first_line(exc, 200)})") from None
+        runner.torch_model = _torch_model(folder, threads)
         runner.input_names = ["input_ids", "attention_mask"]
     elif settings.engine == "openvino" or kind == "openvino":
         runner.session, runner.input_names = _openvino_session(path, settings, kind)
@@ -366,6 +352,27 @@ def open_model(
     runner.token_level = _is_token_classifier(folder)
     runner.tokenizer = _tokenizer(folder)
     return runner
+
+
+def _torch_model(folder: Path, threads: int | None):
+    """The PyTorch classifier of a model directory, with the head it was saved with."""
+    import torch
+    from safetensors import SafetensorError
+    from transformers import AutoModelForTokenClassification
+
+    from bench.heads import sequence_classifier_class
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        auto = (
+            AutoModelForTokenClassification
+            if _is_token_classifier(folder)
+            else sequence_classifier_class(folder)
+        )
+        return auto.from_pretrained(str(folder), use_safetensors=True).eval()
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise BenchError(f"{folder}: cannot load model ({first_line(exc, 200)})") from None
 
 
 def _is_token_classifier(folder: Path) -> bool:

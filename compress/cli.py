@@ -25,6 +25,7 @@ from bench.options import DEFAULTS as BENCH
 from bench.options import BenchOptions, name_models
 from compress import __version__
 from compress.errors import USER_ERRORS, EdgebertError
+from compress.model_names import cache_dir
 from compress.serve_limits import ServeLimits
 from compress.traffic_log import TrafficLog, read_traffic
 from export.options import QUANTIZE_MODES, ExportOptions
@@ -393,7 +394,8 @@ def _export_options(
 @app.command("export")
 def export_command(
     model_dir: Path = typer.Argument(
-        ..., help="a saved classifier directory (or, with --triton only, an exported .onnx file)"
+        ...,
+        help="a saved classifier directory (or, with --triton or --web only, an exported .onnx)",
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="output directory"),
     quantize: str = typer.Option("", "--quantize", help="comma list: dynamic,static"),
@@ -409,18 +411,23 @@ def export_command(
         None, "--triton", help="also write a Triton model repository of the shipped file here"
     ),
     triton_name: str = typer.Option("classifier", "--triton-name", help="Triton model name"),
+    web: Optional[Path] = typer.Option(
+        None, "--web", help="also write a static browser page that runs the shipped file here"
+    ),
     report: Optional[Path] = typer.Option(
         None, "--report", help="bench report.json: its batch sizes become Triton's preferred ones"
     ),
 ) -> None:
     """Export a classifier to ONNX (+ fused graph, INT8, .ort) and check parity; optionally
-    package the shipped file as a Triton model repository."""
+    package the shipped file as a Triton model repository or a browser page."""
     from export.pipeline import export_model
 
     if model_dir.suffix == ".onnx":
-        if triton is None or out is not None:
-            raise EdgebertError("an .onnx MODEL is only packaged: give --triton DIR, not --out")
-        _write_triton(model_dir, triton, triton_name, report)
+        if (triton is None and web is None) or out is not None:
+            raise EdgebertError(
+                "an .onnx MODEL is only packaged: give --triton DIR or --web DIR, not --out"
+            )
+        _package(model_dir, triton, triton_name, report, web)
         return
     if out is None:
         raise EdgebertError("--out: give the output directory of the export")
@@ -436,17 +443,30 @@ def export_command(
         typer.echo(f"{name}\t{result.sizes[name] / 1e6:.1f} MB\t{path}")
     if result.failures:
         raise EdgebertError("; ".join(result.failures))
-    if triton is not None:
-        shipped = [v for v in ("static_int8", "dynamic_int8", "fp32") if v in result.files][0]
-        _write_triton(result.files[shipped], triton, triton_name, report)
+    shipped = [v for v in ("static_int8", "dynamic_int8", "fp32") if v in result.files][0]
+    _package(result.files[shipped], triton, triton_name, report, web)
 
 
-def _write_triton(onnx_path: Path, folder: Path, name: str, report: Optional[Path]) -> None:
+def _package(
+    onnx_path: Path,
+    triton: Optional[Path],
+    triton_name: str,
+    report: Optional[Path],
+    web: Optional[Path],
+) -> None:
+    """Package the shipped file as a Triton repository and/or a browser page, as asked."""
     from export.triton import preferred_batch_sizes, write_triton_repository
+    from export.web import web_runtime, write_web_page
 
-    with FolderLock(folder, "export"):
-        write_triton_repository(onnx_path, folder, name, preferred_batch_sizes(report))
-    typer.echo(f"triton\t{onnx_path.name}\t{folder}")
+    if triton is not None:
+        with FolderLock(triton, "export"):
+            write_triton_repository(onnx_path, triton, triton_name, preferred_batch_sizes(report))
+        typer.echo(f"triton\t{onnx_path.name}\t{triton}")
+    if web is not None:
+        modules = web_runtime(cache_dir() / "web")
+        with FolderLock(web, "export"):
+            write_web_page(onnx_path, web, modules)
+        typer.echo(f"web\t{onnx_path.name}\t{web}")
 
 
 def _csv(values: list[int]) -> str:

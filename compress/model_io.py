@@ -13,13 +13,10 @@ from pathlib import Path
 
 import transformers
 from safetensors import SafetensorError
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-)
+from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from bench.files import first_line, write_model_meta
+from bench.heads import sequence_classifier_class
 from compress.errors import EdgebertError
 from compress.model_names import check_model_dir
 from compress.rundir import replace_dir_atomic
@@ -55,7 +52,7 @@ def load_classifier(
         auto = (
             AutoModelForTokenClassification
             if task == "token-classification"
-            else AutoModelForSequenceClassification
+            else sequence_classifier_class(model_dir)
         )
         model = auto.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError, SafetensorError, RuntimeError, KeyError) as exc:

@@ -56,8 +56,6 @@ def export_task(config: dict) -> str:
 
 def export_onnx(model_dir: Path, out_dir: Path, opset: int = OPSET) -> Path:
     """Export to `out_dir/model.onnx` with tokenizer and config beside it; returns the path."""
-    from optimum.exporters.onnx import main_export
-
     task = export_task(check_classifier_dir(model_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".export-"))
@@ -65,14 +63,7 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = OPSET) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             logging.getLogger("optimum").setLevel(logging.ERROR)
-            main_export(
-                str(model_dir),
-                output=str(tmp),
-                task=task,
-                opset=opset,
-                do_validation=False,
-                device="cpu",
-            )
+            _optimum_export(model_dir, tmp, task, opset)
         for name in SIDE_FILES:
             if (model_dir / name).is_file():
                 shutil.copy(model_dir / name, tmp / name)
@@ -85,6 +76,36 @@ def export_onnx(model_dir: Path, out_dir: Path, opset: int = OPSET) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir / "model.onnx"
+
+
+def _optimum_export(model_dir: Path, output: Path, task: str, opset: int) -> None:
+    """Optimum's exporter. A pooling head (bench.heads) is loaded here and traced with Optimum's
+    own BERT ONNX config: `main_export` would rebuild BERT's [CLS] head from the config."""
+    from optimum.exporters.onnx import export, main_export
+    from optimum.exporters.tasks import TasksManager
+    from optimum.utils.save_utils import maybe_save_preprocessors
+
+    from bench.heads import PooledBertForSequenceClassification, declared_pooling
+
+    if declared_pooling(model_dir) == "cls":
+        main_export(
+            str(model_dir),
+            output=str(output),
+            task=task,
+            opset=opset,
+            do_validation=False,
+            device="cpu",
+        )
+        return
+    model = PooledBertForSequenceClassification.from_pretrained(
+        str(model_dir), use_safetensors=True
+    ).eval()
+    onnx_config = TasksManager.get_exporter_config_constructor(
+        "onnx", model_type="bert", task=task, library_name="transformers"
+    )(model.config, task=task)
+    export(model, onnx_config, output / "model.onnx", opset=opset)
+    model.config.save_pretrained(str(output))
+    maybe_save_preprocessors(model_dir, output)
 
 
 def optimize_onnx(onnx_path: Path, out_path: Path, model_type: str = "bert") -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import onnx
 
-from bench.files import read_model_meta, write_model_meta, write_text_atomic
+from bench.files import read_classifier_meta, write_model_meta, write_text_atomic
 from bench.tokenizer import FastTokenizer
 from export.errors import ExportError
 
@@ -198,7 +198,7 @@ def write_triton_repository(
     if not onnx_path.is_file():
         raise ExportError(f"model not found: {onnx_path}")
     folder = onnx_path.parent
-    meta = _model_meta(folder)
+    meta = read_classifier_meta(folder)
     if not (folder / "tokenizer.json").is_file() or not meta.get("labels"):
         raise ExportError(
             f"{onnx_path}: a Triton repository needs tokenizer.json and the label names "
@@ -235,17 +235,6 @@ def write_triton_repository(
     shutil.copy(folder / "tokenizer.json", out_dir / tokenizer / "1" / "tokenizer.json")
     write_model_meta(out_dir / tokenizer / "1", meta)
     return out_dir
-
-
-def _model_meta(folder: Path) -> dict:
-    """edgebert.json, with the label names from config.json's id2label when it has none, the
-    cleaning steps (none) and max length (128) filled in: what the tokenizer model reads."""
-    meta = read_model_meta(folder)
-    config = folder / "config.json"
-    if not meta.get("labels") and config.is_file():
-        id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label") or {}
-        meta["labels"] = [id2label[k] for k in sorted(id2label, key=int)]
-    return {"clean": [], "max_length": 128} | meta
 
 
 def _pad(folder: Path) -> tuple[int, str]:

@@ -123,6 +123,9 @@ def test_triton_refuses_what_it_cannot_package(tmp_path, tiny_onnx, run_cli):
     code, _, err = run_cli("export", tmp_path / "missing.onnx", "--triton", tmp_path / "t")
     assert code == 2 and f"edgebert: error: model not found: {tmp_path / 'missing.onnx'}" in err
     code, _, err = run_cli("export", tiny_onnx, "--out", tmp_path / "x")
-    assert code == 2 and "an .onnx MODEL is only packaged: give --triton DIR, not --out" in err
+    assert (
+        code == 2
+        and "an .onnx MODEL is only packaged: give --triton DIR or --web DIR, not --out" in err
+    )
     code, _, err = run_cli("export", tiny_onnx, "--triton", tmp_path / "t", "--triton-name", "a b")
     assert code == 2 and "--triton-name: 'a b' must be letters, digits, '_' or '-'" in err

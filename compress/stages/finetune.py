@@ -12,7 +12,8 @@ from typing import Literal
 from pydantic import Field
 from transformers import set_seed
 
-from compress.config import MetricName, ModifierEntry, StageConfig, TrainingConfig
+from bench.heads import POOLINGS, with_pooling
+from compress.config import MetricName, ModifierEntry, StageConfig, Strict, TrainingConfig
 from compress.context import StageScope
 from compress.errors import EdgebertError
 from compress.model_io import load_classifier, load_tokenizer, save_classifier
@@ -33,6 +34,14 @@ def drop_layers(model, keep: list[int], field: str) -> None:
     model.config.num_hidden_layers = len(keep)
 
 
+class HeadConfig(Strict):
+    pooling: Literal[POOLINGS] = Field(  # type: ignore[valid-type]
+        "cls",
+        description="how the classifier reads the last layer: cls (BERT's [CLS] pooler), "
+        "mean or max over the tokens, or cls_mean ([CLS] and mean side by side)",
+    )
+
+
 class FinetuneConfig(StageConfig):
     type: Literal["finetune"]
     model: str = Field(description="minilm-l6, mpnet-base, a model directory, or @stage")
@@ -42,6 +51,9 @@ class FinetuneConfig(StageConfig):
     )
     vocab: VocabConfig | None = Field(
         None, description="keep only the tokens of the training texts (shrinks the embedding)"
+    )
+    head: HeadConfig | None = Field(
+        None, description="classifier head (default: the one the starting model was saved with)"
     )
     select_best: MetricName = "accuracy"  # type: ignore[valid-type]
     # Typed by the modifier union when the recipe model is built (compress.recipe).
@@ -64,6 +76,8 @@ class FinetuneStage(Stage):
         # the earlier stages, draws the same head as an uninterrupted one.
         set_seed(self._seed(ctx))
         self.model = load_classifier(self.model_dir, ctx.data.label_names, ctx.recipe.task)
+        if self.config.head is not None:
+            self.model = self._with_head(self.config.head.pooling)
         if self.config.keep_layers is not None:
             drop_layers(self.model, self.config.keep_layers, f"stages[{self.index}].keep_layers")
         self.modifiers = [entry.build() for entry in self.config.with_]
@@ -81,6 +95,12 @@ class FinetuneStage(Stage):
                 f"{self.vocab_report['vocab_after']:,} tokens"
                 + (f" ({added:,} characters added)" if added else "")
             )
+
+    def _with_head(self, pooling: str):
+        try:
+            return with_pooling(self.model, pooling)
+        except ValueError as exc:
+            raise EdgebertError(f"stages[{self.index}].head.pooling: {exc}") from None
 
     def _seed(self, ctx) -> int:
         seed = self.config.training.seed

@@ -5,7 +5,6 @@ rest fp16. `pack SRC_DIR OUT_FILE` here, `unpack PACKED OUT_DIR SRC_FILES_DIR` t
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 

@@ -7,8 +7,6 @@ cleaning steps and the same steps plus `lemmatize:en`; paired bootstrap on the s
 
 import json
 
-import numpy as np
-
 from bench.classic import classic_pipeline
 from bench.metrics import classification_metrics
 from bench.paired import paired_difference

@@ -1,0 +1,134 @@
+"""`edgebert export --web`: the shipped INT8 file classifies in headless Chromium, served from
+loopback by a plain static file server, as ONNX Runtime does in Python: the same cleaned text,
+the same token ids, the same labels."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from bench.files import write_model_meta
+from bench.runtime import open_model
+from bench.tokenizer import FastTokenizer
+from compress.cleaning import CLEANERS, make_cleaner
+from export.web import BROWSER_CLEAN_STEPS, PAGE_DIR
+from tests.browser import CHROMIUM, classify_in_page, open_page, serve_folder
+from tests.conftest import sample_rows
+
+CLEAN = [
+    "strip_html",
+    "unescape",
+    "nfkc",
+    "remove_control",
+    "replace_urls",
+    "replace_users",
+    "collapse_whitespace",
+    "lower",
+]
+TRICKY = [
+    "@United flight AA12 was &amp; still is late&#33; see https://t.co/xyz www.delays.com",
+    "ｆｕｌｌ－ｗｉｄｔｈ ﬁne\u200bprint\tand\nlines <b>bold</b> &lt;not a tag&gt; &amp",
+    "email me@example.com or @user_1 @über_fan (@x) caf\u00e9 \u00ad soft\u2060hyphen  ",
+    "İstanbul ΣΊΣΥΦΟΣ straße \u202e reversed \U0001f600 emoji",
+]
+TEXTS = TRICKY + [r["text"] for r in sample_rows("validation", 200, seed=5)]
+needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
+
+
+def test_every_python_cleaning_step_but_lemmatize_has_a_browser_version():
+    ported = set(re.findall(r"^  (\w+): ", (PAGE_DIR / "clean.mjs").read_text(), re.M))
+    assert ported == set(BROWSER_CLEAN_STEPS) == set(CLEANERS)
+
+
+@pytest.fixture(scope="module")
+def web_page(varied_model_dir, tmp_path_factory):
+    """The varied tiny BERT, trained-on-cleaned-text metadata added, exported with --web."""
+    import sys
+
+    from compress.cli import main
+
+    root = tmp_path_factory.mktemp("web")
+    model_dir = root / "model"
+    shutil.copytree(varied_model_dir, model_dir)
+    labels = ["negative", "positive"]
+    write_model_meta(model_dir, {"labels": labels, "clean": CLEAN, "max_length": 32})
+    texts = root / "texts.txt"
+    texts.write_text("\n".join(TEXTS[4:]) + "\n")
+    argv = ["edgebert", "export", str(model_dir), "--out", str(root / "onnx"), "--quantize",
+            "dynamic", "--texts", str(texts), "--min-label-agreement", "0", "--web",
+            str(root / "page")]  # fmt: skip
+    old, sys.argv = sys.argv, argv
+    try:
+        main()
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+    finally:
+        sys.argv = old
+    return root / "onnx" / "model_dynamic_int8.onnx", root / "page"
+
+
+def test_page_holds_every_file_it_loads(web_page):
+    shipped, page = web_page
+    assert (page / shipped.name).read_bytes() == shipped.read_bytes()
+    names = {p.relative_to(page).as_posix() for p in page.rglob("*") if p.is_file()}
+    assert {"index.html", "app.mjs", "clean.mjs", "page.json", "tokenizer.json"} <= names
+    assert "runtime/ort-wasm-simd-threaded.wasm" in names
+    scripts = " ".join((page / n).read_text() for n in ("index.html", "app.mjs", "clean.mjs"))
+    assert not re.search(r"https?://\w", scripts)  # no CDN: nothing loads from elsewhere
+
+
+@needs_browser
+def test_browser_reads_and_labels_like_onnx_runtime_in_python(web_page):
+    shipped, page = web_page
+    reference = open_model(shipped)
+    tokenizer = FastTokenizer(shipped.parent)
+    clean = make_cleaner(CLEAN)
+    python_ids = tokenizer([clean(t) for t in TEXTS], max_length=32)["input_ids"]
+    # Batch 1 on both sides: dynamic INT8 picks activation scales per call, so a row's logits
+    # depend on the batch it rides in (on this random model, labels move on 4% of rows).
+    python_logits = reference.logits([clean(t) for t in TEXTS], batch_size=1)
+    with serve_folder(page) as url, open_page(url) as browser:
+        assert browser.evaluate("t => edgebert.clean(t)", TRICKY) == [clean(t) for t in TRICKY]
+        page_ids = browser.evaluate("t => edgebert.tokenize(t)", TEXTS)
+        settings, results = classify_in_page(browser, TEXTS)
+        browser.fill("#text", TEXTS[0])
+        browser.click("#classify")
+        shown = browser.wait_for_selector("#label").inner_text()
+    assert settings["threads"] == 1 and settings["simd"] and not settings["cross_origin_isolated"]
+    assert page_ids == python_ids
+    labels = np.array([r["index"] for r in results])
+    python_labels = python_logits.argmax(-1)
+    assert 0 < python_labels.sum() < len(TEXTS)  # labels vary, so agreement can fail
+    assert (labels == python_labels).mean() >= 0.995
+    assert np.abs(np.array([r["logits"] for r in results]) - python_logits).max() < 1e-4
+    assert shown == results[0]["label"]
+
+
+@needs_browser
+def test_cross_origin_isolated_server_gives_the_page_threads(web_page):
+    _, page = web_page
+    with serve_folder(page, isolated=True) as url, open_page(url) as browser:
+        settings, results = classify_in_page(browser, TEXTS[:8])
+    assert settings["cross_origin_isolated"] and settings["threads"] > 1
+    assert len(results) == 8
+
+
+def test_lemmatized_model_is_refused_with_the_step(web_page, tmp_path, run_cli):
+    shipped, _ = web_page
+    folder = tmp_path / "onnx"
+    shutil.copytree(shipped.parent, folder)
+    write_model_meta(folder, {"labels": ["negative", "positive"], "clean": ["lemmatize:en"]})
+    code, _, err = run_cli("export", folder / shipped.name, "--web", tmp_path / "page")
+    assert code == 2 and "cleaning step 'lemmatize:en' has no browser version" in err, err
+
+
+def test_missing_npm_is_one_line(web_page, tmp_path, run_cli, monkeypatch):
+    shipped, _ = web_page
+    monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("export.web.shutil.which", lambda name: None)
+    code, _, err = run_cli("export", shipped, "--web", tmp_path / "page")
+    assert code == 2 and "--web needs npm" in err and "onnxruntime-web@" in err, err
+    assert "Traceback" not in err
