@@ -50,10 +50,7 @@ def _study(config: SearchConfig, seed: int, name: str, root: Path) -> optuna.Stu
     url = config.storage or f"sqlite:///{(root / 'study.db').resolve()}"
     wait = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     sampler = _sampler(config.method, seed)
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=wait)
-    except Exception as exc:  # noqa: BLE001 - a bad URL or an unreachable database
-        raise EdgebertError(f"search.storage: cannot open {url}: {first_line(exc)}") from None
+    storage = _open_storage(url, wait)
     try:
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize", sampler=sampler
@@ -71,6 +68,21 @@ def _study(config: SearchConfig, seed: int, name: str, root: Path) -> optuna.Stu
         else:
             _wait_for_queue(study, len(points))
     return study
+
+
+def _open_storage(url: str, engine_kwargs: dict, attempts: int = 5):
+    """Optuna's RDB storage. Workers that start together on a fresh database race to create its
+    schema, and the loser gets a unique-constraint error (seen in CI on alembic_version); by the
+    next attempt the schema is there. A bad URL fails the same way every time, then stops."""
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable database, a race
+            if attempt == attempts - 1:
+                raise EdgebertError(
+                    f"search.storage: cannot open {url}: {first_line(exc)}"
+                ) from None
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _wait_for_queue(study: optuna.Study, size: int, seconds: float = 120) -> None:

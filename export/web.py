@@ -17,6 +17,7 @@ at export time, so the page works from any plain static file server, offline, wi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,18 +37,10 @@ RUNTIME_FILES = {
 PAGE_DIR = Path(__file__).resolve().parent / "web_page"
 PAGE_FILES = ("index.html", "app.mjs", "clean.mjs")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-# The cleaning steps clean.mjs ports (tests check both lists against compress.cleaning).
+# The cleaning steps clean.mjs ports, read from its CLEANERS table (a test checks them against
+# compress.cleaning, which export may not import).
 BROWSER_CLEAN_STEPS = frozenset(
-    {
-        "strip_html",
-        "unescape",
-        "nfkc",
-        "remove_control",
-        "collapse_whitespace",
-        "lower",
-        "replace_urls",
-        "replace_users",
-    }
+    re.findall(r"^  (\w+): ", (PAGE_DIR / "clean.mjs").read_text(encoding="utf-8"), re.M)
 )
 
 

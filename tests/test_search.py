@@ -165,3 +165,25 @@ def test_two_workers_share_one_study_and_run_each_trial_once(tmp_path, tiny_mode
         assert root.name == "lr-grid-search" and (root / "best.yaml").is_file()
     last = max((Path(o.strip().splitlines()[-1]) for o in outputs), key=lambda r: r.stat().st_mtime)
     assert len(json.loads((last / "summary.json").read_text())["trials"]) == 6
+
+
+def test_a_worker_that_loses_the_schema_race_opens_the_study_on_retry(tmp_path, monkeypatch):
+    """CI saw it: two workers on a fresh database both create Optuna's schema, one gets
+    `UNIQUE constraint failed: alembic_version.version_num`. It must retry, not exit."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError
+
+    from compress import search
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE"))
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(search.optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(search.time, "sleep", lambda seconds: None)
+    storage = search._open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", {})
+    assert len(calls) == 2 and storage.get_all_studies() == []
