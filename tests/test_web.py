@@ -14,7 +14,8 @@ from bench.files import write_model_meta
 from bench.runtime import open_model
 from bench.tokenizer import FastTokenizer
 from compress.cleaning import CLEANERS, make_cleaner
-from export.web import BROWSER_CLEAN_STEPS
+from compress.model_names import cache_dir
+from export.web import BROWSER_CLEAN_STEPS, WEB_PACKAGES, installed_version
 from tests.browser import CHROMIUM, classify_in_page, open_page, serve_folder
 from tests.conftest import sample_rows
 
@@ -27,6 +28,11 @@ TRICKY = [
 ]
 TEXTS = TRICKY + [r["text"] for r in sample_rows("validation", 200, seed=5)]
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
+needs_runtime = pytest.mark.skipif(
+    shutil.which("npm") is None
+    and not all(installed_version(cache_dir() / "web" / "node_modules", p) for p in WEB_PACKAGES),
+    reason="no npm to fetch the page's runtime, and no runtime fetched before",
+)
 
 
 def test_every_python_cleaning_step_but_lemmatize_has_a_browser_version():
@@ -60,6 +66,7 @@ def web_page(varied_model_dir, tmp_path_factory):
     return root / "onnx" / "model_dynamic_int8.onnx", root / "page"
 
 
+@needs_runtime
 def test_page_holds_every_file_it_loads(web_page):
     shipped, page = web_page
     assert (page / shipped.name).read_bytes() == shipped.read_bytes()
@@ -71,6 +78,7 @@ def test_page_holds_every_file_it_loads(web_page):
 
 
 @needs_browser
+@needs_runtime
 def test_browser_reads_and_labels_like_onnx_runtime_in_python(web_page):
     shipped, page = web_page
     reference = open_model(shipped)
@@ -98,6 +106,7 @@ def test_browser_reads_and_labels_like_onnx_runtime_in_python(web_page):
 
 
 @needs_browser
+@needs_runtime
 def test_cross_origin_isolated_server_gives_the_page_threads(web_page):
     _, page = web_page
     with serve_folder(page, isolated=True) as url, open_page(url) as browser:
@@ -106,6 +115,7 @@ def test_cross_origin_isolated_server_gives_the_page_threads(web_page):
     assert len(results) == 8
 
 
+@needs_runtime
 def test_lemmatized_model_is_refused_with_the_step(web_page, tmp_path, run_cli):
     shipped, _ = web_page
     folder = tmp_path / "onnx"
@@ -115,6 +125,7 @@ def test_lemmatized_model_is_refused_with_the_step(web_page, tmp_path, run_cli):
     assert code == 2 and "cleaning step 'lemmatize:en' has no browser version" in err, err
 
 
+@needs_runtime
 def test_missing_npm_is_one_line(web_page, tmp_path, run_cli, monkeypatch):
     shipped, _ = web_page
     monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path / "cache"))
