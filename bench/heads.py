@@ -30,6 +30,12 @@ POOLINGS = ("cls", "mean", "max", "cls_mean")
 CONFIG_KEY = "classifier_pooling"
 
 
+def checked_pooling(how: str) -> str:
+    if how not in POOLINGS:
+        raise ValueError(f"{CONFIG_KEY}: expected one of {', '.join(POOLINGS)}, got {how!r}")
+    return how
+
+
 def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     """One vector per row from the last hidden states; padding never counts."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)
@@ -38,9 +44,9 @@ def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Ten
         return mean
     if how == "max":
         return hidden.masked_fill(weights == 0, torch.finfo(hidden.dtype).min).amax(1)
-    if how == "cls_mean":
+    if checked_pooling(how) == "cls_mean":
         return torch.cat([hidden[:, 0], mean], dim=-1)
-    raise ValueError(f"{CONFIG_KEY}: expected one of {', '.join(POOLINGS)}, got {how!r}")
+    raise ValueError(f"{CONFIG_KEY}: '{how}' reads [CLS] through BERT's pooler, not here")
 
 
 class PooledBertForSequenceClassification(BertForSequenceClassification):
@@ -107,10 +113,7 @@ def pooling_of(config) -> str:
     value = (
         config.get(CONFIG_KEY) if isinstance(config, dict) else getattr(config, CONFIG_KEY, None)
     )
-    how = value or "cls"
-    if how not in POOLINGS:
-        raise ValueError(f"{CONFIG_KEY}: expected one of {', '.join(POOLINGS)}, got {how!r}")
-    return how
+    return checked_pooling(value or "cls")
 
 
 def declared_pooling(folder: Path) -> str:
@@ -132,9 +135,7 @@ def sequence_classifier_class(folder: Path):
 def with_pooling(model, how: str):
     """The same encoder under another head. The classifier is kept where its width still fits
     (and is new for `cls_mean`); a BERT pooler dropped earlier is drawn fresh for `cls`."""
-    if how not in POOLINGS:
-        raise ValueError(f"{CONFIG_KEY}: expected one of {', '.join(POOLINGS)}, got {how!r}")
-    if pooling_of(model.config) == how:
+    if pooling_of(model.config) == checked_pooling(how):
         return model
     if not isinstance(model, BertForSequenceClassification):
         raise ValueError(
