@@ -456,16 +456,15 @@ def _package(
 ) -> None:
     """Package the shipped file as a Triton repository and/or a browser page, as asked."""
     from export.triton import preferred_batch_sizes, write_triton_repository
-    from export.web import web_runtime, write_web_page
+    from export.web import write_web_page
 
     if triton is not None:
         with FolderLock(triton, "export"):
             write_triton_repository(onnx_path, triton, triton_name, preferred_batch_sizes(report))
         typer.echo(f"triton\t{onnx_path.name}\t{triton}")
     if web is not None:
-        modules = web_runtime(cache_dir() / "web")
         with FolderLock(web, "export"):
-            write_web_page(onnx_path, web, modules)
+            write_web_page(onnx_path, web, cache_dir() / "web")
         typer.echo(f"web\t{onnx_path.name}\t{web}")
 
 

@@ -77,9 +77,10 @@ def web_runtime(folder: Path) -> Path:
     return modules
 
 
-def write_web_page(onnx_path: Path, out_dir: Path, modules: Path) -> Path:
+def write_web_page(onnx_path: Path, out_dir: Path, runtime_folder: Path) -> Path:
     """Write the page for `onnx_path` (its tokenizer and edgebert.json beside it) into
-    `out_dir`; `modules` is the node_modules folder of `web_runtime`."""
+    `out_dir`. The file is checked first, so a bad model is refused before npm runs;
+    `runtime_folder` is where `web_runtime` keeps the npm packages."""
     if not onnx_path.is_file():
         raise ExportError(f"model not found: {onnx_path}")
     folder = onnx_path.parent
@@ -93,6 +94,7 @@ def write_web_page(onnx_path: Path, out_dir: Path, modules: Path) -> Path:
     unported = [s for s in meta["clean"] if s not in BROWSER_CLEAN_STEPS]
     if unported:
         raise ExportError(f"{onnx_path}: cleaning step '{unported[0]}' has no browser version")
+    modules = web_runtime(runtime_folder)
     runtime = out_dir / "runtime"
     runtime.mkdir(parents=True, exist_ok=True)
     for package, files in RUNTIME_FILES.items():

@@ -133,3 +133,11 @@ def test_missing_npm_is_one_line(web_page, tmp_path, run_cli, monkeypatch):
     code, _, err = run_cli("export", shipped, "--web", tmp_path / "page")
     assert code == 2 and "--web needs npm" in err and "onnxruntime-web@" in err, err
     assert "Traceback" not in err
+
+
+def test_a_missing_model_is_refused_before_npm_runs(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setenv("EDGEBERT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("export.web.shutil.which", lambda name: None)
+    code, _, err = run_cli("export", tmp_path / "none.onnx", "--web", tmp_path / "page")
+    assert code == 2 and f"model not found: {tmp_path / 'none.onnx'}" in err, err
+    assert not (tmp_path / "cache").exists()
