@@ -27,6 +27,7 @@ from bench.files import write_json_atomic, write_text_atomic
 from bench.metrics import population_stability
 from bench.paired import bootstrap_intervals, paired_difference
 from bench.probabilities import confidence_shares, label_shares
+from bench.report import interval_text
 from bench.runtime import open_model
 from bench.schema import Accuracy, BenchReport
 from compress.engine import run_recipe
@@ -78,12 +79,12 @@ class Verdict:
         if "retrain" in self.checks:
             run = self.checks["retrain"]
             diff = run["new_minus_old"]
+            accuracy = interval_text(diff["accuracy_diff"], diff["accuracy_ci"])
+            macro_f1 = interval_text(diff["macro_f1_diff"], diff["macro_f1_ci"])
             lines += [
                 f"Retrained with the feedback: {run['run_dir']}. New minus old on "
-                f"{run['validation_rows']} validation rows: accuracy "
-                f"{diff['accuracy_diff']:+.4f} ({diff['accuracy_ci'][0]:+.4f} to "
-                f"{diff['accuracy_ci'][1]:+.4f}), macro-F1 {diff['macro_f1_diff']:+.4f} "
-                f"({diff['macro_f1_ci'][0]:+.4f} to {diff['macro_f1_ci'][1]:+.4f}).",
+                f"{run['validation_rows']} validation rows, in points: accuracy {accuracy}, "
+                f"macro-F1 {macro_f1}.",
                 "",
             ]
         return "\n".join(lines)

@@ -123,3 +123,7 @@ def test_an_alarm_with_retrain_runs_the_recipe_on_the_feedback_and_compares(
     assert run["validation_rows"] == 100 and run["new_model"].startswith(str(run_dir))
     assert run["new_minus_old"]["resamples"] == 2000
     assert "Retrained with the feedback:" in out
+    diff = run["new_minus_old"]
+    points = f"{100 * diff['macro_f1_diff']:+.1f} (95% CI {100 * diff['macro_f1_ci'][0]:+.1f} to"
+    assert f"in points: accuracy {100 * diff['accuracy_diff']:+.1f} (95% CI" in out
+    assert f"macro-F1 {points}" in out
