@@ -31,6 +31,16 @@ def load_tokenizer(model_dir: Path):
         raise EdgebertError(f"{model_dir}: cannot load tokenizer ({first_line(exc)})") from None
 
 
+def classifier_label_count(model_dir: Path) -> int:
+    """How many labels a saved classifier predicts, from its config alone: callers that only
+    check a model (e.g. a teacher whose logits ONNX Runtime computes) need not load its weights."""
+    check_model_dir(model_dir)
+    try:
+        return transformers.AutoConfig.from_pretrained(str(model_dir)).num_labels
+    except (OSError, ValueError) as exc:
+        raise EdgebertError(f"{model_dir}: cannot load model ({first_line(exc)})") from None
+
+
 def load_classifier(
     model_dir: Path, label_names: Sequence[str] | None = None, task: str = "text-classification"
 ):

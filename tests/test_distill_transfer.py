@@ -2,6 +2,8 @@
 student token maps (the assistant chain), transfer sets, and teacher logits through ORT."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from transformers import (
 )
 
 from compress.errors import EdgebertError
-from compress.model_io import load_tokenizer
+from compress.model_io import load_classifier, load_tokenizer
 from compress.modifiers.prune import heads_per_layer, prune_heads
 from compress.relations import layer_relations, relation_kl
 from compress.stages.bench import stage_rows
@@ -181,11 +183,19 @@ def test_assistant_chain_with_relations_transfer_set_and_pruning(
 
 
 def test_teacher_logits_through_onnxruntime_match_pytorch_and_travel_as_an_archive(
-    tmp_path, tiny_model_dir, tiny_data, transfer_file, run_cli
+    tmp_path, tiny_model_dir, tiny_data, transfer_file, run_cli, monkeypatch
 ):
     """Two students of one run: teacher logits (train + transfer rows) from ORT and from
     PyTorch agree; the ORT throughput is reported. Each stage also leaves the logits as the
-    portable `teacher_logits.npz`, which a run without the teacher distils from."""
+    portable `teacher_logits.npz`, which a run without the teacher distils from. The ORT path
+    never loads the PyTorch teacher (an MPNet teacher's 438 MB stay on disk)."""
+    loaded: list[Path] = []
+
+    def recording_load(model_dir, *args, **kwargs):
+        loaded.append(Path(model_dir))
+        return load_classifier(model_dir, *args, **kwargs)
+
+    monkeypatch.setattr("compress.modifiers.distill.load_classifier", recording_load)
     stages = ""
     for runtime in ("onnxruntime", "torch"):
         stages += f"""  - type: train
@@ -207,6 +217,7 @@ def test_teacher_logits_through_onnxruntime_match_pytorch_and_travel_as_an_archi
     report = metrics["student-onnxruntime"]["modifiers"]["distill"]["teacher_logits"]
     assert report["runtime"] == "onnxruntime" and report["rows_per_second"] > 0
     assert "rows through onnxruntime" in err
+    assert loaded == [run_dir / "stages" / "00-finetune" / "model"]  # the torch student's only
     archive = run_dir / "stages" / "02-student-torch" / "teacher_logits.npz"
     with np.load(archive) as saved:
         assert np.array_equal(saved["train_logits"], caches[1]["logits"].numpy())
@@ -224,3 +235,29 @@ def test_teacher_logits_through_onnxruntime_match_pytorch_and_travel_as_an_archi
     _, alone_metrics, err = run_ok(run_cli, alone, tmp_path / "alone")
     assert "distill: teacher ready" in err and "(logits cached)" in err
     assert alone_metrics["train"]["transfer_rows"] == 40
+
+
+def test_a_teacher_with_another_label_count_is_one_line_before_any_training(
+    tmp_path, tiny_model_dir, tiny_data, run_cli
+):
+    """Checked from the teacher's config alone, before its logits or the student's first step."""
+    teacher = tmp_path / "three-label-teacher"
+    shutil.copytree(tiny_model_dir, teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    config["id2label"] = {"0": "a", "1": "b", "2": "c"}
+    config["label2id"] = {"a": 0, "b": 1, "c": 2}
+    (teacher / "config.json").write_text(json.dumps(config))
+    recipe = tmp_path / "mismatch.yaml"
+    recipe.write_text(
+        tiny_recipe(tiny_model_dir, tiny_data, epochs=1).split("  - type:")[0]
+        + f"""  - type: train
+    model: {tiny_model_dir}
+    training: {{lr: 5.0e-4, batch_size: 16, epochs: 1}}
+    with:
+      - distill: {{teacher: {teacher}}}
+"""
+    )
+    code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    last = err.splitlines()[-1]
+    assert code == 2 and f"distill.teacher: {teacher} predicts 3 labels, the task has 2" in last
+    assert "Traceback" not in err and " steps " not in err  # no training step was taken

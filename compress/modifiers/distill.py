@@ -32,7 +32,7 @@ from compress.config import Strict
 from compress.data import encode, make_collate
 from compress.errors import EdgebertError
 from compress.logits_archive import load_logits_archive, save_logits_archive
-from compress.model_io import load_classifier, load_tokenizer
+from compress.model_io import classifier_label_count, load_classifier, load_tokenizer
 from compress.modifiers.base import Modifier
 from compress.relations import KINDS, layer_relations, relation_kl
 from compress.training import batched_logits
@@ -172,10 +172,10 @@ class Distill(Modifier):
             teacher_dir = ctx.resolve_model_ref(cfg.teacher)
         except EdgebertError as exc:
             raise EdgebertError(f"distill.teacher: {exc}") from None
-        teacher = load_classifier(teacher_dir)
-        if teacher.config.num_labels != len(phase.label_names):
+        labels = classifier_label_count(teacher_dir)
+        if labels != len(phase.label_names):
             raise EdgebertError(
-                f"distill.teacher: {teacher_dir} predicts {teacher.config.num_labels} labels, "
+                f"distill.teacher: {teacher_dir} predicts {labels} labels, "
                 f"the task has {len(phase.label_names)}"
             )
         teacher_tokenizer = load_tokenizer(teacher_dir)
@@ -195,21 +195,26 @@ class Distill(Modifier):
             if same or self.token_map is not None
             else encode(teacher_tokenizer, phase.train_texts, phase.max_length)[0]
         )
-        teacher.to(self.device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        pad = teacher_tokenizer.pad_token_id or 0
         if cfg.cache_logits and not cfg.token_level:
-            pad = teacher_tokenizer.pad_token_id or 0
-            self.cached = self._cached_logits(teacher, teacher_ids, pad, teacher_dir, phase)
+            self.cached = self._cached_logits(teacher_dir, teacher_ids, pad, phase)
             return
-        self.teacher = teacher
+        self.teacher = self._frozen_teacher(teacher_dir)
         self.teacher_ids = teacher_ids
-        self.teacher_pad = teacher_tokenizer.pad_token_id or 0
+        self.teacher_pad = pad
         self.same_tokenizer = same or self.token_map is not None
         if cfg.token_level:
-            self._setup_transfer(phase, teacher)
+            self._setup_transfer(phase, self.teacher)
 
-    def _cached_logits(self, teacher, ids, pad_id: int, teacher_dir: Path, phase) -> torch.Tensor:
+    def _frozen_teacher(self, teacher_dir: Path):
+        """The PyTorch teacher, on the student's device, in eval mode and without gradients;
+        loaded only where it runs (live every step, or computing the logits on a GPU)."""
+        teacher = load_classifier(teacher_dir).to(self.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
+
+    def _cached_logits(self, teacher_dir: Path, ids, pad_id: int, phase) -> torch.Tensor:
         """Teacher logits of every training and transfer row, from the cache file keyed by the
         teacher's weights and the token ids it reads (so by text and tokenization)."""
         key = hashlib.sha256()
@@ -227,7 +232,7 @@ class Distill(Modifier):
             self._onnx_teacher_logits(teacher_dir, phase, digest)
             if on_cpu
             else batched_logits(
-                teacher,
+                self._frozen_teacher(teacher_dir),
                 ids,
                 phase.training.eval_batch_size,
                 pad_id,
@@ -255,7 +260,6 @@ class Distill(Modifier):
             phase.train_texts,
             str(teacher_dir),
         )
-        del teacher
         return tensor.to(self.device)
 
     def _onnx_teacher_logits(self, teacher_dir: Path, phase, digest: str) -> np.ndarray:
