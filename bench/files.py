@@ -9,6 +9,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,64 @@ def replace_file(staged: Path | str, target: Path | str) -> None:
     os.replace(staged, target)
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable: without it a power cut can undo the rename even
+    though the file's own bytes were synced."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def staging_dir(target: Path) -> Path:
+    """A fresh private folder beside `target` to write a new version into (`.NAME.new-XXXX`);
+    `replace_dir_atomic` swaps it in, `clean_stale_swaps` removes it if its writer died."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
+
+
+def replace_dir_atomic(tmp_dir: Path, target: Path) -> None:
+    """Swap a fully written directory into place; the old one is removed only afterwards.
+    The old copy's name is unique (`mkdtemp`), not the pid: in a container every start has the
+    same pid, and a leftover from a killed run must not collide with the next swap."""
+    os.chmod(tmp_dir, 0o777 & ~current_umask())
+    old = None
+    if target.exists() or target.is_symlink():
+        old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+        os.replace(target, old)  # a directory renames over an empty one
+    os.replace(tmp_dir, target)
+    fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_replaced_dir(target: Path) -> None:
+    """Undo a swap that a kill interrupted between its two renames: put the old copy back.
+
+    `replace_dir_atomic` moves the old directory aside before moving the new one in; a SIGKILL
+    between the two leaves only `.<name>.old-*`, which is complete and is restored here. Other
+    leftovers of dead swaps (older copies, half-written `.new-*` folders) are removed."""
+    leftovers = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if leftovers and not target.exists():
+        os.replace(leftovers.pop(), target)
+        fsync_dir(target.parent)
+    for stale in leftovers + list(target.parent.glob(f".{target.name}.new-*")):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def clean_stale_swaps(root: Path) -> None:
+    """Finish or discard every directory swap a killed writer left below `root` (call it while
+    holding the folder's lock, so no live writer's `.new-*` folder is taken)."""
+    for old in list(root.rglob(".*.old-*")):
+        name = old.name[1:].rsplit(".old-", 1)[0]
+        if old.is_dir() and not old.is_symlink():
+            recover_replaced_dir(old.parent / name)
+    for new in list(root.rglob(".*.new-*")):
+        if new.is_dir() and not new.is_symlink():
+            shutil.rmtree(new, ignore_errors=True)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -54,7 +113,8 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        replace_file(tmp, path)
+        replace_file(tmp, path)  # a rename replaces a planted symlink, never writes through it
+        fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -114,6 +174,24 @@ def read_lines(path: Path, missing: str = "file not found") -> list[str]:
 LOCK_FILE = ".edgebert.lock"
 
 
+def open_no_follow(path: Path, flags: int, mode: int = 0o644) -> int:
+    """`os.open` that refuses a symbolic link at `path` (a planted link to another file must
+    not make us truncate or append to that file): a one-line error instead."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BenchError(f"{path} is a symbolic link: refusing to write through it") from None
+        raise
+
+
+def append_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """Append to a log file, creating it with `mode`, never through a symbolic link."""
+    fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, mode)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 class FolderLock:
     """An exclusive lock on a folder that one edgebert process writes (a run directory, an
     export folder): a second writer gets a one-line error instead of interleaving its files with
@@ -126,7 +204,7 @@ class FolderLock:
 
     def acquire(self) -> FolderLock:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_no_follow(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

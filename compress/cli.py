@@ -25,9 +25,9 @@ from bench.options import DEFAULTS as BENCH
 from bench.options import BenchOptions, name_models
 from compress import __version__
 from compress.errors import USER_ERRORS, EdgebertError
-from compress.model_names import cache_dir
-from compress.serve_limits import ServeLimits
-from compress.traffic_log import TrafficLog, read_traffic
+from compress.models.names import cache_dir
+from compress.serving.limits import ServeLimits
+from compress.serving.traffic_log import TrafficLog, read_traffic
 from export.options import QUANTIZE_MODES, ExportOptions
 
 EXPORT = ExportOptions()
@@ -85,10 +85,10 @@ def run(
     ),
 ) -> None:
     """Run a recipe end to end and write a run directory (or resume one)."""
-    from compress import distributed
-    from compress.engine import RESOLVED_RECIPE, run_recipe
-    from compress.recipe import load_recipe
-    from compress.task_data import load_task_data
+    from compress.data.task_data import load_task_data
+    from compress.engine.recipe import load_recipe
+    from compress.engine.runner import RESOLVED_RECIPE, run_recipe
+    from compress.training import distributed
 
     if nproc > 1 and not distributed.active():
         if resume is not None or dry_run:
@@ -129,7 +129,7 @@ def run(
         )
         return
     if parsed.search is not None:
-        from compress.search import run_search
+        from compress.engine.search import run_search
 
         if run_dir is not None or until is not None:
             raise EdgebertError(
@@ -156,7 +156,7 @@ def predict(
     file: Optional[Path] = typer.Option(None, "--file", help="a .txt (one per line) or .jsonl"),
 ) -> None:
     """Classify text; prints one JSON object per text."""
-    from compress.predict import Predictor, read_texts
+    from compress.serving.predict import Predictor, read_texts
 
     if (text is None) == (file is None):
         raise EdgebertError("give either a text or --file, not both or neither")
@@ -183,8 +183,8 @@ def explain(
     as_json: bool = typer.Option(False, "--json", help="one JSON object per text, no colour"),
 ) -> None:
     """Which words made the model choose its label (coloured, or JSON; --html for a page)."""
-    from compress.explain import Occlusion, explain_text, open_explained_model, write_html
-    from compress.predict import read_texts
+    from compress.serving.explain import Occlusion, explain_text, open_explained_model, write_html
+    from compress.serving.predict import read_texts
 
     if (text is None) == (file is None):
         raise EdgebertError("give either a text or --file, not both or neither")
@@ -198,7 +198,7 @@ def explain(
     elif not model.is_dir():
         raise EdgebertError("--method: integrated gradients needs a PyTorch model directory")
     else:
-        from compress.explain_ig import IntegratedGradients
+        from compress.serving.explain_ig import IntegratedGradients
 
         scorer = IntegratedGradients(predictor.runner, model)
     explanations = [
@@ -236,16 +236,16 @@ def monitor(
     ),
 ) -> None:
     """Compare the model now (feedback, traffic) with its bench report; exit 1 on an alarm."""
-    from compress.data import read_split
-    from compress.monitor import (
+    from compress.data.splits import read_split
+    from compress.engine.retrain import retrain
+    from compress.serving.monitor import (
         Thresholds,
         Verdict,
         check_feedback,
         check_traffic,
         load_reference,
-        retrain,
     )
-    from compress.predict import Predictor
+    from compress.serving.predict import Predictor
 
     if feedback is None and traffic is None:
         raise EdgebertError("give --feedback and/or --traffic to compare with the reference")
@@ -286,6 +286,12 @@ def serve(
         LIMITS.deadline_ms, "--deadline-ms", min=1, help="answer by then or 504"
     ),
     max_body_bytes: int = typer.Option(LIMITS.max_body_bytes, "--max-body-bytes", min=64),
+    body_seconds: float = typer.Option(
+        LIMITS.body_seconds, "--body-seconds", min=0.1, help="receive a body by then or 408"
+    ),
+    max_connections: int = typer.Option(
+        LIMITS.max_connections, "--max-connections", min=1, help="open connections; then 503"
+    ),
     max_chars: int = typer.Option(LIMITS.max_chars, "--max-chars", min=1),
     drain_seconds: float = typer.Option(LIMITS.drain_seconds, "--drain-seconds", min=0),
     log_predictions: Optional[Path] = typer.Option(
@@ -294,12 +300,23 @@ def serve(
     log_texts: bool = typer.Option(
         False, "--log-texts", help="log the texts themselves, not only their SHA-256"
     ),
+    docs: bool = typer.Option(
+        False, "--docs", help="also serve the API pages /docs, /openapi.json"
+    ),
 ) -> None:
     """Serve /predict, /health, /live, /ready and /metrics (Prometheus) over HTTP."""
-    from compress.serve import serve as run_server
+    from compress.serving.serve import serve as run_server
 
     limits = ServeLimits(
-        max_batch, max_wait_ms, max_queue, deadline_ms, max_body_bytes, max_chars, drain_seconds
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        deadline_ms=deadline_ms,
+        max_body_bytes=max_body_bytes,
+        body_seconds=body_seconds,
+        max_connections=max_connections,
+        max_chars=max_chars,
+        drain_seconds=drain_seconds,
     )
     typer.echo(
         f"serving {model} on http://{host}:{port} "
@@ -307,7 +324,7 @@ def serve(
         err=True,
     )
     traffic = TrafficLog(log_predictions, log_texts) if log_predictions else None
-    run_server(model, host, port, limits, traffic)
+    run_server(model, host, port, limits, traffic, docs)
 
 
 @app.command()
@@ -318,8 +335,8 @@ def loadtest(
     concurrency: int = typer.Option(8, "--concurrency", min=1, max=256),
 ) -> None:
     """Load-test a running server for a bounded time; prints requests/s and p50/p99 (JSON)."""
-    from compress.predict import read_texts
-    from compress.serve import load_test
+    from compress.serving.loadtest import load_test
+    from compress.serving.predict import read_texts
 
     typer.echo(json.dumps(load_test(url, read_texts(file), seconds, concurrency)))
 
@@ -362,9 +379,9 @@ def _eval_texts(
 ):
     """(texts, labels or None, label) from a staged data set, a text file, or the shipped sample,
     cleaned the way the model was trained."""
-    from compress.cleaning import make_cleaner
-    from compress.data import find_split_file, read_label_names, read_split, resolve_dataset
-    from compress.predict import read_texts
+    from bench.cleaning import make_cleaner
+    from compress.data.splits import find_split_file, read_label_names, read_split, resolve_dataset
+    from compress.serving.predict import read_texts
 
     if texts_file is not None:
         return read_texts(texts_file), None, str(texts_file)
@@ -563,7 +580,7 @@ def _variants(specs: list[str]) -> dict[str, str]:
 @app.command()
 def schema(out: Optional[Path] = typer.Option(None, "--out", help="write to a file")) -> None:
     """Print the JSON Schema of the recipe format."""
-    from compress.recipe import recipe_json_schema
+    from compress.engine.recipe import recipe_json_schema
 
     text = json.dumps(recipe_json_schema(), indent=2)
     if out:

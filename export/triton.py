@@ -49,7 +49,7 @@ def _cleaner(steps):
     if not steps:
         return lambda text: text
     # The model was trained on cleaned text: the server needs `pip install edgebert` for it.
-    from compress.cleaning import make_cleaner
+    from bench.cleaning import make_cleaner
 
     return make_cleaner(steps)
 

@@ -38,7 +38,7 @@ PAGE_DIR = Path(__file__).resolve().parent / "web_page"
 PAGE_FILES = ("index.html", "app.mjs", "clean.mjs")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 # The cleaning steps clean.mjs ports, read from its CLEANERS table (a test checks them against
-# compress.cleaning, which export may not import).
+# bench.cleaning, which export may not import).
 BROWSER_CLEAN_STEPS = frozenset(
     re.findall(r"^  (\w+): ", (PAGE_DIR / "clean.mjs").read_text(encoding="utf-8"), re.M)
 )

@@ -83,7 +83,10 @@ def test_the_walker_finds_a_cycle_when_there_is_one():
 
 def test_project_imports_have_no_cycle():
     graph = import_graph()
-    assert "compress.training" in graph and "compress.catalog" in graph["compress.recipe"]
+    assert (
+        "compress.training.loop" in graph
+        and "compress.engine.catalog" in graph["compress.engine.recipe"]
+    )
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
 
 
@@ -116,9 +119,9 @@ def test_predict_and_serve_on_an_onnx_file_load_neither_torch_nor_scikit_learn(t
         "from compress.cli import main\n"
         f"sys.argv = ['edgebert', 'predict', {str(onnx_path)!r}, 'a fine film']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "from pathlib import Path\nfrom compress.serve import create_app\n"
+        "from pathlib import Path\nfrom compress.serving.serve import create_app\n"
         f"create_app(Path({str(onnx_path)!r}))\n"
-        "print(sorted(m for m in ('torch', 'sklearn', 'transformers', 'compress.data') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'sklearn', 'transformers', 'compress.data.splits') if m in sys.modules))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from compress.augment import AugmentConfig, apply_step, augment_split, synonym_table
-from compress.data import Split
+from compress.data.augment import AugmentConfig, apply_step, augment_split, synonym_table
+from compress.data.splits import Split
 from tests.conftest import run_ok, tiny_recipe
 
 TEXT = "The flight was great and the staff were very friendly"

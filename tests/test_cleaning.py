@@ -1,6 +1,6 @@
 import pytest
 
-from compress.cleaning import CLEANERS, make_cleaner
+from bench.cleaning import CLEANERS, make_cleaner
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_every_named_step_is_registered():
 
 
 def test_lemmatize_replaces_words_by_their_dictionary_form_and_keeps_the_rest():
-    from compress.cleaning import make_cleaner
+    from bench.cleaning import make_cleaner
 
     clean = make_cleaner(["replace_users", "lemmatize:en"])
     assert clean("@united The flights were delayed, again!") == "@user the flight be delay, again!"
@@ -66,8 +66,8 @@ def test_lemmatize_replaces_words_by_their_dictionary_form_and_keeps_the_rest():
 def test_lemmatize_takes_the_language_from_the_recipe(tmp_path):
     import pytest
 
+    from compress.engine.recipe import load_recipe
     from compress.errors import EdgebertError
-    from compress.recipe import load_recipe
 
     def recipe(data: str):
         path = tmp_path / "r.yaml"

@@ -10,8 +10,9 @@ from transformers import (
     BertForSequenceClassification,
 )
 
+from compress.models.structure import heads_per_layer
 from compress.modifiers.distill import attention_kl, kd_loss, layer_map
-from compress.modifiers.prune import cubic_sparsity, heads_per_layer, prune_ffn, prune_heads
+from compress.modifiers.prune import cubic_sparsity, prune_ffn, prune_heads
 from tests.conftest import run_ok, tiny_recipe
 
 

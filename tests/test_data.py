@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from compress.data import Split, carve_validation, encode, read_split, resolve_dataset, subsample
+from compress.data.splits import (
+    Split,
+    carve_validation,
+    encode,
+    read_split,
+    resolve_dataset,
+    subsample,
+)
 from compress.errors import EdgebertError
 
 LABELS = ["negative", "neutral", "positive"]

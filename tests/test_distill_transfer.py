@@ -15,13 +15,14 @@ from transformers import (
     BertForSequenceClassification,
 )
 
+from compress.data.vocab import VocabConfig, prune_vocabulary, token_id_map
 from compress.errors import EdgebertError
-from compress.model_io import load_classifier, load_tokenizer
-from compress.modifiers.prune import heads_per_layer, prune_heads
-from compress.relations import layer_relations, relation_kl
+from compress.models.model_io import load_classifier, load_tokenizer
+from compress.models.relations import layer_relations, relation_kl
+from compress.models.structure import heads_per_layer
+from compress.modifiers.prune import prune_heads
 from compress.stages.bench import stage_rows
-from compress.training import UNLABELED
-from compress.vocab import VocabConfig, prune_vocabulary, token_id_map
+from compress.training.loop import UNLABELED
 from tests.conftest import run_ok, sample_rows, tiny_recipe, write_jsonl
 from tests.test_training import make_phase
 

@@ -9,7 +9,7 @@ import torch
 
 from bench.heads import POOLINGS, pool_hidden, with_pooling
 from bench.runtime import open_model
-from compress.model_io import load_classifier, load_tokenizer, save_classifier
+from compress.models.model_io import load_classifier, load_tokenizer, save_classifier
 from export.options import ExportOptions, Parity
 from export.pipeline import export_model
 from tests.conftest import sample_rows, tiny_recipe

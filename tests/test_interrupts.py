@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import compress.stages.export as export_stage
-from compress.loop_state import INTERRUPTS
-from compress.training import TrainingPhase
+from compress.training.loop import TrainingPhase
+from compress.training.loop_state import INTERRUPTS
 from tests.conftest import tiny_recipe
 from tests.test_training import make_phase
 

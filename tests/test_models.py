@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-import compress.model_names as models
+import compress.models.names as models
 from compress.errors import EdgebertError
 
 

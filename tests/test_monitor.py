@@ -9,8 +9,8 @@ import json
 import pytest
 
 from bench.__main__ import main as bench_main
-from compress.predict import Predictor
-from compress.traffic_log import TrafficLog
+from compress.serving.predict import Predictor
+from compress.serving.traffic_log import TrafficLog
 from tests.conftest import sample_rows, write_jsonl
 
 

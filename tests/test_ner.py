@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.metrics import entity_spans, token_metrics
+from compress.data.ner_data import IGNORE, encode_words, read_tagged
 from compress.errors import EdgebertError
-from compress.ner_data import IGNORE, encode_words, read_tagged
 from tests.conftest import run_ok
 
 SAMPLE = Path(__file__).parent / "data" / "ner-sample"

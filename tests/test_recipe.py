@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from compress.engine.recipe import parse_recipe, recipe_json_schema
 from compress.errors import EdgebertError
-from compress.recipe import parse_recipe, recipe_json_schema
 
 GOOD = """\
 name: demo

@@ -178,7 +178,7 @@ def test_damaged_checkpoint_is_a_one_line_error(tmp_path, tiny_model_dir, tiny_d
 
 
 def test_a_kill_between_the_two_renames_of_a_checkpoint_swap_is_recovered(tmp_path):
-    from compress.rundir import recover_replaced_dir
+    from bench.files import recover_replaced_dir
 
     target = tmp_path / "checkpoint"
     old = tmp_path / ".checkpoint.old-123"

@@ -272,8 +272,8 @@ def test_parity_failure_fails_the_export_stage_with_numbers(
 
 
 def test_export_before_training_is_refused(tmp_path, tiny_data):
+    from compress.engine.recipe import parse_recipe
     from compress.errors import EdgebertError
-    from compress.recipe import parse_recipe
 
     text = f"name: x\ndata: {{train: {tiny_data / 'train.jsonl'}}}\nstages:\n  - type: export\n"
     with pytest.raises(EdgebertError, match="no training stage comes before export"):

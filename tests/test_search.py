@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from compress.recipe import load_recipe
+from compress.engine.recipe import load_recipe
 from tests.conftest import tiny_recipe
 
 
@@ -63,7 +63,7 @@ def test_grid_search_runs_every_point_and_writes_the_best_recipe(
 
 
 def test_random_search_is_seeded(tmp_path, tiny_model_dir, tiny_data):
-    from compress.search import run_search
+    from compress.engine.search import run_search
 
     recipe = _search_recipe(
         tmp_path,
@@ -173,7 +173,7 @@ def test_a_worker_that_loses_the_schema_race_opens_the_study_on_retry(tmp_path, 
     import optuna
     from sqlalchemy.exc import IntegrityError
 
-    from compress import search
+    from compress.engine import search
 
     real, calls = optuna.storages.RDBStorage, []
 

@@ -13,9 +13,10 @@ import httpx
 import pytest
 
 from compress.errors import EdgebertError
-from compress.predict import Predictor
-from compress.serve import check_loopback, create_app, load_test
-from compress.serve_limits import ServeLimits
+from compress.serving.limits import ServeLimits
+from compress.serving.loadtest import check_loopback, load_test
+from compress.serving.predict import Predictor
+from compress.serving.serve import create_app
 from tests.conftest import sample_rows
 
 TEXTS = [r["text"] for r in sample_rows("validation", 40, seed=5)]
@@ -117,7 +118,7 @@ def test_predict_health_and_metrics(server, tiny_model_dir):
         assert http.post("/predict", json={"texts": []}).status_code == 422
         metrics = http.get("/metrics").text
     assert 'edgebert_requests_total{status="200"}' in metrics
-    assert _metric(metrics, 'edgebert_requests_total{status="422"}') == 1
+    assert _metric(metrics, 'edgebert_requests_total{status="422"}') == 2  # each as answered
     assert _metric(metrics, "edgebert_predicted_total") >= 5
 
 
@@ -170,7 +171,7 @@ def test_load_test_accepts_loopback_names_and_refuses_dead_servers():
 
 
 def test_answers_are_logged_rotating_and_confidence_is_a_histogram(tiny_model_dir, tmp_path):
-    from compress.traffic_log import TrafficLog, read_traffic
+    from compress.serving.traffic_log import TrafficLog, read_traffic
 
     log = tmp_path / "traffic.jsonl"
     traffic = TrafficLog(log, keep_texts=False, max_bytes=2000, backups=2)

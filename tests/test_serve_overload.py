@@ -3,11 +3,7 @@ Retry-After), deadlines, body and text caps, liveness/readiness, and a drain on 
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,8 +13,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from compress.serve import load_test
+from compress.serving.loadtest import load_test
 from tests.conftest import sample_rows
+from tests.servers import server_process
 
 pytestmark = pytest.mark.fault  # the fault suite (README "Fault suite")
 
@@ -45,28 +42,6 @@ def slow_model_dir(tiny_model_dir, tmp_path_factory):
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(str(root), safe_serialization=True)
     return root
-
-
-@contextlib.contextmanager
-def server_process(model, *options: str):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "compress.cli", "serve", str(model), "--port", str(port)]
-    proc = subprocess.Popen([*command, *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/live", timeout=1).status_code == 200:
-                    break
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.1)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 def test_overload_sheds_excess_with_503_and_keeps_admitted_latency_bounded(slow_model_dir):

@@ -32,8 +32,8 @@ def test_quickstart_runs_the_whole_product(tmp_path, run_cli):
 
 
 def test_minilm_exports_with_fp32_parity_and_int8_ops(tmp_path):
-    from compress.model_io import load_classifier, load_tokenizer
-    from compress.model_names import resolve_model
+    from compress.models.model_io import load_classifier, load_tokenizer
+    from compress.models.names import resolve_model
     from export.options import ExportOptions, Parity
     from export.pipeline import export_model
     from tests.conftest import sample_rows

@@ -69,7 +69,7 @@ def test_byte_level_bpe_tokenizer_matches_transformers(tmp_path):
 
 
 def test_the_shipped_minilm_tokenizer_matches_transformers():
-    from compress.model_names import resolve_model
+    from compress.models.names import resolve_model
 
     try:
         folder = resolve_model("minilm-l6")

@@ -1,9 +1,9 @@
 import torch
 
-from compress.config import TrainingConfig
-from compress.data import make_collate
-from compress.model_io import load_classifier, load_tokenizer
-from compress.training import TrainingPhase
+from compress.data.splits import make_collate
+from compress.engine.config import TrainingConfig
+from compress.models.model_io import load_classifier, load_tokenizer
+from compress.training.loop import TrainingPhase
 from tests.conftest import sample_rows
 
 
@@ -166,7 +166,7 @@ def test_class_weighted_kd_weights_each_rows_divergence():
 def test_threshold_offsets_recover_an_under_predicted_class():
     import numpy as np
 
-    from compress.thresholds import best_offsets
+    from compress.training.thresholds import best_offsets
 
     labels = [0] * 50 + [1] * 10
     logits = np.zeros((60, 2))

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from compress.data.vocab import VocabConfig, prune_vocabulary
 from compress.errors import EdgebertError
-from compress.model_io import load_classifier, load_tokenizer, save_classifier
-from compress.vocab import VocabConfig, prune_vocabulary
+from compress.models.model_io import load_classifier, load_tokenizer, save_classifier
 from tests.conftest import run_ok, sample_rows, tiny_recipe
 
 CORPUS = [r["text"] for r in sample_rows("train", 60, seed=3)]
@@ -161,8 +161,8 @@ def test_vocab_pruned_student_distils_from_a_live_teacher_only_with_retokenize(
     # cached logits are what the teacher model says about each cleaned training text.
     from safetensors.torch import load_file
 
+    from bench.cleaning import make_cleaner
     from bench.runtime import open_model
-    from compress.cleaning import make_cleaner
 
     (cache,) = (run_dir / "stages" / "01-student").glob("teacher_logits-*.safetensors")
     cached = load_file(str(cache))["logits"].numpy()

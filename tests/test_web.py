@@ -10,11 +10,11 @@ import shutil
 import numpy as np
 import pytest
 
+from bench.cleaning import CLEANERS, make_cleaner
 from bench.files import write_model_meta
 from bench.runtime import open_model
 from bench.tokenizer import FastTokenizer
-from compress.cleaning import CLEANERS, make_cleaner
-from compress.model_names import cache_dir
+from compress.models.names import cache_dir
 from export.web import BROWSER_CLEAN_STEPS, WEB_PACKAGES, installed_version
 from tests.browser import CHROMIUM, classify_in_page, open_page, serve_folder
 from tests.conftest import sample_rows

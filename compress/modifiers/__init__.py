@@ -1,1 +1,1 @@
-"""Modifiers that act inside a training stage (distill, prune, qat); `compress.catalog` lists them."""
+"""Modifiers that act inside a training stage (distill, prune, qat); `compress.engine.catalog` lists them."""

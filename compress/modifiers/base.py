@@ -1,6 +1,6 @@
 """The modifier contract: objects that act inside one training loop through its hooks.
 
-A modifier is one entry of a training stage's `with:` list; the loop (`compress.training`) calls
+A modifier is one entry of a training stage's `with:` list; the loop (`compress.training.loop`) calls
 its hooks so that several modifiers (distillation, pruning, QAT) act together in one run:
 
 | hook                              | when                                  |
@@ -18,7 +18,7 @@ A modifier asks things of the loop only through the phase's request methods:
 (projections the optimiser must train), `model_reshaped()` (modules replaced: the optimiser is
 rebuilt and best-epoch selection restarts) and `model_changed()` (the model now computes
 differently: this epoch is no best-epoch candidate). It reads the stage it acts in from
-`phase.scope` (`compress.context.StageScope`: the run, the stage's name and folder).
+`phase.scope` (`compress.engine.context.StageScope`: the run, the stage's name and folder).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 if TYPE_CHECKING:
-    from compress.context import RunContext
-    from compress.training import TrainingPhase
+    from compress.engine.context import RunContext
+    from compress.training.loop import TrainingPhase
 
 
 class Modifier:

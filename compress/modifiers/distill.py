@@ -5,12 +5,12 @@ loss = alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + (1 - alpha) * CE
        + hidden.weight * MSE(proj(h_s), h_t) + attention.weight * KL(A_t || A_s)
        + relations.weight * sum over Q-Q, K-K, V-V of KL(R_t || R_s)
 hidden/attention on a uniform layer map (student layer i <-> teacher layer i * L_t / L_s),
-TinyBERT/MiniLM style; relations on one layer pair, MiniLMv2 style (`compress.relations`).
+TinyBERT/MiniLM style; relations on one layer pair, MiniLMv2 style (`compress.models.relations`).
 Teacher logits are computed once over the training and transfer rows and kept on disk (the
 teacher forward pass is then paid once, not every epoch; on a CPU it runs through ONNX Runtime)
 unless token-level transfer needs the teacher every step. The teacher may be an assistant
 (`@assistant`): a student whose vocabulary was cut from the assistant's reads through a token
-map (`compress.vocab.token_id_map`), so token-level transfer still lines up.
+map (`compress.data.vocab.token_id_map`), so token-level transfer still lines up.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from safetensors.torch import load_file, save_file
 
 from bench.errors import BenchError
 from bench.runtime import open_model
-from compress.config import Strict
-from compress.data import encode, make_collate
+from compress.data.splits import encode, make_collate
+from compress.data.transfer import TransferConfig, load_transfer_texts
+from compress.data.vocab import token_id_map
+from compress.engine.config import Strict
 from compress.errors import EdgebertError
-from compress.logits_archive import load_logits_archive, save_logits_archive
-from compress.model_io import classifier_label_count, load_classifier, load_tokenizer
+from compress.models.model_io import classifier_label_count, load_classifier, load_tokenizer
+from compress.models.relations import KINDS, layer_relations, relation_kl
 from compress.modifiers.base import Modifier
-from compress.relations import KINDS, layer_relations, relation_kl
-from compress.training import batched_logits
-from compress.transfer import TransferConfig, load_transfer_texts
-from compress.vocab import token_id_map
+from compress.training.logits_archive import load_logits_archive, save_logits_archive
+from compress.training.loop import batched_logits
 from export.errors import ExportError
 from export.onnx_export import export_onnx
 

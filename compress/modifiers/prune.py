@@ -23,40 +23,16 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from compress.config import Strict
+from compress.engine.config import Strict
 from compress.errors import EdgebertError
+from compress.models.structure import (
+    attention_parts,
+    count_parameters,
+    encoder_layers,
+    ffn_parts,
+    heads_per_layer,
+)
 from compress.modifiers.base import Modifier
-
-
-def encoder_layers(model) -> torch.nn.ModuleList:
-    """The transformer blocks of a BERT-family classifier (BERT, RoBERTa, MPNet, XLM-R...)."""
-    encoder = getattr(model.base_model, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if layers is None:
-        raise EdgebertError(
-            f"{type(model).__name__}: pruning and layer dropping need an encoder.layer stack"
-        )
-    return layers
-
-
-def attention_parts(layer):
-    """(self-attention module with query/key/value, output projection Linear)."""
-    attention = layer.attention
-    inner = getattr(attention, "self", None) or getattr(attention, "attn", None)
-    output = getattr(getattr(attention, "output", None), "dense", None) or getattr(inner, "o", None)
-    return inner, output
-
-
-def _ffn_parts(layer) -> tuple[torch.nn.Linear, torch.nn.Linear]:
-    return layer.intermediate.dense, layer.output.dense
-
-
-def heads_per_layer(model) -> list[int]:
-    return [attention_parts(layer)[0].num_attention_heads for layer in encoder_layers(model)]
-
-
-def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def score_importance(
@@ -95,7 +71,7 @@ def score_importance(
             weight_score(out_proj.weight).view(out_proj.weight.shape[0], heads, size).sum((0, 2))
         )
         head_scores.append(total.cpu())
-        up, down = _ffn_parts(layer)
+        up, down = ffn_parts(layer)
         neurons = (
             weight_score(up.weight).sum(1)
             + weight_score(up.bias)
@@ -158,7 +134,7 @@ def prune_ffn(model, scores: list[torch.Tensor], remove_per_layer: int) -> None:
 def shrink_ffn_to(model, size: int) -> None:
     """Give every FFN `size` neurons (for resuming: weights are loaded right after)."""
     for layer in encoder_layers(model):
-        up, down = _ffn_parts(layer)
+        up, down = ffn_parts(layer)
         if up.out_features == size:
             continue
         new_up = torch.nn.Linear(up.in_features, size).to(up.weight.device)
@@ -194,7 +170,7 @@ class PruneStructured(Modifier):
         model = phase.model
         layers = encoder_layers(model)
         self.total_heads = model.config.num_attention_heads * len(layers)
-        self.original_ffn = _ffn_parts(layers[0])[0].out_features
+        self.original_ffn = ffn_parts(layers[0])[0].out_features
         self.before = count_parameters(model)
         self.end = cfg.end_epoch or cfg.start_epoch
         if self.end > phase.training.epochs:
@@ -223,7 +199,7 @@ class PruneStructured(Modifier):
         removed = prune_heads(
             model, head_scores, remaining_heads - want_heads, cfg.min_heads_per_layer
         )
-        current_ffn = _ffn_parts(encoder_layers(model)[0])[0].out_features
+        current_ffn = ffn_parts(encoder_layers(model)[0])[0].out_features
         want_ffn = self.original_ffn - round(self.original_ffn * cfg.ffn * fraction)
         prune_ffn(model, neuron_scores, current_ffn - want_ffn)
         phase.model_reshaped()

@@ -27,10 +27,10 @@ from torch.ao.quantization import (
 from bench.files import write_model_meta
 from bench.metrics import classification_metrics
 from bench.runtime import open_model
-from compress.config import Strict
+from compress.engine.config import Strict
 from compress.errors import EdgebertError
 from compress.modifiers.base import Modifier
-from compress.training import batched_logits
+from compress.training.loop import batched_logits
 from export.parity import compare_logits
 from export.qdq import fold_weight_quantization, quantize_embedding_tables
 

@@ -1,1 +1,1 @@
-"""Recipe stages (finetune/train, export, bench); `compress.catalog` lists them."""
+"""Recipe stages (finetune/train, export, bench); `compress.engine.catalog` lists them."""

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from compress.config import StageConfig
+from compress.engine.config import StageConfig
 
 if TYPE_CHECKING:
-    from compress.context import RunContext
+    from compress.engine.context import RunContext
 
 
 class Stage:

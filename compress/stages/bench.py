@@ -13,10 +13,10 @@ from bench.options import BenchOptions
 from bench.paired import paired_difference
 from bench.report import write_reports
 from bench.runner import run_benchmark
-from compress.config import StageConfig
+from compress.engine.config import StageConfig
+from compress.engine.summary import Reference, run_summary
 from compress.errors import EdgebertError
 from compress.stages.base import Stage
-from compress.summary import Reference, run_summary
 from export.onnx_export import export_onnx
 from export.openvino_ir import nncf_int8
 from export.quantize import calibration_feeds, optimum_dynamic_int8

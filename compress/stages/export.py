@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress.config import StageConfig
+from compress.engine.config import StageConfig
 from compress.errors import EdgebertError
 from compress.stages.base import Stage
 from export.options import ExportOptions

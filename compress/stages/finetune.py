@@ -13,14 +13,14 @@ from pydantic import Field
 from transformers import set_seed
 
 from bench.heads import POOLINGS, with_pooling
-from compress.config import MetricName, ModifierEntry, StageConfig, Strict, TrainingConfig
-from compress.context import StageScope
+from compress.data.vocab import VocabConfig, prune_vocabulary
+from compress.engine.config import MetricName, ModifierEntry, StageConfig, Strict, TrainingConfig
+from compress.engine.context import StageScope
 from compress.errors import EdgebertError
-from compress.model_io import load_classifier, load_tokenizer, save_classifier
-from compress.modifiers.prune import encoder_layers
+from compress.models.model_io import load_classifier, load_tokenizer, save_classifier
+from compress.models.structure import encoder_layers
 from compress.stages.base import Stage
-from compress.training import TrainingPhase
-from compress.vocab import VocabConfig, prune_vocabulary
+from compress.training.loop import TrainingPhase
 
 
 def drop_layers(model, keep: list[int], field: str) -> None:
@@ -56,7 +56,7 @@ class FinetuneConfig(StageConfig):
         None, description="classifier head (default: the one the starting model was saved with)"
     )
     select_best: MetricName = "accuracy"  # type: ignore[valid-type]
-    # Typed by the modifier union when the recipe model is built (compress.recipe).
+    # Typed by the modifier union when the recipe model is built (compress.engine.recipe).
     with_: list[ModifierEntry] = Field(default_factory=list, alias="with")
 
 

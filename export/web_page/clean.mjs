@@ -1,4 +1,4 @@
-// The cleaning steps of compress/cleaning.py, in the browser: a model trained on cleaned text
+// The cleaning steps of bench/cleaning.py, in the browser: a model trained on cleaned text
 // must read cleaned text here too. Each function mirrors the Python step of the same name;
 // `lemmatize` has no browser version, so edgebert refuses to write a page for such a model.
 

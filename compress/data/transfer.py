@@ -22,10 +22,10 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from compress.augment import AugmentConfig, augment_split
-from compress.cleaning import make_cleaner
-from compress.config import Strict
-from compress.data import SPLIT_NAMES, TaskData, find_split_file, read_texts, resolve_dataset
+from bench.cleaning import make_cleaner
+from compress.data.augment import AugmentConfig, augment_split
+from compress.data.splits import SPLIT_NAMES, TaskData, find_split_file, read_texts, resolve_dataset
+from compress.engine.config import Strict
 from compress.errors import EdgebertError
 
 

@@ -1,4 +1,4 @@
-"""The run directory and atomic directory swaps (file writes: `bench.files`).
+"""The run directory (atomic file writes and directory swaps: `bench.files`).
 
 Layout of `runs/<name>-<timestamp>/`:
     recipe.resolved.yaml   the validated recipe with every default filled in
@@ -13,39 +13,12 @@ file that a later step would load.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.files import FolderLock, current_umask, write_json_atomic
+from bench.files import FolderLock, append_text, write_json_atomic
 from compress.errors import EdgebertError
-
-
-def replace_dir_atomic(tmp_dir: Path, target: Path) -> None:
-    """Swap a fully written directory into place; the old one is removed only afterwards."""
-    os.chmod(tmp_dir, 0o777 & ~current_umask())
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp_dir, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_replaced_dir(target: Path) -> None:
-    """Undo a swap that a kill interrupted between its two renames: put the old copy back.
-
-    `replace_dir_atomic` moves the old directory aside before moving the new one in; a SIGKILL
-    between the two leaves only `.<name>.old-<pid>`, which is complete and is restored here.
-    """
-    if target.exists():
-        return
-    leftovers = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if leftovers:
-        os.replace(leftovers[-1], target)
 
 
 class RunDir:
@@ -93,5 +66,4 @@ class RunDir:
         return path
 
     def log(self, line: str) -> None:
-        with (self.root / "run.log").open("a", encoding="utf-8") as handle:
-            handle.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        append_text(self.root / "run.log", f"{time.strftime('%H:%M:%S')} {line}\n")

@@ -7,7 +7,6 @@ treat text exactly as training did.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,11 +14,10 @@ import transformers
 from safetensors import SafetensorError
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from bench.files import first_line, write_model_meta
+from bench.files import first_line, replace_dir_atomic, staging_dir, write_model_meta
 from bench.heads import sequence_classifier_class
 from compress.errors import EdgebertError
-from compress.model_names import check_model_dir
-from compress.rundir import replace_dir_atomic
+from compress.models.names import check_model_dir
 
 transformers.logging.set_verbosity_error()
 
@@ -72,8 +70,7 @@ def load_classifier(
 
 def save_classifier(model, tokenizer, target: Path, meta: dict) -> Path:
     """Write model (safetensors), tokenizer and edgebert.json, then swap into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp = staging_dir(target)
     model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
     write_model_meta(tmp, meta)

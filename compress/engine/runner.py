@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -18,62 +19,118 @@ import yaml
 from rich.console import Console
 from transformers import set_seed
 
-from bench.files import first_line, is_disk_full, write_text_atomic
-from compress import distributed
-from compress.catalog import STAGES, build_stage
-from compress.context import RunContext
-from compress.data import file_sha256
+from bench.files import (
+    LOCK_FILE,
+    clean_stale_swaps,
+    first_line,
+    is_disk_full,
+    write_text_atomic,
+)
+from compress.data.splits import file_sha256
+from compress.data.task_data import load_task_data
+from compress.engine.catalog import STAGES, build_stage
+from compress.engine.context import RunContext
+from compress.engine.manifest import build_manifest
+from compress.engine.recipe import check_stage_files
+from compress.engine.rundir import RunDir
 from compress.errors import EdgebertError
-from compress.loop_state import INTERRUPTS
-from compress.manifest import build_manifest
-from compress.recipe import check_stage_files
-from compress.rundir import RunDir
-from compress.task_data import load_task_data
+from compress.training import distributed
+from compress.training.loop_state import INTERRUPTS
 
 STATE_FILE = "state.json"
 RESOLVED_RECIPE = "recipe.resolved.yaml"
 
 
+def _portable(path: Path, root: Path) -> str:
+    """A path as state.json keeps it: relative to the run directory when inside it, so a run
+    copied to another machine (or folder) resumes wherever it now lies."""
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _located(value: str, root: Path) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else root / path
+
+
 def _snapshot(ctx: RunContext, completed: int) -> dict:
+    root = ctx.run_dir.root
     return {
         "completed_stages": completed,
-        "models": {k: str(v) for k, v in ctx.models.items()},
-        "artifacts": {s: {k: str(v) for k, v in a.items()} for s, a in ctx.artifacts.items()},
+        "models": {k: _portable(v, root) for k, v in ctx.models.items()},
+        "artifacts": {
+            s: {k: _portable(v, root) for k, v in a.items()} for s, a in ctx.artifacts.items()
+        },
         "results": ctx.results,
-        "last_model": str(ctx.last_model) if ctx.last_model else None,
+        "last_model": _portable(ctx.last_model, root) if ctx.last_model else None,
     }
 
 
 def _restore(ctx: RunContext, state: dict) -> int:
-    ctx.models = {k: Path(v) for k, v in state["models"].items()}
-    ctx.artifacts = {s: {k: Path(v) for k, v in a.items()} for s, a in state["artifacts"].items()}
+    root = ctx.run_dir.root
+    ctx.models = {k: _located(v, root) for k, v in state["models"].items()}
+    ctx.artifacts = {
+        s: {k: _located(v, root) for k, v in a.items()} for s, a in state["artifacts"].items()
+    }
     ctx.results = state["results"]
-    ctx.last_model = Path(state["last_model"]) if state["last_model"] else None
+    ctx.last_model = _located(state["last_model"], root) if state["last_model"] else None
     return int(state["completed_stages"])
 
 
+def data_hashes(files: list[Path]) -> dict[str, str]:
+    """SHA-256 of each data file, keyed by its path relative to the files' common folder (the
+    data set's root): a data set moved to another folder or machine keeps its keys."""
+    resolved = [Path(f).resolve() for f in files]
+    base = Path(os.path.commonpath([p.parent for p in resolved])) if resolved else Path()
+    return {str(p.relative_to(base)): file_sha256(p) for p in resolved}
+
+
+def is_run_dir(folder: Path) -> bool:
+    """Whether `folder` is a run directory edgebert wrote (its recipe and manifest are there)."""
+    return (folder / RESOLVED_RECIPE).is_file() and (folder / "manifest.json").is_file()
+
+
 def prepare_run_dir(out_base: Path, name: str, run_dir: Path | None, overwrite: bool) -> RunDir:
-    """A new timestamped directory, or the exact one asked for (refusing to clobber work)."""
+    """A new timestamped directory, or the exact one asked for, locked for this process.
+    `--overwrite` empties only a run directory (anything else may be a user's own folder), and
+    only after taking its lock, so a run still live in another process is never touched."""
     if run_dir is None:
-        return RunDir.create(out_base, name)
+        rd = RunDir.create(out_base, name)
+        rd.lock()
+        return rd
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise EdgebertError(
                 f"run directory {run_dir} already exists: use --resume {run_dir} to continue it "
                 "or --overwrite to replace it"
             )
-        shutil.rmtree(run_dir)
+        if run_dir.is_symlink() or not is_run_dir(run_dir):
+            raise EdgebertError(
+                f"--overwrite: {run_dir} is not a run directory (no {RESOLVED_RECIPE} and "
+                "manifest.json): refusing to delete it; choose another --run-dir"
+            )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EdgebertError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
-    return RunDir(run_dir)
+    rd = RunDir(run_dir)
+    rd.lock()
+    for entry in run_dir.iterdir():  # the lock file stays: it is what we hold
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return rd
 
 
 def _resumed_state(run_dir: Path, hashes: dict) -> tuple[dict, dict | None]:
     """(manifest, saved stage state) of a run being resumed; its data must not have changed."""
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    if manifest.get("data_sha256") != hashes:
+    if sorted((manifest.get("data_sha256") or {}).values()) != sorted(hashes.values()):
         raise EdgebertError(f"{run_dir}: the data files changed since this run started")
     state_path = run_dir / STATE_FILE
     state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else None
@@ -91,13 +148,13 @@ def _open_run_dir(
         rd = RunDir(run_dir)
         rd.lock()  # before reading its state: a second --resume must not read it half-written
         try:
+            clean_stale_swaps(run_dir)
             manifest, state = _resumed_state(run_dir, hashes)
         except BaseException:
             rd.unlock()
             raise
     else:
         rd = prepare_run_dir(out_base, recipe.name, run_dir, overwrite)
-        rd.lock()
         resolved = recipe.model_dump(mode="json", by_alias=True)
         resolved_text = yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
         write_text_atomic(rd.root / RESOLVED_RECIPE, resolved_text)
@@ -148,7 +205,7 @@ def run_recipe(
     # Data problems are input problems: surface them before any directory or work exists.
     data = load_task_data(recipe.data, recipe.seed, recipe.task)
     check_stage_files(recipe)
-    hashes = {str(p): file_sha256(p) for p in data.files}
+    hashes = data_hashes(data.files)
     rd, manifest, state = _open_run_dir(recipe, hashes, out_base, run_dir, overwrite, resume)
     manifest["status"] = "running"
     rd.write_json("manifest.json", manifest)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.files import read_lines
-from compress.data import SPLIT_NAMES, Split, TaskData, dataset_folder, find_split_file
+from compress.data.splits import SPLIT_NAMES, Split, TaskData, dataset_folder, find_split_file
 from compress.errors import EdgebertError
 
 TAG = re.compile(r"^(O|[BI]-\S+)$")
@@ -139,7 +139,7 @@ def encode_words(
     tokenizer, words: Sequence[Sequence[str]], tags: Sequence[Sequence[int]], max_length: int
 ) -> tuple[list[list[int]], list[list[int]], int]:
     """Subword ids and aligned labels (first piece of a word: its tag; the rest: -100);
-    returns (ids, labels, rows truncated). Rows are cut as `compress.data.encode` cuts them,
+    returns (ids, labels, rows truncated). Rows are cut as `compress.data.splits.encode` cuts them,
     keeping the closing special token."""
     encoded = tokenizer(
         [list(w) for w in words], is_split_into_words=True, truncation=False, verbose=False

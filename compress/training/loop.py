@@ -31,19 +31,19 @@ from rich.progress import (
 from torch.ao.quantization import FakeQuantizeBase
 from transformers import get_linear_schedule_with_warmup, set_seed
 
+from bench.files import recover_replaced_dir
 from bench.metrics import classification_metrics, token_metrics
 from bench.progress import ProgressLine, to_stderr_unless_terminal
-from compress import distributed
-from compress.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from compress.data import EncodedDataset, encode, make_collate
+from compress.data.ner_data import encode_words, word_level
+from compress.data.splits import EncodedDataset, encode, make_collate
 from compress.errors import EdgebertError
-from compress.loop_state import INTERRUPTS, InterruptFlag, LoopState
-from compress.ner_data import encode_words, word_level
-from compress.rundir import recover_replaced_dir
-from compress.thresholds import tune_thresholds
+from compress.training import distributed
+from compress.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from compress.training.loop_state import INTERRUPTS, InterruptFlag, LoopState
+from compress.training.thresholds import tune_thresholds
 
 if TYPE_CHECKING:
-    from compress.context import StageScope
+    from compress.engine.context import StageScope
 
 UNLABELED = -100  # the label of a transfer row: it learns from the teacher only
 # What each epoch records (validation): the ledger of a run is built from these.

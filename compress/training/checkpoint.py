@@ -16,7 +16,6 @@ import io
 import json
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,14 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from bench.files import first_line, write_bytes_atomic, write_json_atomic
+from bench.files import (
+    first_line,
+    replace_dir_atomic,
+    staging_dir,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from compress.errors import EdgebertError
-from compress.rundir import replace_dir_atomic
 
 
 def rng_state() -> dict:
@@ -60,8 +64,7 @@ def save_checkpoint(
 ) -> None:
     """Every file goes through `write_bytes_atomic`, so a full disk surfaces as the OS's own
     ENOSPC error (not a library's wrapper of it) and nothing half-written is kept."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.new-"))
+    tmp = staging_dir(directory)
     try:
         write_bytes_atomic(
             tmp / "model.safetensors", safetensors_bytes(_state_dict_for_save(model.state_dict()))

@@ -1,6 +1,6 @@
 """Recipe format: YAML -> validated pydantic model, with errors that name field and line.
 
-The stage list is a discriminated union built from the stage catalog (`compress.catalog`) when
+The stage list is a discriminated union built from the stage catalog (`compress.engine.catalog`) when
 the model is built, and so is each training stage's `with:` list of modifiers. Validation happens before any work
 starts: a typo in stage 4 must not cost the user a finished stage 1.
 """
@@ -24,8 +24,8 @@ from pydantic import (
 )
 
 from bench.files import first_line
-from compress.catalog import MODIFIERS, STAGES, check_stage_order
-from compress.config import DataConfig, ModifierEntry, SearchConfig, Strict
+from compress.engine.catalog import MODIFIERS, STAGES, check_stage_order
+from compress.engine.config import DataConfig, ModifierEntry, SearchConfig, Strict
 from compress.errors import EdgebertError
 
 

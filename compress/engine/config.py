@@ -1,6 +1,6 @@
 """The recipe's shared config sections: the leaf every stage, modifier and the recipe build on.
 
-Stages and modifiers import their base sections from here, and `compress.recipe` assembles the
+Stages and modifiers import their base sections from here, and `compress.engine.recipe` assembles the
 whole Recipe model from the stage catalog; keeping these models in a module that imports no
 stage, no training code and no recipe logic is what keeps those imports one-way.
 """
@@ -20,9 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+from bench.cleaning import CLEANERS, LEMMA_LANGUAGES, LEMMATIZE
 from bench.metrics import METRIC_NAMES
-from compress.augment import AugmentConfig
-from compress.cleaning import CLEANERS, LEMMA_LANGUAGES, LEMMATIZE
+from compress.data.augment import AugmentConfig
 
 
 def _known_step(step: str) -> str:
@@ -210,7 +210,7 @@ Values = Annotated[list[bool | int | float | str] | Range, BeforeValidator(_as_r
 
 
 class SearchConfig(Strict):
-    """A recipe's `search:` block (run by `compress.search`)."""
+    """A recipe's `search:` block (run by `compress.engine.search`)."""
 
     method: Literal["grid", "random", "tpe"] = "random"
     trials: int = Field(8, ge=1, le=1000, description="trials to run (grid: at most the grid)")

@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compress.data import Split
+from compress.data.splits import Split
 
 WORD = re.compile(r"\w+", re.UNICODE)
 KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")

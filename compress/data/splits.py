@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from compress.errors import EdgebertError
 
-SAMPLES_DIR = Path(__file__).parent / "samples"
+SAMPLES_DIR = Path(__file__).parent.parent / "samples"
 SPLIT_NAMES = ("train", "validation", "test")
 DATA_SUFFIXES = (".jsonl", ".csv", ".tsv")
 
@@ -66,7 +66,7 @@ def dataset_search_path() -> list[Path]:
         paths.append(Path(os.environ["EDGEBERT_DATASETS"]))
     cwd = Path.cwd()
     paths += [cwd / "shared" / "datasets", cwd.parent / "shared" / "datasets"]
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     paths.append(repo.parent / "shared" / "datasets")
     return paths
 

@@ -1,5 +1,5 @@
 """Integrated gradients for `edgebert explain` on a PyTorch model directory (Captum's
-LayerIntegratedGradients on the word embeddings). Kept apart from `compress.explain` so that
+LayerIntegratedGradients on the word embeddings). Kept apart from `compress.serving.explain` so that
 explaining an .onnx file never loads torch.
 
 Baseline: the same sequence with every token but [CLS]/[SEP] replaced by [PAD], the usual choice
@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from captum.attr import LayerIntegratedGradients
 
-from compress.model_io import load_tokenizer
+from compress.models.model_io import load_tokenizer
 
 IG_STEPS = 50
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from compress.errors import EdgebertError
-from compress.modifiers.prune import attention_parts, encoder_layers
+from compress.models.structure import attention_parts, encoder_layers
 
 KINDS = ("query", "key", "value")
 # Projection names per architecture: BERT/RoBERTa/XLM-R (query, key, value), MPNet (q, k, v).

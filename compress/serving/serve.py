@@ -10,29 +10,32 @@ Under overload the server sheds work instead of queueing it without limit (`Serv
 queue holds about one second of work (measured at start) and a full queue answers 503 with
 Retry-After; a request that cannot be answered within its deadline gets 504 and is never
 computed; bodies over the byte cap get 413 (411 without a length) and requests over the
-character cap 413. `/live` says the process answers, `/ready` whether it takes traffic. On
-SIGTERM it drains: `/ready` turns 503, new requests get 503, requests in flight are answered,
-then it exits (uvicorn's graceful shutdown, bounded by `drain_seconds`).
+character cap 413. `/live` says the process and its batcher answer, `/ready` whether it takes
+traffic. On SIGTERM it drains: `/ready` turns 503, new requests get 503, requests in flight are
+answered, then it exits (uvicorn's graceful shutdown, bounded by `drain_seconds`).
+
+Hostile input fails only its own request: texts are checked and cleaned when a request is
+admitted (422 names the text), a fault in a model call fails only that batch, and the batcher
+loop outlives anything a batch raises. Bodies are read by `guard.RequestGuard`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import math
-import socket
 import time
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from bench.probabilities import CONFIDENCE_EDGES
 from compress.errors import EdgebertError
-from compress.predict import Predictor
-from compress.serve_limits import ServeLimits
-from compress.traffic_log import TrafficLog
+from compress.serving.guard import RequestGuard, json_bytes
+from compress.serving.limits import ServeLimits
+from compress.serving.predict import Predictor
+from compress.serving.traffic_log import TrafficLog
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -43,6 +46,17 @@ class PredictRequest(BaseModel):
     """Body of POST /predict (module level: FastAPI resolves the annotation by name)."""
 
     texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS_PER_REQUEST)
+
+
+class SafeJSONResponse(JSONResponse):
+    """Every answer renders, whatever string or number it holds (ASCII escapes, no NaN)."""
+
+    def render(self, content) -> bytes:
+        return json_bytes(content)
+
+
+class TooManyTexts(Exception):
+    """More texts than the whole queue holds: no wait makes room, so 413, not 503."""
 
 
 class Overloaded(Exception):
@@ -56,6 +70,7 @@ class Overloaded(Exception):
 @dataclass
 class _Pending:
     texts: list[str]
+    cleaned: list[str]
     future: asyncio.Future
 
 
@@ -140,18 +155,25 @@ class Batcher:
             self.task.cancel()
 
     @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    @property
     def full(self) -> bool:
         return self.queued >= self.max_queue
 
-    async def submit(self, texts: list[str]) -> list[dict]:
-        """The texts' answers; Overloaded when the queue is full, TimeoutError past the
-        deadline (the request is then dropped from the queue, never computed)."""
+    async def submit(self, texts: list[str], cleaned: list[str]) -> list[dict]:
+        """The texts' answers; TooManyTexts when the whole queue could not hold them,
+        Overloaded when it is full now, TimeoutError past the deadline (the request is then
+        dropped from the queue, never computed)."""
+        if len(texts) > self.max_queue:
+            raise TooManyTexts(f"{len(texts)} texts is over the queue's {self.max_queue}")
         if self.queued + len(texts) > self.max_queue:
             raise Overloaded(max(1, math.ceil(self.queued / self.capacity)))
         future = asyncio.get_running_loop().create_future()
         self.queued += len(texts)
         self.metrics.queued.set(self.queued)
-        await self.queue.put(_Pending(texts, future))
+        await self.queue.put(_Pending(texts, cleaned, future))
         return await asyncio.wait_for(future, self.deadline)
 
     async def _take(self, timeout: float | None = None) -> _Pending | None:
@@ -170,32 +192,36 @@ class Batcher:
                 return item
 
     async def _loop(self) -> None:
+        """Batches for ever: whatever one batch raises fails that batch's requests only."""
         while True:
             batch = [await self._take()]
-            size = len(batch[0].texts)
-            window_ends = asyncio.get_running_loop().time() + self.max_wait
-            while size < self.max_batch:
-                item = await self._take(window_ends - asyncio.get_running_loop().time())
-                if item is None:
-                    break
-                batch.append(item)
-                size += len(item.texts)
-            await self._run(batch)
+            try:
+                size = len(batch[0].texts)
+                window_ends = asyncio.get_running_loop().time() + self.max_wait
+                while size < self.max_batch:
+                    item = await self._take(window_ends - asyncio.get_running_loop().time())
+                    if item is None:
+                        break
+                    batch.append(item)
+                    size += len(item.texts)
+                await self._run(batch)
+            except asyncio.CancelledError:
+                _fail(batch, EdgebertError("server shutting down"))
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a tokenizer panic is a BaseException
+                _fail(batch, exc)
 
     async def _run(self, batch: list[_Pending]) -> None:
         texts = [t for item in batch for t in item.texts]
+        cleaned = [t for item in batch for t in item.cleaned]
         self.metrics.batch.observe(len(texts))
         try:
-            results = await asyncio.to_thread(self.predictor.predict, texts)
-        except EdgebertError:
-            # One bad text must not fail its neighbours: answer each request on its own.
+            results = await asyncio.to_thread(self.predictor.predict, texts, cleaned)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # noqa: BLE001 - find the request that caused it: one at a time
             for item in batch:
                 await self._run_one(item)
-            return
-        except Exception as exc:  # a fault in the model call: fail these requests, keep serving
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
             return
         start = 0
         for item in batch:
@@ -206,21 +232,38 @@ class Batcher:
 
     async def _run_one(self, item: _Pending) -> None:
         try:
-            result = await asyncio.to_thread(self.predictor.predict, item.texts)
-        except EdgebertError as exc:
-            if not item.future.done():
-                item.future.set_exception(exc)
+            result = await asyncio.to_thread(self.predictor.predict, item.texts, item.cleaned)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - this request's fault, or the model's
+            _fail([item], exc)
             return
         if not item.future.done():
             item.future.set_result(result)
 
 
-def create_app(model: Path, limits: ServeLimits = ServeLimits(), traffic: TrafficLog | None = None):
-    """The FastAPI app for one model (loaded now, so a bad model fails before serving); with
-    `traffic`, every answer is also logged for `edgebert monitor`."""
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    """Fail the requests still waiting, with a plain Exception (a future refuses some
+    BaseExceptions, and the handler answers any other error as a 500 without its text)."""
+    error = exc if isinstance(exc, Exception) else RuntimeError(type(exc).__name__)
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(error)
+
+
+def create_app(
+    model: Path,
+    limits: ServeLimits = ServeLimits(),
+    traffic: TrafficLog | None = None,
+    docs: bool = False,
+):
+    """The ASGI app for one model (loaded now, so a bad model fails before serving), behind
+    `RequestGuard`; with `traffic`, every answer is also logged for `edgebert monitor`. The
+    API pages (/docs, /openapi.json) exist only with `docs`."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
 
     predictor = Predictor(model)
     labels = predictor.runner.label_names
@@ -233,78 +276,88 @@ def create_app(model: Path, limits: ServeLimits = ServeLimits(), traffic: Traffi
         yield
         await batcher.stop()
 
-    app = FastAPI(title="edgebert", lifespan=lifespan)
+    pages = {} if docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(
+        title="edgebert", lifespan=lifespan, default_response_class=SafeJSONResponse, **pages
+    )
     app.state.draining = False  # set on SIGTERM (DrainingServer): refuse new work, finish old
-    _add_body_cap(app, limits, metrics)
-    _add_predict(app, batcher, metrics, limits, traffic)
+    app.state.batcher = batcher
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_request, exc: RequestValidationError):
+        """422 naming the field, never echoing the input (it may not even render)."""
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return _error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
+
+    _add_predict(app, predictor, batcher, metrics, limits, traffic)
     _add_probes(app, model, predictor, batcher, metrics)
-    return app
+    app.state.guarded = RequestGuard(app, limits, lambda status: _count(metrics, status))
+    return app.state.guarded
 
 
-def _error(status: int, message: str, metrics: Metrics, headers: dict | None = None):
-    from fastapi.responses import JSONResponse
-
+def _count(metrics: Metrics, status: int) -> None:
     metrics.requests.labels(status=str(status)).inc()
-    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
-def _add_body_cap(app, limits: ServeLimits, metrics: Metrics) -> None:
-    """413 before the body is read when Content-Length is over the cap; 411 without one."""
-
-    @app.middleware("http")
-    async def body_cap(request, call_next):
-        if request.method == "POST":
-            length = request.headers.get("content-length", "")
-            if not length.isdigit():
-                return _error(411, "a POST needs a Content-Length header", metrics)
-            if int(length) > limits.max_body_bytes:
-                return _error(
-                    413, f"body of {length} bytes is over {limits.max_body_bytes}", metrics
-                )
-        return await call_next(request)
+def _error(status: int, message: str, headers: dict | None = None) -> SafeJSONResponse:
+    return SafeJSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
 def _add_predict(
-    app, batcher: Batcher, metrics: Metrics, limits: ServeLimits, traffic: TrafficLog | None
+    app,
+    predictor: Predictor,
+    batcher: Batcher,
+    metrics: Metrics,
+    limits: ServeLimits,
+    traffic: TrafficLog | None,
 ) -> None:
     @app.post("/predict")
     async def predict(request: PredictRequest):
         started = time.perf_counter()
         if app.state.draining:
-            return _error(503, "server shutting down", metrics, {"Retry-After": "1"})
+            return _error(503, "server shutting down", {"Retry-After": "1"})
         chars = sum(len(t) for t in request.texts)
         if chars > limits.max_chars:
-            return _error(413, f"{chars} characters of text is over {limits.max_chars}", metrics)
+            return _error(413, f"{chars} characters of text is over {limits.max_chars}")
         try:
-            results = await batcher.submit(request.texts)
+            cleaned = predictor.prepare(request.texts)
+            results = await batcher.submit(request.texts, cleaned)
+        except TooManyTexts as exc:
+            return _error(413, f"{exc}: send at most {batcher.max_queue} texts per request")
         except Overloaded as exc:
-            return _error(503, str(exc), metrics, {"Retry-After": str(exc.retry_after)})
+            return _error(503, str(exc), {"Retry-After": str(exc.retry_after)})
         except TimeoutError:
-            return _error(504, f"not answered within {limits.deadline_ms:.0f} ms", metrics)
+            return _error(504, f"not answered within {limits.deadline_ms:.0f} ms")
         except EdgebertError as exc:
-            return _error(422, str(exc), metrics)
-        for result in results:  # a label per text, or an entity type per entity (NER)
-            for label in (
-                [result["label"]] if "label" in result else [e["type"] for e in result["entities"]]
-            ):
-                metrics.predicted.labels(label=label).inc()
-            if "score" in result:
-                metrics.confidence.labels(label=result["label"]).observe(result["score"])
+            return _error(422, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the model failed on this batch; keep serving
+            return _error(500, f"the model failed on this request ({type(exc).__name__})")
+        _observe(metrics, results)
         if traffic is not None:
             traffic.record(results)
-        metrics.requests.labels(status="200").inc()
         metrics.latency.observe(time.perf_counter() - started)
         return {"predictions": results}
 
 
+def _observe(metrics: Metrics, results: list[dict]) -> None:
+    """Label and confidence counters: a label per text, or an entity type per entity (NER)."""
+    for result in results:
+        kinds = [result["label"]] if "label" in result else [e["type"] for e in result["entities"]]
+        for label in kinds:
+            metrics.predicted.labels(label=label).inc()
+        if "score" in result:
+            metrics.confidence.labels(label=result["label"]).observe(result["score"])
+
+
 def _add_probes(app, model: Path, predictor: Predictor, batcher: Batcher, metrics: Metrics):
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import Response
 
     @app.get("/health")
     async def health():
         return {
             "status": "ok",
-            "model": str(model),
+            "model": model.name,  # not the path: it tells a client about the host's disk
             "kind": predictor.runner.kind,
             "labels": predictor.runner.label_names,
             "capacity_texts_per_s": round(batcher.capacity, 1),
@@ -313,14 +366,16 @@ def _add_probes(app, model: Path, predictor: Predictor, batcher: Batcher, metric
 
     @app.get("/live")
     async def live():
-        """The process and its event loop answer (restart it when this fails)."""
+        """The process, its event loop and its batcher answer (restart it when this fails)."""
+        if not batcher.alive:
+            return _error(503, "the batcher stopped: restart this server")
         return {"live": True}
 
     @app.get("/ready")
     async def ready():
         """Whether to send traffic here: not while draining, nor while the queue is full."""
-        ok = not app.state.draining and not batcher.full
-        return JSONResponse(
+        ok = not app.state.draining and not batcher.full and batcher.alive
+        return SafeJSONResponse(
             status_code=200 if ok else 503,
             content={"ready": ok, "draining": app.state.draining, "queued": batcher.queued},
         )
@@ -333,101 +388,29 @@ def _add_probes(app, model: Path, predictor: Predictor, batcher: Batcher, metric
 
 
 def serve(
-    model: Path, host: str, port: int, limits: ServeLimits, traffic: TrafficLog | None = None
+    model: Path,
+    host: str,
+    port: int,
+    limits: ServeLimits,
+    traffic: TrafficLog | None = None,
+    docs: bool = False,
 ) -> None:
     """Run the app under uvicorn until SIGTERM/SIGINT, then drain (module docstring)."""
     import uvicorn
 
-    app = create_app(model, limits, traffic)
+    guarded = create_app(model, limits, traffic, docs)
 
     class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig, frame) -> None:
-            app.state.draining = True
+            guarded.app.state.draining = True
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
-        app,
+        guarded,
         host=host,
         port=port,
         log_level="warning",
         timeout_graceful_shutdown=math.ceil(limits.drain_seconds),
+        limit_concurrency=limits.max_connections,
     )
     DrainingServer(config).run()
-
-
-def check_loopback(url: str) -> None:
-    """Refuse any target that is not this machine: the URL is parsed (so `127.0.0.1@host` is
-    the host it really names) and every address its host resolves to must be loopback."""
-    parts = urllib.parse.urlsplit(url)
-    refuse = EdgebertError(f"load test targets loopback addresses only, not {url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise refuse
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError, ValueError):
-        raise refuse from None
-    addresses = {info[4][0].split("%")[0] for info in infos}
-    if not addresses or not all(ipaddress.ip_address(a).is_loopback for a in addresses):
-        raise refuse
-
-
-def load_test(
-    url: str, texts: list[str], seconds: float, concurrency: int = 8, max_requests: int = 100_000
-) -> dict:
-    """Send single-text /predict requests from `concurrency` clients for at most `seconds`
-    (and at most `max_requests`), each client sending its next request as soon as the last is
-    answered (refused ones too: an overload test). Returns answered requests/s, latency
-    percentiles of the answered (200) requests and counts by status. Loopback only."""
-    import threading
-
-    import httpx
-    import numpy as np
-
-    check_loopback(url)
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + seconds
-
-    def client(worker: int) -> None:
-        with httpx.Client(base_url=url, timeout=30.0) as http:
-            i = worker
-            while time.perf_counter() < stop_at:
-                with lock:
-                    if sum(statuses.values()) >= max_requests:
-                        return
-                t0 = time.perf_counter()
-                try:
-                    response = http.post("/predict", json={"texts": [texts[i % len(texts)]]})
-                    status = str(response.status_code)
-                except httpx.HTTPError:
-                    status = "connection error"
-                with lock:
-                    statuses[status] = statuses.get(status, 0) + 1
-                    if status == "200":
-                        latencies.append(time.perf_counter() - t0)
-                if status == "connection error":
-                    return
-                i += concurrency
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(w,)) for w in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    if not latencies:
-        raise EdgebertError(f"{url}: no successful answers (statuses: {statuses})")
-    values = np.asarray(latencies) * 1000.0
-    return {
-        "requests": len(latencies),
-        "errors": sum(statuses.values()) - len(latencies),
-        "statuses": dict(sorted(statuses.items())),
-        "seconds": round(elapsed, 2),
-        "requests_per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(float(np.percentile(values, 50)), 2),
-        "p99_ms": round(float(np.percentile(values, 99)), 2),
-        "max_ms": round(float(values.max()), 2),
-        "concurrency": concurrency,
-    }

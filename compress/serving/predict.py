@@ -9,14 +9,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.cleaning import make_cleaner
 from bench.entities import entity_spans
 from bench.files import read_lines, read_model_meta
 from bench.probabilities import softmax
 from bench.runtime import open_model
-from compress.cleaning import make_cleaner
 from compress.errors import EdgebertError
 
 MAX_CHARS = 100_000
+
+
+def check_encodable(text: str, what: str) -> None:
+    """A one-line error for a text that is not valid Unicode: a lone surrogate (JSON's
+    `"\\ud800"` decodes to one) cannot be encoded, so no tokenizer, log or response can take it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EdgebertError(
+            f"{what} is not valid Unicode: a lone surrogate at character {exc.start + 1}"
+        ) from None
 
 
 class Predictor:
@@ -31,13 +42,23 @@ class Predictor:
         self.clean = make_cleaner(read_model_meta(folder).get("clean", []))
         self.warnings: list[str] = []
 
-    def predict(self, texts: list[str]) -> list[dict]:
+    def prepare(self, texts: list[str]) -> list[str]:
+        """The texts as the model reads them: each checked (valid Unicode, not empty after the
+        model's cleaning) and cleaned. A server calls this when it admits a request, so a text
+        the model cannot take fails its own request, never the batch it would have joined."""
         cleaned = []
         for i, text in enumerate(texts):
+            check_encodable(text, f"text {i + 1}")
             value = self.clean(text[:MAX_CHARS])
             if not value.strip():
                 raise EdgebertError(f"text {i + 1} is empty after cleaning")
             cleaned.append(value)
+        return cleaned
+
+    def predict(self, texts: list[str], cleaned: list[str] | None = None) -> list[dict]:
+        """A result per text (`cleaned`: what `prepare` made of them, when already done)."""
+        if cleaned is None:
+            cleaned = self.prepare(texts)
         if self.runner.token_level:
             return self._entities(texts, cleaned)
         limit = self.runner.max_length
@@ -97,6 +118,7 @@ def read_texts(path: Path) -> list[str]:
                 raise EdgebertError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise EdgebertError(f"{path}:{number}: expected an object with a 'text' string")
+            check_encodable(record["text"], f"{path}:{number}")
             texts.append(record["text"])
         else:
             texts.append(line)

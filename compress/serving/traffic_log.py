@@ -4,6 +4,8 @@ One JSON line per classified text: time, a SHA-256 of the text (or the text itse
 `--log-texts`, when the traffic may be kept), label and score. Bounded: the file rotates at
 `max_bytes` and keeps `backups` old files (FILE.1, FILE.2, ...), so a server that runs for
 months does not fill its disk. `read_traffic` reads the rotated files too, oldest first.
+The files are private (mode 0600: they describe users' traffic), never written through a
+symbolic link, and take any string (ASCII-escaped JSON).
 """
 
 from __future__ import annotations
@@ -12,13 +14,24 @@ import hashlib
 import json
 import logging
 import logging.handlers
+import os
 import time
 from pathlib import Path
 
+from bench.files import open_no_follow
 from compress.errors import EdgebertError
 
 MAX_BYTES = 10 * 1024 * 1024
 BACKUPS = 3
+
+
+class PrivateRotatingHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose every file is opened with mode 0600 and never through a link."""
+
+    def _open(self):
+        fd = open_no_follow(Path(self.baseFilename), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)  # a file that was already there, made by someone else's umask
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 class TrafficLog:
@@ -30,7 +43,7 @@ class TrafficLog:
         backups: int = BACKUPS,
     ):
         try:
-            handler = logging.handlers.RotatingFileHandler(
+            handler = PrivateRotatingHandler(
                 path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
             )
         except OSError as exc:
@@ -50,9 +63,10 @@ class TrafficLog:
             if self.keep_texts:
                 entry["text"] = text
             else:
-                entry["text_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+                digest = hashlib.sha256(text.encode("utf-8", "surrogatepass"))
+                entry["text_sha256"] = digest.hexdigest()
             entry |= {"label": result["label"], "score": result["score"]}
-            self.logger.info(json.dumps(entry, ensure_ascii=False))
+            self.logger.info(json.dumps(entry, ensure_ascii=True))
 
     def close(self) -> None:
         for handler in self.logger.handlers:

@@ -2,7 +2,7 @@
 
 Two methods, one answer format (a score per whitespace word of the cleaned text, positive where
 the word pushed towards the predicted label):
-- a PyTorch model directory: integrated gradients (`compress.explain_ig`, Captum);
+- a PyTorch model directory: integrated gradients (`compress.serving.explain_ig`, Captum);
 - an .onnx or .ort file: occlusion, each word left out in turn, scored by how much the predicted
   label's probability drops without it. This module imports no torch: it runs on edge boards.
 The terminal gets the words coloured by score; `--html` writes a self-contained page.
@@ -19,7 +19,7 @@ from rich.text import Text
 from bench.files import write_text_atomic
 from bench.probabilities import softmax
 from compress.errors import EdgebertError
-from compress.predict import Predictor
+from compress.serving.predict import Predictor
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Every stage and modifier type a recipe can name: the one list, by `type_name`.
 
 A new stage or modifier is a class with a `Config`; adding it to the tuple below is all the
-recipe schema, the engine and search need. The recipe model (`compress.recipe`) reads these
+recipe schema, the engine and search need. The recipe model (`compress.engine.recipe`) reads these
 dicts when it is built; stages and modifiers never import this module, so imports stay one-way.
 """
 

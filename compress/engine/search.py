@@ -27,10 +27,10 @@ import optuna
 import yaml
 
 from bench.files import first_line, write_json_atomic, write_text_atomic
-from compress.catalog import STAGES
-from compress.config import Range, SearchConfig
+from compress.engine.catalog import STAGES
+from compress.engine.config import Range, SearchConfig
+from compress.engine.recipe import apply_overrides, parse_recipe
 from compress.errors import EdgebertError
-from compress.recipe import apply_overrides, parse_recipe
 
 
 def _sample(trial, key: str, values):

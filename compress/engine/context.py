@@ -9,10 +9,10 @@ from typing import Any
 from rich.console import Console
 
 from bench.progress import to_stderr_unless_terminal
-from compress.data import TaskData
+from compress.data.splits import TaskData
+from compress.engine.rundir import RunDir
 from compress.errors import EdgebertError
-from compress.model_names import resolve_model
-from compress.rundir import RunDir
+from compress.models.names import resolve_model
 
 
 @dataclass

@@ -11,12 +11,11 @@ Two checks against the model's row in a bench report (the reference):
 A check crossing its threshold is an alarm; `monitor` writes `monitor.json` and `monitor.md`
 and exits 1 when there is one (2 stays for bad input), so a cron job or CI step can act on it.
 With `--retrain RECIPE` an alarm also runs the recipe with the feedback added to its training
-rows and compares the new model with the old one on the recipe's validation rows (paired).
+rows (`compress.engine.retrain`: serving imports no training code).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +24,11 @@ import numpy as np
 
 from bench.files import write_json_atomic, write_text_atomic
 from bench.metrics import population_stability
-from bench.paired import bootstrap_intervals, paired_difference
+from bench.paired import bootstrap_intervals
 from bench.probabilities import confidence_shares, label_shares
 from bench.report import interval_text
-from bench.runtime import open_model
 from bench.schema import Accuracy, BenchReport
-from compress.engine import run_recipe
 from compress.errors import EdgebertError
-from compress.recipe import load_recipe
-from compress.task_data import load_task_data
 
 
 @dataclass
@@ -164,24 +159,3 @@ def check_traffic(verdict: Verdict, ref: Accuracy, entries: list[dict], limits) 
         }
         if alarm:
             verdict.alarms.append(f"traffic {kind} drifted: PSI {psi:.3f} > {limits.max_psi}")
-
-
-def retrain(recipe: Path, feedback: Path, out: Path, old_model: Path) -> dict:
-    """Run `recipe` with the feedback rows appended to its training split (`data.extra_train`),
-    then compare the new model with the old one on the recipe's validation rows, paired (the
-    feedback itself is training data now, so it cannot judge the new model)."""
-    parsed = load_recipe(recipe, [f"data.extra_train=[{json.dumps(str(feedback.resolve()))}]"])
-    made = run_recipe(parsed, out, run_dir=out / "retrain-run", overwrite=True)
-    state = json.loads((made.root / "state.json").read_text(encoding="utf-8"))
-    new_model = Path(state["last_model"])
-    data = load_task_data(parsed.data, parsed.seed, parsed.task)
-    rows = data.validation
-    old, new = (open_model(m).logits(rows.texts).argmax(-1) for m in (old_model, new_model))
-    paired = paired_difference(rows.labels, old, new, len(data.label_names))
-    return {
-        "recipe": str(recipe),
-        "run_dir": str(made.root),
-        "new_model": str(new_model),
-        "validation_rows": len(rows),
-        "new_minus_old": paired,
-    }

@@ -1,7 +1,7 @@
 """A recipe's `data:` section -> every split, cleaned, validated, subsampled and augmented.
 
-Composes the one file loader (`compress.data`), the token-classification loader
-(`compress.ner_data`) and augmentation (`compress.augment`); those three sit below this module,
+Composes the one file loader (`compress.data.splits`), the token-classification loader
+(`compress.data.ner_data`) and augmentation (`compress.data.augment`); those three sit below this module,
 so none of them needs to import another lazily.
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.augment import augment_split
-from compress.cleaning import make_cleaner
-from compress.data import (
+from bench.cleaning import make_cleaner
+from compress.data.augment import augment_split
+from compress.data.ner_data import load_token_task
+from compress.data.splits import (
     SPLIT_NAMES,
     Split,
     TaskData,
@@ -23,7 +24,6 @@ from compress.data import (
     subsample,
 )
 from compress.errors import EdgebertError
-from compress.ner_data import load_token_task
 
 
 def load_task_data(cfg, seed: int, task: str = "text-classification") -> TaskData:
