@@ -261,6 +261,17 @@ def test_bad_compression_settings_name_the_field(
     assert message in err.strip().splitlines()[-1]
 
 
+def integer_dot_products() -> bool:
+    """Whether this CPU multiplies int8 exactly (VNNI, AMX, ARM dotprod). Without them (AVX2
+    alone) ORT's u8 x s8 kernels saturate, and a QAT file's labels move away from the fake
+    quantization it was trained with (bench's `int8_fit`, README 'AVX2-only x86')."""
+    from bench.machine import machine_info
+
+    return bool(
+        set(machine_info()["cpu_flags"]) & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}
+    )
+
+
 def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(
     tmp_path, big_vocab_student_dir, wide_teacher_dir, tiny_data, run_cli
 ):
@@ -288,9 +299,12 @@ def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(
     )
     run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     qat = metrics["student"]["modifiers"]["qat"]
-    assert qat["enabled"] and qat["ort_label_agreement_with_fake_quant"] >= 0.95
-    # ORT's integer kernels compute what fake quantization trained: logits close, not only labels
-    assert qat["ort_parity_with_fake_quant"]["max_abs_diff"] < 0.05
+    if integer_dot_products():
+        assert qat["enabled"] and qat["ort_label_agreement_with_fake_quant"] >= 0.95
+        # ORT's integer kernels compute what fake quantization trained: logits close
+        assert qat["ort_parity_with_fake_quant"]["max_abs_diff"] < 0.05
+    else:  # AVX2 alone saturates: labels change, as bench's int8_fit warns (0.87 measured)
+        assert qat["enabled"] and 0.8 <= qat["ort_label_agreement_with_fake_quant"] < 1.0
     # ... on a model whose labels vary (a constant predictor would agree trivially)
     predicted = [
         sum(column) for column in zip(*metrics["student"]["validation"]["confusion_matrix"])

@@ -21,7 +21,7 @@ def retrain(recipe: Path, feedback: Path, out: Path, old_model: Path) -> dict:
     parsed = load_recipe(recipe, [f"data.extra_train=[{json.dumps(str(feedback.resolve()))}]"])
     made = run_recipe(parsed, out, run_dir=out / "retrain-run", overwrite=True)
     state = json.loads((made.root / "state.json").read_text(encoding="utf-8"))
-    new_model = Path(state["last_model"])
+    new_model = made.root / state["last_model"]  # relative to the run (absolute stays absolute)
     data = load_task_data(parsed.data, parsed.seed, parsed.task)
     rows = data.validation
     old, new = (open_model(m).logits(rows.texts).argmax(-1) for m in (old_model, new_model))
