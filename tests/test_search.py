@@ -185,5 +185,71 @@ def test_a_worker_that_loses_the_schema_race_opens_the_study_on_retry(tmp_path, 
 
     monkeypatch.setattr(search.optuna.storages, "RDBStorage", racing)
     monkeypatch.setattr(search.time, "sleep", lambda seconds: None)
-    storage = search._open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", {})
+    config = search.SearchConfig(space={"seed": [1]})
+    storage = search._open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}", {}, config)
     assert len(calls) == 2 and storage.get_all_studies() == []
+
+
+SLOW_TRIALS = """
+import sys, time, torch
+step = torch.optim.AdamW.step
+def slow(self, *args, **kwargs):
+    time.sleep(0.3)
+    return step(self, *args, **kwargs)
+torch.optim.AdamW.step = slow
+from compress.cli import main
+sys.argv = ["edgebert"] + sys.argv[1:]
+main()
+"""
+
+
+def test_a_worker_killed_mid_trial_leaves_no_lost_trial(tmp_path, tiny_model_dir, tiny_data):
+    """kill -9 of a worker while its trial runs: the trial stops beating its heartbeat, the
+    next worker fails it once the grace period is over, runs it again with the same values,
+    and the grid completes with every point scored."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    recipe = _search_recipe(
+        tmp_path,
+        tiny_model_dir,
+        tiny_data,
+        f"""search:
+  method: grid
+  trials: 3
+  storage: {storage}
+  study: killed
+  heartbeat_seconds: 1
+  grace_seconds: 3
+  space:
+    stages.0.training.lr: [1.0e-4, 5.0e-4, 1.0e-3]
+""",
+    )
+    command = ["run", str(recipe), "--out", str(tmp_path / "runs")]
+    doomed = subprocess.Popen([sys.executable, "-c", SLOW_TRIALS, *command])
+    first_log = tmp_path / "runs" / "killed-search" / "trials" / "trial-000" / "run.log"
+    for _ in range(600):
+        if first_log.is_file():
+            break
+        assert doomed.poll() is None
+        time.sleep(0.1)
+    time.sleep(1.5)  # inside the first trial's training
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    survivor = subprocess.run(
+        [sys.executable, "-m", "compress.cli", *command], capture_output=True, text=True
+    )
+    assert survivor.returncode == 0, survivor.stderr[-2000:]
+    study = optuna.load_study(study_name="killed", storage=storage)
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states[0] == "FAIL" and list(states.values()).count("COMPLETE") == 3, states
+    summary = json.loads((tmp_path / "runs" / "killed-search" / "summary.json").read_text())
+    rows = summary["trials"]
+    assert [r["trial"] for r in rows] == [0, 1, 2] and all("macro_f1" not in r for r in rows)
+    assert all("accuracy" in r for r in rows) and rows[0]["runs"] == 2
+    assert rows[0]["params"] == {"stages.0.training.lr": 1.0e-4}  # the same point, run again

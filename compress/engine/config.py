@@ -231,6 +231,23 @@ class SearchConfig(Strict):
         description="study name (default: the recipe's name): runs naming the same "
         "storage and study are workers of one search",
     )
+    heartbeat_seconds: int = Field(
+        10, ge=1, le=3600, description="a running trial tells the storage it is alive this often"
+    )
+    grace_seconds: int = Field(
+        120,
+        ge=2,
+        le=86400,
+        description="a running trial silent this long lost its worker (kill -9, a lost "
+        "machine): it is failed and queued to run again",
+    )
+    retries: int = Field(3, ge=0, le=100, description="times one trial is run again after a crash")
+
+    @model_validator(mode="after")
+    def _grace_outlasts_heartbeat(self) -> SearchConfig:
+        if self.grace_seconds <= self.heartbeat_seconds:
+            raise ValueError("grace_seconds must be longer than heartbeat_seconds")
+        return self
 
     @model_validator(mode="after")
     def _grid_needs_lists(self) -> SearchConfig:

@@ -11,6 +11,13 @@ search folder by default), so a search scales out on Optuna's own engine: every 
 of the recipe that names the same storage and study is a worker that takes the next trial,
 until `trials` have run; a search stopped half-way continues the same way. Trial numbers come
 from the storage, so each trial is run and recorded once, whichever worker ran it.
+
+A worker can die without a word (kill -9, a lost machine). Each trial it runs beats a heartbeat
+into the storage (Optuna's, through `study.optimize`); a trial silent past `grace_seconds` is
+failed by the next worker and queued again with the same values by Optuna's
+`RetryHeartbeatStaleTrialCallback`. A trial stopped by Ctrl-C or SIGTERM is queued again the
+same way, so a restarted search runs it instead of losing it. A re-run counts as the trial it
+repeats (its `slot`), in the totals and in the summary.
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ import json
 import os
 import socket
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import yaml
+from optuna.exceptions import ExperimentalWarning
 
 from bench.files import first_line, write_json_atomic, write_text_atomic
 from compress.engine.catalog import STAGES
@@ -46,11 +56,11 @@ def _study(config: SearchConfig, seed: int, name: str, root: Path) -> optuna.Stu
     enqueues a grid point by point (Optuna's GridSampler stops the study from inside its
     callback, which the ask/tell loop here does not allow), and the others wait until every
     point is queued, so no point is queued twice and none is proposed at random."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are in the summary
     url = config.storage or f"sqlite:///{(root / 'study.db').resolve()}"
     wait = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     sampler = _sampler(config.method, seed)
-    storage = _open_storage(url, wait)
+    storage = _open_storage(url, wait, config)
     try:
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize", sampler=sampler
@@ -70,19 +80,40 @@ def _study(config: SearchConfig, seed: int, name: str, root: Path) -> optuna.Stu
     return study
 
 
-def _open_storage(url: str, engine_kwargs: dict, attempts: int = 5):
-    """Optuna's RDB storage. Workers that start together on a fresh database race to create its
-    schema, and the loser gets a unique-constraint error (seen in CI on alembic_version); by the
-    next attempt the schema is there. A bad URL fails the same way every time, then stops."""
+def _open_storage(url: str, engine_kwargs: dict, config: SearchConfig, attempts: int = 5):
+    """Optuna's RDB storage, with heartbeats (module docstring). Workers that start together
+    on a fresh database race to create its schema, and the loser gets a unique-constraint error
+    (seen in CI on alembic_version); by the next attempt the schema is there. A bad URL fails
+    the same way every time, then stops."""
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)  # heartbeats: stable since 2.9
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=config.heartbeat_seconds,
+                grace_period=config.grace_seconds,
+                heartbeat_stale_trial_callback=_retry(config),
+            )
         except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable database, a race
             if attempt == attempts - 1:
                 raise EdgebertError(
                     f"search.storage: cannot open {url}: {first_line(exc)}"
                 ) from None
             time.sleep(0.5 * (attempt + 1))
+
+
+def _retry(config: SearchConfig) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=config.retries)
+
+
+def _slot(trial: optuna.trial.FrozenTrial) -> int:
+    """The trial a re-run repeats (its own number for a first run)."""
+    return trial.system_attrs.get("failed_trial", trial.number)
+
+
+def _is_retry(trial: optuna.trial.FrozenTrial) -> bool:
+    return "failed_trial" in trial.system_attrs
 
 
 def _wait_for_queue(study: optuna.Study, size: int, seconds: float = 120) -> None:
@@ -140,17 +171,15 @@ def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
     root.mkdir(parents=True, exist_ok=True)
     study = _study(config, base.seed, name, root)
     total = min(config.trials, _grid_size(config)) if config.method == "grid" else config.trials
-    trial_run = TrialRun(text, path, overrides, root, stage, config.metric)
-    while _started(study) < total:
-        trial = study.ask()
-        if trial.number >= total:  # another worker took the last one meanwhile
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            break
-        study.sampler = _sampler(config.method, base.seed + trial.number)
-        params = {key: _sample(trial, key, values) for key, values in config.space.items()}
-        trial_run(study, trial, params, run_trial)
-        _write_summary(root, config, stage, _rows(study, total, config.metric))
-    rows = _rows(study, total, config.metric)
+    trial_run = TrialRun(text, path, overrides, root, stage, config, base.seed, total, run_trial)
+    while _started(study) < total or _retries_waiting(study) or _running(study):
+        if _started(study) < total or _retries_waiting(study):
+            _run_one_trial(study, trial_run, config)
+            _write_summary(root, config, stage, _rows(study, config.metric))
+        else:  # others' trials are running: wait for them, re-running any whose worker died
+            time.sleep(config.heartbeat_seconds)
+            optuna.storages.fail_stale_trials(study)
+    rows = _rows(study, config.metric)
     scored = [r for r in rows if config.metric in r]
     if not scored:
         _write_summary(root, config, stage, rows)
@@ -179,9 +208,28 @@ class TrialRun:
     overrides: list[str]
     root: Path
     stage: str
-    metric: str
+    config: SearchConfig
+    seed: int
+    total: int
+    run_trial: Callable
+    current: int | None = None  # the number of the trial this worker is running
 
-    def __call__(self, study: optuna.Study, trial, params: dict, run_trial) -> None:
+    def objective(self, study: optuna.Study) -> Callable[[optuna.Trial], float]:
+        def run(trial: optuna.Trial) -> float:
+            frozen = study.get_trials(deepcopy=False)[trial.number]
+            if not _is_retry(frozen) and _first_runs_before(study, trial.number) >= self.total:
+                raise optuna.TrialPruned()  # another worker took the last one meanwhile
+            self.current = trial.number
+            study.sampler = _sampler(self.config.method, self.seed + _slot(frozen))
+            space = self.config.space
+            params = {key: _sample(trial, key, values) for key, values in space.items()}
+            value = self(trial, params)
+            self.current = None
+            return value
+
+        return run
+
+    def __call__(self, trial: optuna.Trial, params: dict) -> float:
         recipe = parse_recipe(
             self.text, str(self.path), [*self.overrides, *_sets(params)], base_dir=self.path.parent
         )
@@ -191,45 +239,79 @@ class TrialRun:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         started = time.perf_counter()
         try:
-            run_trial(recipe, run_dir)
+            self.run_trial(recipe, run_dir)
             metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-            value = _score(metrics, self.stage, self.metric)
+            value = _score(metrics, self.stage, self.config.metric)
         except EdgebertError as exc:  # a trial that fails is recorded, the search goes on
             trial.set_user_attr("error", str(exc))
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            return
-        except BaseException as exc:  # stopped: recorded as failed, not left "running"
+            self.current = None
+            raise
+        except BaseException as exc:  # stopped: recorded as failed, queued again by the loop
             trial.set_user_attr("error", f"stopped: {type(exc).__name__}")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 1))
-        study.tell(trial, value)
+        return value
+
+
+def _first_runs_before(study: optuna.Study, number: int) -> int:
+    """First runs (not re-runs) any worker took before trial `number`: its rank in the total."""
+    return sum(
+        t.number < number and not _is_retry(t) and t.state != optuna.trial.TrialState.WAITING
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 def _started(study: optuna.Study) -> int:
-    """Trials any worker has taken (running or finished), not those only queued."""
-    return sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))
+    """Trials any worker has taken (running or finished; a re-run counts as the trial it
+    repeats), not those only queued nor the surplus a race pruned."""
+    taken = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.PRUNED)
+    return len({_slot(t) for t in study.get_trials(deepcopy=False) if t.state not in taken})
 
 
-def _rows(study: optuna.Study, total: int, metric: str) -> list[dict]:
-    """One summary row per finished trial, in trial order."""
-    rows = []
+def _run_one_trial(study: optuna.Study, trial_run: TrialRun, config: SearchConfig) -> None:
+    """One trial through `study.optimize`, which beats its heartbeat and first fails the
+    trials of dead workers; a trial stopped here is queued to run again."""
+    try:
+        study.optimize(trial_run.objective(study), n_trials=1, catch=(EdgebertError,))
+    except BaseException:
+        if trial_run.current is not None:
+            _retry(config)(study, study.get_trials(deepcopy=False)[trial_run.current])
+        raise
+
+
+def _running(study: optuna.Study) -> bool:
+    return any(t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials(deepcopy=False))
+
+
+def _retries_waiting(study: optuna.Study) -> bool:
+    """Whether a crashed or stopped trial is queued to run again."""
+    return any(
+        t.state == optuna.trial.TrialState.WAITING and _is_retry(t)
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+def _rows(study: optuna.Study, metric: str) -> list[dict]:
+    """One summary row per trial, in trial order: its last finished run (a re-run replaces
+    the failed run it repeats)."""
+    last: dict[int, optuna.trial.FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False):
-        if t.number >= total or t.state not in (
-            optuna.trial.TrialState.COMPLETE,
-            optuna.trial.TrialState.FAIL,
-        ):
-            continue
-        row = {"trial": t.number, "params": dict(t.params)}
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
+            last[_slot(t)] = t
+    rows = []
+    for slot, t in sorted(last.items()):
+        row = {"trial": slot, "params": dict(t.params)}
         if t.state == optuna.trial.TrialState.COMPLETE:
             row[metric] = t.value
             row["wall_seconds"] = t.user_attrs.get("wall_seconds")
         else:
             row["error"] = t.user_attrs.get("error", "failed")
+        if _is_retry(t):
+            row["runs"] = len(t.system_attrs.get("retry_history", [])) + 1
         rows.append(
             row | {"run_dir": t.user_attrs.get("run_dir"), "worker": t.user_attrs.get("worker")}
         )
-    return sorted(rows, key=lambda r: r["trial"])
+    return rows
 
 
 def _literal(value) -> str:
