@@ -98,7 +98,9 @@ def run(
         # Bad recipes and unsplittable runs fail here, once, before any process starts.
         distributed.check_splittable(load_recipe(find_recipe(recipe), set_), nproc)
         argv = _without_option(sys.argv[1:], "--nproc")
-        code = distributed.relaunch(nproc, argv)
+        code, stopped = distributed.relaunch(nproc, argv)
+        if stopped:  # the ranks saved their checkpoints and said how to resume
+            raise KeyboardInterrupt
         if code:
             raise EdgebertError(f"--nproc {nproc}: a training process failed (exit {code})")
         return

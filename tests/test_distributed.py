@@ -91,3 +91,48 @@ def test_multi_process_refuses_what_it_cannot_split(tmp_path, tiny_model_dir, ti
         "edgebert: error: stages[0].training.batch_size: 15 does not "
         "split over 2 processes; use a multiple of --nproc (it stays the global batch size)"
     )
+
+
+def test_sigterm_to_the_parent_stops_every_rank_and_the_run_resumes(
+    tmp_path, tiny_model_dir, tiny_data
+):
+    """An orchestrator stops `edgebert run --nproc 2` with SIGTERM: the parent passes it on,
+    each rank checkpoints, the parent exits 130, no rank trains on as an orphan, the run is
+    recorded as interrupted, and `--resume` completes it."""
+    import signal
+    import time
+
+    import psutil
+
+    recipe = tmp_path / "long.yaml"
+    recipe.write_text(
+        tiny_recipe(tiny_model_dir, tiny_data, epochs=10, batch_size=16, checkpoint_steps=10)
+    )
+    run_dir = tmp_path / "run"
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "compress.cli", "run", str(recipe), "--nproc", "2"]
+        + ["--run-dir", str(run_dir)],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    checkpoint = run_dir / "stages" / "00-finetune" / "checkpoint" / "state.json"
+    for _ in range(1200):
+        if checkpoint.is_file() or parent.poll() is not None:
+            break
+        time.sleep(0.1)
+    ranks = [p for p in psutil.Process(parent.pid).children(recursive=True)]
+    parent.send_signal(signal.SIGTERM)
+    _, err = parent.communicate(timeout=120)
+    assert parent.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    psutil.wait_procs(ranks, timeout=30)
+    assert not [p for p in ranks if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert json.loads(checkpoint.read_text())["step"] >= 10
+    resumed = _run(["run", "--resume", str(run_dir)], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "completed"

@@ -10,6 +10,7 @@ only rank 0 writes the run directory, exports and benchmarks.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -101,11 +102,15 @@ def check_splittable(recipe, nproc: int) -> None:
             check_split(training.batch_size, entries, nproc, f"stages[{index}].")
 
 
-def relaunch(nproc: int, argv: list[str]) -> int:
-    """Run `edgebert ARGV` as `nproc` processes under torchrun; returns its exit code.
+def relaunch(nproc: int, argv: list[str]) -> tuple[int, bool]:
+    """Run `edgebert ARGV` as `nproc` processes under torchrun; returns (exit code, whether
+    this process was told to stop).
 
-    The ranks report their own errors in one line; torchrun's closing traceback about a
-    failed child adds nothing and is dropped from the stream."""
+    SIGTERM to this process (an orchestrator stopping the job) is passed on to torchrun, which
+    passes it to every rank: each saves its checkpoint and the run ends as interrupted and
+    resumable, instead of the ranks training on as orphans. The ranks report their own errors
+    in one line; torchrun's closing traceback about a failed child adds nothing and is dropped
+    from the stream."""
     command = [
         sys.executable,
         "-m",
@@ -123,9 +128,19 @@ def relaunch(nproc: int, argv: list[str]) -> int:
     )  # cores shared, not oversubscribed
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
-    hiding = False
-    for line in process.stderr:
-        hiding = hiding or line.startswith("Traceback (most recent call last)")
-        if not hiding:
-            sys.stderr.write(line)
-    return process.wait()
+    stopped = []
+
+    def forward(signum: int, _frame) -> None:
+        stopped.append(signum)
+        process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        hiding = False
+        for line in process.stderr:
+            hiding = hiding or line.startswith("Traceback (most recent call last)")
+            if not hiding:
+                sys.stderr.write(line)
+        return process.wait(), bool(stopped)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
