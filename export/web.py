@@ -3,8 +3,9 @@
 The page (export/web_page: index.html, app.mjs, clean.mjs) runs the file on ONNX Runtime Web's
 WebAssembly backend and tokenizes with the model's own tokenizer.json through tokenizers.js
 (the tokenizer of transformers.js, published on its own). The runtime's JS and WASM files come
-from the npm packages pinned here, installed once into a local folder and copied into the page
-at export time, so the page works from any plain static file server, offline, with no CDN.
+from the npm packages pinned by the committed lockfile (export/web_runtime), installed once into
+a local folder with `npm ci --ignore-scripts` and copied into the page at export time, so the
+page works from any plain static file server, offline, with no CDN.
 
     DIR/index.html, app.mjs, clean.mjs   the page; clean.mjs ports the model's cleaning steps
     DIR/<model>.onnx                     the shipped file, unchanged
@@ -22,10 +23,21 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.files import first_line, read_classifier_meta, write_json_atomic, write_text_atomic
+from bench.files import (
+    FolderLock,
+    first_line,
+    read_classifier_meta,
+    replace_dir_atomic,
+    staging_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
 from export.errors import ExportError
 
-WEB_PACKAGES = {"onnxruntime-web": "1.30.0", "@huggingface/tokenizers": "0.2.0"}
+LOCK_DIR = Path(__file__).resolve().parent / "web_runtime"  # package.json + package-lock.json
+LOCK_FILES = ("package.json", "package-lock.json")
+WEB_PACKAGES = json.loads((LOCK_DIR / "package.json").read_text(encoding="utf-8"))["dependencies"]
+NPM_SECONDS = 600
 RUNTIME_FILES = {
     "onnxruntime-web": (
         "dist/ort.wasm.min.mjs",
@@ -52,11 +64,23 @@ def installed_version(modules: Path, package: str) -> str | None:
     return manifest.get("version")
 
 
+def runtime_complete(modules: Path) -> bool:
+    """The pinned versions, and every file the page copies, are there (an install that was
+    interrupted can leave a package.json without the files)."""
+    return all(installed_version(modules, p) == v for p, v in WEB_PACKAGES.items()) and all(
+        (modules / package / name).is_file()
+        for package, files in RUNTIME_FILES.items()
+        for name in files
+    )
+
+
 def web_runtime(folder: Path) -> Path:
-    """`folder/node_modules` holding the pinned packages; `npm install` fills it the first time
-    (from the npm registry, the one network a package manager may use)."""
+    """`folder/node_modules` holding the pinned packages. The first time, `npm ci` installs
+    them from the committed lockfile (export/web_runtime: exact versions and integrity
+    hashes) with install scripts off, into a staging folder that is swapped in only once
+    complete: an interrupted or failed install never leaves a cache that breaks later exports."""
     modules = folder / "node_modules"
-    if all(installed_version(modules, p) == v for p, v in WEB_PACKAGES.items()):
+    if runtime_complete(modules):
         return modules
     npm = shutil.which("npm")
     if npm is None:
@@ -65,16 +89,38 @@ def web_runtime(folder: Path) -> Path:
             + ", ".join(f"{p}@{v}" for p, v in WEB_PACKAGES.items())
             + f" into {folder}"
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    specs = [f"{p}@{v}" for p, v in WEB_PACKAGES.items()]
-    done = subprocess.run(
-        [npm, "install", "--prefix", str(folder), "--no-audit", "--no-fund", *specs],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise ExportError(f"npm install {' '.join(specs)} failed ({first_line(done.stderr)})")
+    with FolderLock(folder, "web runtime install"):
+        if not runtime_complete(modules):  # another export may have installed it meanwhile
+            _npm_ci(npm, folder, modules)
     return modules
+
+
+def _npm_ci(npm: str, folder: Path, modules: Path) -> None:
+    staging = staging_dir(modules)
+    try:
+        for name in LOCK_FILES:
+            shutil.copy(LOCK_DIR / name, staging / name)
+        command = [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"]
+        try:
+            done = subprocess.run(
+                command, cwd=staging, capture_output=True, text=True, timeout=NPM_SECONDS
+            )
+        except subprocess.TimeoutExpired:
+            raise ExportError(
+                f"npm ci of the web runtime did not finish within {NPM_SECONDS} s"
+            ) from None
+        if done.returncode != 0 or not runtime_complete(staging / "node_modules"):
+            log = folder / "npm-error.log"
+            write_text_atomic(log, done.stdout + done.stderr)
+            lines = [line for line in done.stderr.splitlines() if "ERR" in line]
+            raise ExportError(
+                f"npm ci of the web runtime failed (exit {done.returncode}: "
+                f"{first_line(chr(10).join(lines) or done.stderr or 'files missing')}); "
+                f"npm's whole output is in {log}"
+            )
+        replace_dir_atomic(staging / "node_modules", modules)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_web_page(onnx_path: Path, out_dir: Path, runtime_folder: Path) -> Path:

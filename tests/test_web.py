@@ -141,3 +141,64 @@ def test_a_missing_model_is_refused_before_npm_runs(tmp_path, run_cli, monkeypat
     code, _, err = run_cli("export", tmp_path / "none.onnx", "--web", tmp_path / "page")
     assert code == 2 and f"model not found: {tmp_path / 'none.onnx'}" in err, err
     assert not (tmp_path / "cache").exists()
+
+
+FAKE_NPM = """#!/bin/sh
+echo "$@" >> "$NPM_CALLS"
+if [ "$NPM_FAIL" = 1 ]; then
+  echo "npm ERR! code ECONNRESET" >&2; echo "npm ERR! network aborted" >&2; exit 1
+fi
+for spec in "onnxruntime-web:1.30.0:ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm" \\
+            "@huggingface/tokenizers:0.2.0:tokenizers.min.mjs"; do
+  name=${spec%%:*}; rest=${spec#*:}; version=${rest%%:*}; files=${rest#*:}
+  mkdir -p "node_modules/$name/dist"
+  echo "{\\"version\\": \\"$version\\"}" > "node_modules/$name/package.json"
+  for f in $files; do echo x > "node_modules/$name/dist/$f"; done
+done
+"""
+
+
+def test_npm_runs_from_the_lockfile_without_scripts_and_a_failed_install_breaks_nothing(
+    tmp_path, monkeypatch
+):
+    """`npm ci --ignore-scripts` from the committed lockfile; a failure is one line naming
+    npm's log and leaves no cache behind; an interrupted install (files missing) is redone."""
+    from export.errors import ExportError
+    from export.web import web_runtime
+
+    npm = tmp_path / "npm"
+    npm.write_text(FAKE_NPM)
+    npm.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    monkeypatch.setenv("NPM_CALLS", str(calls))
+    monkeypatch.setattr("export.web.shutil.which", lambda name: str(npm))
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("NPM_FAIL", "1")
+    with pytest.raises(ExportError) as failed:
+        web_runtime(folder)
+    message = str(failed.value)
+    assert message.startswith("npm ci of the web runtime failed (exit 1: npm ERR! code ECONNRESET")
+    assert message.endswith(f"npm's whole output is in {folder / 'npm-error.log'}")
+    assert "network aborted" in (folder / "npm-error.log").read_text()
+    assert not (folder / "node_modules").exists()
+    assert not [p for p in folder.iterdir() if p.name.startswith(".node_modules.new-")]
+    monkeypatch.setenv("NPM_FAIL", "0")
+    modules = web_runtime(folder)
+    assert (modules / "onnxruntime-web" / "dist" / "ort-wasm-simd-threaded.wasm").is_file()
+    assert calls.read_text().splitlines() == ["ci --ignore-scripts --no-audit --no-fund"] * 2
+    (modules / "onnxruntime-web" / "dist" / "ort.wasm.min.mjs").unlink()  # interrupted copy
+    web_runtime(folder)
+    assert (modules / "onnxruntime-web" / "dist" / "ort.wasm.min.mjs").is_file()
+    assert len(calls.read_text().splitlines()) == 3
+    web_runtime(folder)  # complete now: npm is not run again
+    assert len(calls.read_text().splitlines()) == 3
+
+
+def test_the_page_never_writes_markup_it_was_given():
+    """Label names come from the model's files: the page puts them in with textContent, so a
+    label such as `<img src=x onerror=...>` shows as text and runs nothing."""
+    from export.web import PAGE_DIR
+
+    app = (PAGE_DIR / "app.mjs").read_text()
+    assert "innerHTML" not in app and "insertAdjacentHTML" not in app
+    assert "textContent = text" in app
