@@ -18,6 +18,7 @@ own `ModelConfig` message (tritonclient) and check it against the ONNX graph, as
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 import shutil
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import onnx
 
+from bench import cleaning
 from bench.files import read_classifier_meta, write_model_meta, write_text_atomic
 from bench.tokenizer import FastTokenizer
 from export.errors import ExportError
@@ -32,9 +34,14 @@ from export.errors import ExportError
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 ONNX_TYPES = {onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.FLOAT: "TYPE_FP32"}
 DEFAULT_PREFERRED = (8, 32)
+# What the tokenizer model imports, pinned to the versions edgebert is tested with.
+SERVER_PACKAGES = " ".join(
+    f"{name}=={importlib.metadata.version(name)}" for name in ("tokenizers", "simplemma")
+)
 
 MODEL_PY = '''"""Triton Python backend: text -> token ids, as edgebert tokenizes (written by edgebert)."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -45,20 +52,19 @@ from tokenizers import Tokenizer
 OUTPUTS = {outputs!r}
 
 
-def _cleaner(steps):
-    if not steps:
-        return lambda text: text
-    # The model was trained on cleaned text: the server needs `pip install edgebert` for it.
-    from bench.cleaning import make_cleaner
-
-    return make_cleaner(steps)
+def _cleaner(folder, steps):
+    """edgebert's own cleaning steps, from the copy of bench/cleaning.py beside this file."""
+    spec = importlib.util.spec_from_file_location("edgebert_cleaning", folder / "cleaning.py")
+    cleaning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cleaning)
+    return cleaning.make_cleaner(steps)
 
 
 class TritonPythonModel:
     def initialize(self, args):
         folder = Path(__file__).parent
         meta = json.loads((folder / "edgebert.json").read_text(encoding="utf-8"))
-        self.clean = _cleaner(meta["clean"])
+        self.clean = _cleaner(folder, meta["clean"])
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation({max_length})
         self.tokenizer.enable_padding(pad_id={pad_id}, pad_token={pad_token!r}, length={max_length})
@@ -233,6 +239,7 @@ def write_triton_repository(
     (out_dir / model / "1").mkdir(exist_ok=True)
     shutil.copy(onnx_path, out_dir / model / "1" / "model.onnx")
     shutil.copy(folder / "tokenizer.json", out_dir / tokenizer / "1" / "tokenizer.json")
+    shutil.copy(cleaning.__file__, out_dir / tokenizer / "1" / "cleaning.py")  # no edgebert needed
     write_model_meta(out_dir / tokenizer / "1", meta)
     return out_dir
 
@@ -250,9 +257,10 @@ Serve it (CPU; add `--gpus all` on a GPU machine, not tested here):
 
     docker run --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 \\
       -v {out_dir.resolve()}:/models {TRITON_IMAGE} \\
-      bash -c "pip install tokenizers edgebert && tritonserver --model-repository=/models"
+      bash -c "pip install {SERVER_PACKAGES} && tritonserver --model-repository=/models"
 
-(`edgebert` is needed only when the model's `edgebert.json` lists cleaning steps.)
+The tokenizer model needs nothing of edgebert: its cleaning steps are the copy of edgebert's
+`cleaning.py` in `{name}_tokenizer/1/`, which needs only `simplemma` (for `lemmatize`).
 
 Ask it, with labels through the classification extension:
 

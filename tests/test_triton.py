@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -129,3 +131,79 @@ def test_triton_refuses_what_it_cannot_package(tmp_path, tiny_onnx, run_cli):
     )
     code, _, err = run_cli("export", tiny_onnx, "--triton", tmp_path / "t", "--triton-name", "a b")
     assert code == 2 and "--triton-name: 'a b' must be letters, digits, '_' or '-'" in err
+
+
+STAND_IN_RUN = """
+import sys, types, json
+import numpy as np
+stub = types.ModuleType("triton_python_backend_utils")
+class Tensor:
+    def __init__(self, name, array):
+        self.name, self.array = name, array
+    def as_numpy(self):
+        return self.array
+stub.Tensor = Tensor
+stub.InferenceResponse = lambda output_tensors: {t.name: t.array for t in output_tensors}
+stub.get_input_tensor_by_name = lambda request, name: request[name]
+sys.modules["triton_python_backend_utils"] = stub
+try:
+    import bench  # noqa: F401
+    sys.exit("edgebert is importable here: the check proves nothing")
+except ImportError:
+    pass
+import importlib.util
+spec = importlib.util.spec_from_file_location("model", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+model = module.TritonPythonModel()
+model.initialize({})
+batch = np.array([[t.encode()] for t in json.loads(sys.argv[2])], dtype=object)
+out = model.execute([{"TEXT": Tensor("TEXT", batch)}])[0]
+print(json.dumps({k: v.tolist() for k, v in out.items()}))
+"""
+
+
+def test_the_tokenizer_model_cleans_without_edgebert_installed(
+    tmp_path, varied_model_dir, run_cli, monkeypatch
+):
+    """A Triton image has no edgebert: the tokenizer model cleans with the copy of
+    cleaning.py beside it, in a Python that cannot import edgebert, exactly as edgebert does."""
+    import site
+    import subprocess
+
+    from bench.cleaning import make_cleaner
+    from bench.files import write_model_meta
+    from bench.tokenizer import FastTokenizer
+
+    model = tmp_path / "model"
+    shutil.copytree(varied_model_dir, model)
+    steps = ["unescape", "nfkc", "remove_control", "collapse_whitespace", "replace_urls"]
+    write_model_meta(model, {"labels": ["negative", "positive"], "clean": steps, "max_length": 32})
+    onnx_dir = tmp_path / "onnx"
+    code, _, err = run_cli("export", model, "--out", onnx_dir, "--texts", _texts(tmp_path))
+    assert code == 0, err
+    code, _, err = run_cli("export", onnx_dir / "model.onnx", "--triton", tmp_path / "repo")
+    assert code == 0, err
+    readme = (tmp_path / "repo" / "README.md").read_text()
+    assert "pip install tokenizers==" in readme and "edgebert &&" not in readme
+    texts = ["Fares &amp; fees\u200b at https://t.co/x   ＡＢＣ", "fine\tflight"]
+    env = {"PYTHONPATH": os.pathsep.join(site.getsitepackages()), "PATH": os.environ["PATH"]}
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", STAND_IN_RUN]
+        + [str(tmp_path / "repo" / "classifier_tokenizer/1/model.py"), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ids = json.loads(done.stdout)["input_ids"]
+    cleaned = [make_cleaner(steps)(t) for t in texts]
+    want = FastTokenizer(onnx_dir)(cleaned, padding="max_length", max_length=32)["input_ids"]
+    assert ids == [list(row) for row in want]
+
+
+def _texts(tmp_path: Path) -> Path:
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(TEXTS) + "\n")
+    return path
