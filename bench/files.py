@@ -1,6 +1,6 @@
 """Small helpers every edgebert package shares, kept at the lowest layer (`export` and
 `compress` import `bench`; `bench` imports neither): atomic file writes, the one-line form of an
-exception for error messages, and the model metadata file `edgebert.json`.
+exception for error messages, folder locks (the model file `edgebert.json`: `bench.model_file`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-
-META_FILE = "edgebert.json"  # beside a model's weights or ONNX file: cleaning, max length, labels
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:
@@ -126,39 +124,6 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def read_model_meta(folder: Path) -> dict:
-    """A model folder's `edgebert.json` ({} when there is none); one-line error if damaged."""
-    path = Path(folder) / META_FILE
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"{path}: unreadable ({first_line(exc)})") from None
-    if not isinstance(meta, dict):
-        raise BenchError(f"{path}: expected a JSON object")
-    return meta
-
-
-def read_classifier_meta(folder: Path) -> dict:
-    """edgebert.json, with the label names from config.json's id2label when it has none, the
-    cleaning steps (none) and max length (128) filled in: what a server or a web page
-    that tokenizes by itself reads."""
-    meta = read_model_meta(folder)
-    config = folder / "config.json"
-    if not meta.get("labels") and config.is_file():
-        id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label") or {}
-        meta["labels"] = [id2label[k] for k in sorted(id2label, key=int)]
-    return {"clean": [], "max_length": 128} | meta
-
-
-def write_model_meta(folder: Path, meta: dict) -> Path:
-    """The one writer of `edgebert.json` (training stages and QAT's ONNX folder use it)."""
-    path = Path(folder) / META_FILE
-    write_json_atomic(path, meta)
-    return path
 
 
 def read_lines(path: Path, missing: str = "file not found") -> list[str]:

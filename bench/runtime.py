@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchError
-from bench.files import first_line, read_model_meta
+from bench.files import first_line
+from bench.model_file import read_model_file
 from bench.progress import ProgressLine
 from bench.tokenizer import TOKENIZER_FILE, FastTokenizer
 
@@ -55,8 +56,8 @@ def read_label_names(folder: Path) -> list[str]:
         raise BenchError(f"{config}: cannot read label names ({exc})") from None
 
 
-def read_max_length(folder: Path, default: int = 128) -> int:
-    return int(read_model_meta(folder).get("max_length", default))
+def read_max_length(folder: Path) -> int:
+    return read_model_file(folder).max_length
 
 
 @dataclass(frozen=True)

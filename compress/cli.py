@@ -20,7 +20,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from bench.files import FolderLock, first_line, is_disk_full, read_model_meta
+from bench.files import FolderLock, first_line, is_disk_full
+from bench.model_file import read_model_file
 from bench.options import DEFAULTS as BENCH
 from bench.options import BenchOptions, name_models
 from compress import __version__
@@ -253,6 +254,7 @@ def monitor(
         raise EdgebertError("give --feedback and/or --traffic to compare with the reference")
     if retrain_recipe is not None and feedback is None:
         raise EdgebertError("--retrain adds the --feedback rows to the recipe: give --feedback")
+    served = read_traffic(traffic) if traffic is not None else None  # bad lines: before work
     name, ref = load_reference(reference, model, reference_model)
     verdict = Verdict({"report": str(reference), "model": name, "dataset": ref.dataset, "n": ref.n})
     limits = Thresholds(max_drop, max_psi)
@@ -262,8 +264,8 @@ def monitor(
         index = {label: i for i, label in enumerate(ref.labels)}
         predicted = [index[r["label"]] for r in predictor.predict(rows.texts)]
         check_feedback(verdict, ref, rows.labels, predicted, limits)
-    if traffic is not None:
-        check_traffic(verdict, ref, read_traffic(traffic), limits)
+    if served is not None:
+        check_traffic(verdict, ref, served, limits)
     if verdict.alarms and retrain_recipe is not None:
         verdict.checks["retrain"] = retrain(retrain_recipe, feedback, out, model)
     verdict.write(out)
@@ -363,17 +365,11 @@ def _parse_list(value: str, what: str, cast=int) -> list:
         raise EdgebertError(f"{what}: expected a comma-separated list, got {value!r}") from None
 
 
-DEFAULT_CLEAN = ["nfkc", "remove_control", "collapse_whitespace"]
-
-
 def _clean_steps_of(model: Path) -> list[str]:
-    """The cleaning a model was trained with (its edgebert.json, beside an ONNX file too)."""
+    """The cleaning a model was trained with (its edgebert.json, beside an ONNX file too; the
+    model file's own default when it has none)."""
     folder = model if model.is_dir() else model.parent
-    return (
-        list(read_model_meta(folder).get("clean", DEFAULT_CLEAN))
-        if folder.is_dir()
-        else DEFAULT_CLEAN
-    )
+    return read_model_file(folder).clean
 
 
 def _eval_texts(

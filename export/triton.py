@@ -27,7 +27,8 @@ from pathlib import Path
 import onnx
 
 from bench import cleaning
-from bench.files import read_classifier_meta, write_model_meta, write_text_atomic
+from bench.files import write_text_atomic
+from bench.model_file import read_classifier_meta, write_model_meta
 from bench.tokenizer import FastTokenizer
 from export.errors import ExportError
 

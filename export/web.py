@@ -26,12 +26,12 @@ from pathlib import Path
 from bench.files import (
     FolderLock,
     first_line,
-    read_classifier_meta,
     replace_dir_atomic,
     staging_dir,
     write_json_atomic,
     write_text_atomic,
 )
+from bench.model_file import read_classifier_meta
 from export.errors import ExportError
 
 LOCK_DIR = Path(__file__).resolve().parent / "web_runtime"  # package.json + package-lock.json
@@ -130,6 +130,8 @@ def write_web_page(onnx_path: Path, out_dir: Path, runtime_folder: Path) -> Path
     if not onnx_path.is_file():
         raise ExportError(f"model not found: {onnx_path}")
     folder = onnx_path.parent
+    if out_dir.resolve() == folder.resolve():  # the page's files would overwrite the model's
+        raise ExportError("--web: write the page into a folder of its own, not the model's")
     meta = read_classifier_meta(folder)
     missing = [n for n in TOKENIZER_FILES if not (folder / n).is_file()]
     if missing or not meta.get("labels"):

@@ -272,12 +272,6 @@ def _(t):
     ), "r.yaml:11: stages[0].name: String should match pattern"
 
 
-@case("labels.json missing")
-def _(t):
-    (t["data"] / "labels.json").unlink()
-    return recipe_with(t, base(t)), f"data.labels: no label names for {t['data'] / 'train.jsonl'}"
-
-
 @case("predict on an empty string")
 def _(t):
     return ["predict", str(t["model"]), ""], "text 1 is empty after cleaning"
@@ -428,6 +422,68 @@ def _(t):
 @case("resume of something that is not a run directory")
 def _(t):
     return ["run", "--resume", str(t["dir"])], f"{t['dir']}: not a run directory"
+
+
+@case("a CSV cell over 131,072 characters")
+def _(t):
+    data = t["dir"] / "big.csv"
+    data.write_text("text,label\n" + '"' + "word " * 30000 + '",positive\nfine,negative\n')
+    recipe = base(t).replace(str(t["data"] / "train.jsonl"), str(data))
+    return recipe_with(t, recipe), "big.csv:2: a cell is over the CSV limit of 131,072 characters"
+
+
+@case("a label with a single row when validation is split off")
+def _(t):
+    rows = [{"text": f"good {i}", "label": "positive"} for i in range(20)]
+    rows += [{"text": "bad", "label": "negative"}]
+    data = t["dir"] / "one.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = base(t).replace(str(t["data"] / "train.jsonl"), str(data))
+    recipe = recipe.replace(f"  validation: {t['data'] / 'validation.jsonl'}\n", "")
+    return recipe_with(t, recipe), "label 'negative' has 1 row: a validation split needs 2"
+
+
+@case("a traffic log line without a label")
+def _(t):
+    report = t["dir"] / "report.json"
+    report.write_text("{}")
+    traffic = t["dir"] / "traffic.jsonl"
+    traffic.write_text('{"time": "now", "score": 0.9}\n')
+    args = ["monitor", str(t["onnx"]), "--reference", str(report), "--traffic", str(traffic)]
+    return args, "traffic.jsonl:1: a traffic log line needs 'label' and 'score'"
+
+
+@case("export --web into the model's own folder")
+def _(t):
+    return ["export", str(t["onnx"]), "--web", str(t["onnx"].parent)], (
+        "--web: write the page into a folder of its own, not the model's"
+    )
+
+
+@case("loadtest of an octal loopback address")
+def _(t):
+    return ["loadtest", "http://0177.0.0.1:1", "--file", str(t["texts"]), "--seconds", "0.5"], (
+        "http://0177.0.0.1:1: no successful answers"
+    )
+
+
+@case("an unknown cleaning step in edgebert.json")
+def _(t):
+    model = t["dir"] / "model"
+    model.mkdir()
+    for f in t["model"].iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    (model / "edgebert.json").write_text('{"clean": ["nfkc", "shout"]}')
+    return ["predict", str(model), "hello"], "edgebert.json: clean: unknown cleaning step 'shout'"
+
+
+@case("a JSONL line holding a lone surrogate in predict --file")
+def _(t):
+    texts = t["dir"] / "texts.jsonl"
+    texts.write_text('{"text": "fine"}\n{"text": "bad \\ud800 text"}\n')
+    return ["predict", str(t["model"]), "--file", str(texts)], (
+        "texts.jsonl:2 is not valid Unicode: a lone surrogate at character 5"
+    )
 
 
 @pytest.mark.parametrize("name,make", CASES, ids=[c[0] for c in CASES])

@@ -89,8 +89,10 @@ def test_monitor_needs_something_to_compare(reference, varied_model_dir, run_cli
     root, _ = reference
     code, _, err = run_cli("monitor", varied_model_dir, "--reference", root / "bench/report.json")
     assert code == 2 and "give --feedback and/or --traffic" in err
+    traffic = tmp_path / "traffic.jsonl"
+    traffic.write_text('{"label": "positive", "score": 0.9}\n')
     code, _, err = run_cli(
-        "monitor", varied_model_dir, "--reference", root / "reference.jsonl", "--traffic", "x"
+        "monitor", varied_model_dir, "--reference", root / "reference.jsonl", "--traffic", traffic
     )
     assert code == 2 and "not a bench report" in err
 

@@ -293,13 +293,31 @@ def test_parity_enforce_limits_which_variants_fail_the_stage(
 
 
 def test_cli_bench_and_export_clean_texts_as_the_model_was_trained(tmp_path):
-    from compress.cli import DEFAULT_CLEAN, _clean_steps_of
+    from compress.cli import _clean_steps_of
 
     (tmp_path / "edgebert.json").write_text('{"clean": ["strip_html", "lower"], "max_length": 32}')
     (tmp_path / "model.onnx").write_bytes(b"")
     assert _clean_steps_of(tmp_path) == ["strip_html", "lower"]
     assert _clean_steps_of(tmp_path / "model.onnx") == ["strip_html", "lower"]
-    assert _clean_steps_of(tmp_path / "elsewhere" / "m.onnx") == DEFAULT_CLEAN
+    assert _clean_steps_of(tmp_path / "elsewhere" / "m.onnx") == []
+
+
+def test_a_model_without_edgebert_json_is_cleaned_the_same_everywhere(tiny_model_dir, tmp_path):
+    """predict/serve, the CLI's bench and export texts, and the model-file readers agree on
+    the cleaning of a model edgebert did not train (the one default, in bench.model_file)."""
+    import shutil
+
+    from bench.model_file import ModelFile, read_classifier_meta
+    from compress.cli import _clean_steps_of
+    from compress.serving.predict import Predictor
+
+    model = tmp_path / "plain"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "edgebert.json").unlink(missing_ok=True)
+    text = "  <b>Loud</b>\u200b  TEXT\t"
+    assert _clean_steps_of(model) == read_classifier_meta(model)["clean"] == ModelFile().clean
+    assert Predictor(model).clean(text) == text  # read as given, in every reader
+    assert read_classifier_meta(model)["max_length"] == 128
 
 
 def test_class_weights_and_tuned_thresholds_in_a_run(tmp_path, tiny_model_dir, tiny_data, run_cli):

@@ -172,7 +172,7 @@ def test_the_tokenizer_model_cleans_without_edgebert_installed(
     import subprocess
 
     from bench.cleaning import make_cleaner
-    from bench.files import write_model_meta
+    from bench.model_file import write_model_meta
     from bench.tokenizer import FastTokenizer
 
     model = tmp_path / "model"

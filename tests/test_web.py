@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench.cleaning import CLEANERS, make_cleaner
-from bench.files import write_model_meta
+from bench.model_file import write_model_meta
 from bench.runtime import open_model
 from bench.tokenizer import FastTokenizer
 from compress.models.names import cache_dir

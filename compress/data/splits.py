@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +157,7 @@ def _raw_records(path: Path, text_field: str, label_field: str | None):
                         raise EdgebertError(
                             f"{path}:1: no '{key}' column (columns: {', '.join(columns) or 'none'})"
                         )
-                for record in reader:
+                for record in _csv_records(reader, path):
                     yield (
                         reader.line_num,
                         record[text_field],
@@ -164,6 +165,23 @@ def _raw_records(path: Path, text_field: str, label_field: str | None):
                     )
     except UnicodeDecodeError as exc:
         raise EdgebertError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _csv_records(reader: csv.DictReader, path: Path):
+    """The rows of a CSV reader; a cell over the csv module's field limit (131,072
+    characters) is a one-line error naming its line, not an internal error."""
+    rows = iter(reader)
+    while True:
+        try:
+            record = next(rows)
+        except StopIteration:
+            return
+        except csv.Error:
+            raise EdgebertError(
+                f"{path}:{reader.line_num + 1}: a cell is over the CSV limit of "
+                f"{csv.field_size_limit():,} characters (or its quoting is broken)"
+            ) from None
+        yield record
 
 
 def read_split(
@@ -243,12 +261,28 @@ def subsample(split: Split, max_rows: int | None, seed: int) -> Split:
     return Split([split.texts[i] for i in kept], [split.labels[i] for i in kept], split.source)
 
 
-def carve_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+def carve_validation(
+    train: Split, fraction: float, seed: int, label_names: Sequence[str] = ()
+) -> tuple[Split, Split]:
     """Stratified train/validation split for sets that ship no validation file."""
     indices = list(range(len(train)))
-    kept, held = train_test_split(
-        indices, test_size=fraction, stratify=train.labels, random_state=seed
-    )
+    counts = Counter(train.labels)
+    rare = [label for label, count in sorted(counts.items()) if count < 2]
+    if rare:
+        raise EdgebertError(
+            f"{train.source}: label '{label_names[rare[0]] if label_names else rare[0]}' has "
+            f"{counts[rare[0]]} row: a validation split needs 2 of each label; add rows or give "
+            "data.validation"
+        )
+    try:
+        kept, held = train_test_split(
+            indices, test_size=fraction, stratify=train.labels, random_state=seed
+        )
+    except ValueError as exc:  # too few rows for the fraction to hold one of each label
+        raise EdgebertError(
+            f"{train.source}: cannot split off a stratified validation set ({exc}); "
+            "give data.validation or a larger data.validation_fraction"
+        ) from None
     pick = lambda ids, tag: Split(  # noqa: E731
         [train.texts[i] for i in sorted(ids)],
         [train.labels[i] for i in sorted(ids)],
@@ -334,7 +368,23 @@ def label_names_for(cfg, folder: Path | None, train_path: Path) -> list[str]:
     ]:
         if candidate.is_file():
             return read_label_names(candidate)
-    raise EdgebertError(
-        f"data.labels: no label names for {train_path}: add a labels.json beside it "
-        "or list them under data.labels"
-    )
+    return labels_in_file(train_path, cfg.text_field, cfg.label_field)
+
+
+def labels_in_file(path: Path, text_field: str, label_field: str) -> list[str]:
+    """Label names read from the training file itself, for data that comes with no list:
+    the names in sorted order, or "0".."N" when the labels are indices."""
+    seen = set()
+    for line_no, _, label in _raw_records(path, text_field, label_field):
+        if isinstance(label, bool) or not isinstance(label, (int, str)):
+            raise EdgebertError(f"{path}:{line_no}: label {label!r} is neither an int nor a name")
+        seen.add(label)
+    if not seen:
+        raise EdgebertError(f"{path}: no rows")
+    if all(isinstance(v, int) and not isinstance(v, bool) or _is_index(v) for v in seen):
+        return [str(i) for i in range(max(int(v) for v in seen) + 1)]
+    return sorted(str(v) for v in seen)
+
+
+def _is_index(value) -> bool:
+    return isinstance(value, str) and value.strip().isdigit()

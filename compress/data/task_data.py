@@ -52,7 +52,7 @@ def load_task_data(cfg, seed: int, task: str = "text-classification") -> TaskDat
     validation = read(paths["validation"]) if paths["validation"] else None
     test = read(paths["test"]) if paths["test"] else None
     if validation is None:
-        train, validation = carve_validation(train, cfg.validation_fraction, seed)
+        train, validation = carve_validation(train, cfg.validation_fraction, seed, label_names)
     train = subsample(train, cfg.max_train_rows, seed)
     for extra in cfg.extra_train:  # after subsampling: every added row is kept
         rows = read(extra)

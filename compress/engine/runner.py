@@ -204,6 +204,8 @@ def run_recipe(
     set_seed(recipe.seed)
     # Data problems are input problems: surface them before any directory or work exists.
     data = load_task_data(recipe.data, recipe.seed, recipe.task)
+    if recipe.data.labels is None:  # read from the training file: the run records which
+        recipe.data.labels = list(data.label_names)
     check_stage_files(recipe)
     hashes = data_hashes(data.files)
     rd, manifest, state = _open_run_dir(recipe, hashes, out_base, run_dir, overwrite, resume)

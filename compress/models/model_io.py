@@ -14,8 +14,9 @@ import transformers
 from safetensors import SafetensorError
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from bench.files import first_line, replace_dir_atomic, staging_dir, write_model_meta
+from bench.files import first_line, replace_dir_atomic, staging_dir
 from bench.heads import sequence_classifier_class
+from bench.model_file import write_model_meta
 from compress.errors import EdgebertError
 from compress.models.names import check_model_dir
 

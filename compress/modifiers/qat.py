@@ -24,8 +24,8 @@ from torch.ao.quantization import (
     disable_observer,
 )
 
-from bench.files import write_model_meta
 from bench.metrics import classification_metrics
+from bench.model_file import write_model_meta
 from bench.runtime import open_model
 from compress.engine.config import Strict
 from compress.errors import EdgebertError

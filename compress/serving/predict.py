@@ -11,7 +11,8 @@ from pathlib import Path
 
 from bench.cleaning import make_cleaner
 from bench.entities import entity_spans
-from bench.files import read_lines, read_model_meta
+from bench.files import read_lines
+from bench.model_file import read_model_file
 from bench.probabilities import softmax
 from bench.runtime import open_model
 from compress.errors import EdgebertError
@@ -39,7 +40,7 @@ class Predictor:
             raise EdgebertError(f"model directory not found: {model}")
         self.runner = open_model(model)
         folder = model if model.is_dir() else model.parent
-        self.clean = make_cleaner(read_model_meta(folder).get("clean", []))
+        self.clean = make_cleaner(read_model_file(folder).clean)
         self.warnings: list[str] = []
 
     def prepare(self, texts: list[str]) -> list[str]:

@@ -84,7 +84,16 @@ def read_traffic(path: Path) -> list[dict]:
     for file in files:
         for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
             try:
-                entries.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
                 raise EdgebertError(f"{file}:{number}: not a traffic log line") from None
+            if not isinstance(entry, dict) or not isinstance(entry.get("label"), str):
+                raise EdgebertError(
+                    f"{file}:{number}: a traffic log line needs 'label' and 'score'"
+                )
+            if not isinstance(entry.get("score"), (int, float)):
+                raise EdgebertError(
+                    f"{file}:{number}: a traffic log line needs 'label' and 'score'"
+                )
+            entries.append(entry)
     return entries
