@@ -424,6 +424,12 @@ def _(t):
     return ["run", "--resume", str(t["dir"])], f"{t['dir']}: not a run directory"
 
 
+@case("a QAT window past the last epoch, at --dry-run")
+def _(t):
+    args = recipe_with(t, base(t) + "    with:\n      - qat: {start_epoch: 5}\n")
+    return args + ["--dry-run"], "with[0].qat.start_epoch: 5 is after the last epoch (2)"
+
+
 @case("a CSV cell over 131,072 characters")
 def _(t):
     data = t["dir"] / "big.csv"

@@ -48,6 +48,7 @@ class TaskData:
     test: Split | None = None
     files: list[Path] = field(default_factory=list)
     augmented_rows: int = 0
+    skipped_rows: list[str] = field(default_factory=list)  # `FILE:LINE: reason`, on_bad_rows: skip
 
     def split(self, name: str) -> Split:
         value = getattr(self, name, None)
@@ -184,51 +185,61 @@ def _csv_records(reader: csv.DictReader, path: Path):
         yield record
 
 
+class BadRow(Exception):
+    """One row a recipe cannot use (empty text, an unknown label...): its reason."""
+
+
 def read_split(
     path: Path,
     label_names: Sequence[str],
     clean: Callable[[str], str],
     text_field: str = "text",
     label_field: str = "label",
+    skipped: list[str] | None = None,
 ) -> Split:
-    """Read, clean and validate one file; reject empty texts and unknown labels by line."""
+    """Read, clean and validate one file. A bad row (empty text, unknown label) is a one-line
+    error naming its line, or, given a `skipped` list (`data.on_bad_rows: skip`), is left out
+    and recorded there as `FILE:LINE: reason`."""
     index = {name: i for i, name in enumerate(label_names)}
     texts: list[str] = []
     labels: list[int] = []
-    label_kind: type | None = None
+    kinds: set[type] = set()  # label types seen: ints and names never mix in one file
     for line_no, text, label in _raw_records(path, text_field, label_field):
-        if not isinstance(text, str):
-            raise EdgebertError(f"{path}:{line_no}: '{text_field}' must be a string")
-        cleaned = clean(text)
-        if not cleaned.strip():
-            raise EdgebertError(f"{path}:{line_no}: empty text after cleaning")
-        if isinstance(label, bool) or not isinstance(label, (int, str)):
-            raise EdgebertError(f"{path}:{line_no}: label {label!r} is neither an int nor a name")
-        if isinstance(label, str) and label.strip().lstrip("-").isdigit() and label not in index:
-            label = int(label)  # CSV cells are strings; "2" means index 2
-        kind = type(label)
-        if label_kind is None:
-            label_kind = kind
-        elif kind is not label_kind:
-            raise EdgebertError(
-                f"{path}:{line_no}: mixed label types (earlier rows use {label_kind.__name__})"
-            )
-        if isinstance(label, int):
-            if not 0 <= label < len(label_names):
-                raise EdgebertError(
-                    f"{path}:{line_no}: label {label} out of range 0..{len(label_names) - 1}"
-                )
-            labels.append(label)
-        else:
-            if label not in index:
-                raise EdgebertError(
-                    f"{path}:{line_no}: unknown label '{label}' (labels: {', '.join(label_names)})"
-                )
-            labels.append(index[label])
+        try:
+            cleaned, value = _checked_row(text, label, clean, index, kinds, text_field)
+        except BadRow as exc:
+            if skipped is None:
+                raise EdgebertError(f"{path}:{line_no}: {exc}") from None
+            skipped.append(f"{path.name}:{line_no}: {exc}")
+            continue
         texts.append(cleaned)
+        labels.append(value)
     if not texts:
         raise EdgebertError(f"{path}: no rows")
     return Split(texts, labels, str(path))
+
+
+def _checked_row(text, label, clean, index: dict[str, int], kinds: set[type], text_field: str):
+    """(cleaned text, label index) of one row; BadRow says what is wrong with it."""
+    if not isinstance(text, str):
+        raise BadRow(f"'{text_field}' must be a string")
+    cleaned = clean(text)
+    if not cleaned.strip():
+        raise BadRow("empty text after cleaning")
+    if isinstance(label, bool) or not isinstance(label, (int, str)):
+        raise BadRow(f"label {label!r} is neither an int nor a name")
+    if isinstance(label, str) and label.strip().lstrip("-").isdigit() and label not in index:
+        label = int(label)  # CSV cells are strings; "2" means index 2
+    if kinds and type(label) not in kinds:
+        raise BadRow(f"mixed label types (earlier rows use {next(iter(kinds)).__name__})")
+    kinds.add(type(label))
+    if isinstance(label, int):
+        if not 0 <= label < len(index):
+            raise BadRow(f"label {label} out of range 0..{len(index) - 1}")
+        return cleaned, label
+    if label not in index:
+        raise BadRow(f"unknown label '{label}' (labels: {', '.join(index)})")
+    return cleaned, index[label]
 
 
 def read_texts(path: Path, clean: Callable[[str], str], text_field: str = "text") -> list[str]:
@@ -378,7 +389,8 @@ def labels_in_file(path: Path, text_field: str, label_field: str) -> list[str]:
     for line_no, _, label in _raw_records(path, text_field, label_field):
         if isinstance(label, bool) or not isinstance(label, (int, str)):
             raise EdgebertError(f"{path}:{line_no}: label {label!r} is neither an int nor a name")
-        seen.add(label)
+        if label != "":  # a row without a label is a bad row, not a class
+            seen.add(label)
     if not seen:
         raise EdgebertError(f"{path}: no rows")
     if all(isinstance(v, int) and not isinstance(v, bool) or _is_index(v) for v in seen):

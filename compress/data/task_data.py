@@ -47,7 +47,10 @@ def load_task_data(cfg, seed: int, task: str = "text-classification") -> TaskDat
     if paths["train"] is None:
         raise EdgebertError(f"dataset '{cfg.dataset}' has no train split")
     label_names = label_names_for(cfg, folder, paths["train"])
-    read = lambda p: read_split(p, label_names, clean, cfg.text_field, cfg.label_field)  # noqa: E731
+    skipped: list[str] | None = [] if cfg.on_bad_rows == "skip" else None
+    read = lambda p: read_split(  # noqa: E731
+        p, label_names, clean, cfg.text_field, cfg.label_field, skipped
+    )
     train = read(paths["train"])
     validation = read(paths["validation"]) if paths["validation"] else None
     test = read(paths["test"]) if paths["test"] else None
@@ -64,4 +67,12 @@ def load_task_data(cfg, seed: int, task: str = "text-classification") -> TaskDat
     if getattr(cfg, "augment", None) is not None:  # training rows only, after subsampling
         train, added = augment_split(train, cfg.augment, seed)
     files = [p for p in paths.values() if p is not None] + list(cfg.extra_train)
-    return TaskData(label_names, train, validation, test, files, augmented_rows=added)
+    return TaskData(
+        label_names,
+        train,
+        validation,
+        test,
+        files,
+        augmented_rows=added,
+        skipped_rows=skipped or [],
+    )

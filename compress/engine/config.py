@@ -103,8 +103,13 @@ class DataConfig(Strict):
     labels: list[str] | Path | None = Field(
         None, description="label names in index order, or a labels.json path"
     )
-    text_field: str = "text"
-    label_field: str = "label"
+    text_field: str = Field("text", description="the CSV column or JSON key holding the text")
+    label_field: str = Field("label", description="the CSV column or JSON key holding the label")
+    on_bad_rows: Literal["error", "skip"] = Field(
+        "error",
+        description="a row with an empty text or an unknown label: stop with its line number "
+        "(error), or leave it out and report how many and which (skip)",
+    )
     clean: list[CleanStep] = Field(default_factory=list)
     language: str | None = Field(
         None, description="ISO code of the texts' language (for the 'lemmatize' step), e.g. en"

@@ -165,9 +165,16 @@ def _open_run_dir(
     return rd, manifest, state
 
 
+def skipped_rows_line(skipped: list[str]) -> str:
+    """One line for the log and the summary: how many bad rows were left out, and the first."""
+    return f"data: skipped {len(skipped)} bad rows ({'; '.join(skipped[:3])}{'; ...' * (len(skipped) > 3)})"
+
+
 def _close(ctx: RunContext) -> None:
     """Print each bench stage's summary last (where a user looks) and keep it as summary.txt."""
     summaries = [r["summary"] for r in ctx.results.values() if r.get("summary")]
+    if ctx.data.skipped_rows:
+        summaries.insert(0, skipped_rows_line(ctx.data.skipped_rows))
     if summaries and distributed.is_main():
         text = "\n\n".join(summaries)
         ctx.console.print("\n" + text, markup=False, highlight=False, soft_wrap=True)
@@ -216,6 +223,9 @@ def run_recipe(
     ctx.log(
         f"run directory: {rd.root}" + (f" (resuming after {completed} stages)" if resume else "")
     )
+    if data.skipped_rows:
+        manifest["skipped_rows"] = {"count": len(data.skipped_rows), "first": data.skipped_rows[:5]}
+        ctx.log(skipped_rows_line(data.skipped_rows))
     if data.augmented_rows:
         ctx.log(
             f"augmentation: {data.augmented_rows} rows added to the training split "

@@ -160,6 +160,14 @@ class PruneStructuredConfig(Strict):
             raise ValueError("nothing to prune: set 'heads' and/or 'ffn' above 0")
         return self
 
+    def check_schedule(self, epochs: int) -> None:
+        """Checked when the recipe is read (`--dry-run` included), not when training starts."""
+        end = self.end_epoch or self.start_epoch
+        if end > epochs:
+            raise ValueError(
+                f"prune_structured.end_epoch: {end} is after the last epoch ({epochs})"
+            )
+
 
 class PruneStructured(Modifier):
     type_name = "prune_structured"
@@ -173,11 +181,6 @@ class PruneStructured(Modifier):
         self.original_ffn = ffn_parts(layers[0])[0].out_features
         self.before = count_parameters(model)
         self.end = cfg.end_epoch or cfg.start_epoch
-        if self.end > phase.training.epochs:
-            raise EdgebertError(
-                f"prune_structured.end_epoch: {self.end} is after the last epoch "
-                f"({phase.training.epochs})"
-            )
         self.events: list[dict] = []
         self.model = model
 

@@ -176,6 +176,13 @@ class QATConfig(Strict):
         "16 bits, which full-range weights can saturate (README 'AVX2-only x86')",
     )
 
+    def check_schedule(self, epochs: int) -> None:
+        """Checked when the recipe is read (`--dry-run` included), not when training starts."""
+        if self.start_epoch > epochs:
+            raise ValueError(
+                f"qat.start_epoch: {self.start_epoch} is after the last epoch ({epochs})"
+            )
+
 
 class QAT(Modifier):
     type_name = "qat"
@@ -183,10 +190,6 @@ class QAT(Modifier):
 
     def setup(self, phase) -> None:
         cfg = self.config
-        if cfg.start_epoch > phase.training.epochs:
-            raise EdgebertError(
-                f"qat.start_epoch: {cfg.start_epoch} is after the last epoch ({phase.training.epochs})"
-            )
         steps_before = (cfg.start_epoch - 1) * phase.steps_per_epoch
         qat_steps = max(1, phase.total_steps - steps_before)
         self.freeze_step = steps_before + max(1, int(cfg.freeze_observers_after * qat_steps))

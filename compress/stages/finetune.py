@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from transformers import set_seed
 
 from bench.heads import POOLINGS, with_pooling
@@ -58,6 +58,19 @@ class FinetuneConfig(StageConfig):
     select_best: MetricName = "accuracy"  # type: ignore[valid-type]
     # Typed by the modifier union when the recipe model is built (compress.engine.recipe).
     with_: list[ModifierEntry] = Field(default_factory=list, alias="with")
+
+    @model_validator(mode="after")
+    def _modifier_schedules(self) -> FinetuneConfig:
+        """Each modifier's epoch window must fit the stage's epochs: a bad QAT window fails when
+        the recipe is read, before any earlier stage has run."""
+        for index, entry in enumerate(self.with_):
+            check = getattr(entry.modifier_config, "check_schedule", None)
+            if check is not None:
+                try:
+                    check(self.training.epochs)
+                except ValueError as exc:
+                    raise ValueError(f"with[{index}].{exc}") from None
+        return self
 
 
 class TrainConfig(FinetuneConfig):
