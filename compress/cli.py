@@ -11,6 +11,7 @@ this module.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from importlib import resources
@@ -24,6 +25,7 @@ from bench.files import FolderLock, first_line, is_disk_full
 from bench.model_file import read_model_file
 from bench.options import DEFAULTS as BENCH
 from bench.options import BenchOptions, name_models
+from bench.runtime import RuntimeSettings
 from compress import __version__
 from compress.errors import USER_ERRORS, EdgebertError
 from compress.models.names import cache_dir
@@ -32,6 +34,7 @@ from compress.serving.traffic_log import TrafficLog, read_traffic
 from export.options import QUANTIZE_MODES, ExportOptions
 
 EXPORT = ExportOptions()
+RUNTIME_KEYS = [f.name for f in dataclasses.fields(RuntimeSettings)]
 
 app = typer.Typer(
     add_completion=False,
@@ -504,7 +507,8 @@ def bench_command(
     runtime: str = typer.Option(
         BENCH.runtime,
         "--runtime",
-        help="ORT settings for all models, e.g. spinning=off,io_binding=on",
+        help="runtime settings for all models, e.g. spinning=off,io_binding=on or "
+        "engine=openvino; keys: " + ", ".join(RUNTIME_KEYS) + " (docs/cli.md)",
     ),
     variant: list[str] = typer.Option(
         [], "--variant", help="NAME=MODEL:SETTINGS, a model again under other ORT settings"
@@ -585,6 +589,18 @@ def schema(out: Optional[Path] = typer.Option(None, "--out", help="write to a fi
         out.write_text(text + "\n", encoding="utf-8")
     else:
         typer.echo(text)
+
+
+@app.command()
+def docs(out: Path = typer.Argument(Path("docs"), help="folder for recipes.md and cli.md")) -> None:
+    """Write docs/recipes.md (from the recipe schema) and docs/cli.md (from these commands)."""
+    from bench.files import write_text_atomic
+    from compress.engine.docs import cli_markdown, recipe_markdown
+    from compress.engine.recipe import recipe_json_schema
+
+    write_text_atomic(out / "recipes.md", recipe_markdown(recipe_json_schema()))
+    write_text_atomic(out / "cli.md", cli_markdown(typer.main.get_command(app)))
+    typer.echo(f"{out / 'recipes.md'}\n{out / 'cli.md'}")
 
 
 def main() -> None:
