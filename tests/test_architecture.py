@@ -96,6 +96,34 @@ def test_bench_and_export_never_import_compress():
             assert not [e for e in edges if e.split(".")[0] == "compress"], module
 
 
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_serving_imports_no_training_code():
+    """The deployment runtime (predict, serve, monitor, explain) reaches no training loop,
+    modifier, stage, recipe engine or data loader, not even through another module."""
+    graph = import_graph()
+    training = ("compress.training", "compress.modifiers", "compress.stages", "compress.engine")
+    training += ("compress.data",)
+    serving = [m for m in graph if m.startswith("compress.serving.")]
+    assert len(serving) >= 8
+    for module in serving:
+        reached = _reachable(graph, module)
+        assert not [m for m in reached if m.startswith(training)], module
+
+
+def test_compress_top_level_is_small():
+    top = sorted(p.name for p in (ROOT / "compress").glob("*.py"))
+    assert len(top) <= 8, top
+
+
 def test_no_function_is_longer_than_80_lines():
     long = []
     for module, path in _project_files().items():
