@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.conftest import FAST_BENCH
@@ -213,3 +214,37 @@ def test_python_m_bench_runs_with_torch_and_compress_unimportable(tiny_onnx, tmp
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["models"][0]["accuracy"]["n"] == 12 and report["models"][0]["latency"]
+
+
+def _protocol_members(cls) -> set[str]:
+    names = set(getattr(cls, "__annotations__", {}))
+    names |= {n for n in vars(cls) if not n.startswith("_")}
+    return names
+
+
+def test_modifiers_use_only_the_typed_training_state():
+    """Every `phase.X` a modifier (or a helper it hands the state to) reads is declared in
+    `TrainingState`, and the loop provides every declared member."""
+    from compress.modifiers.state import TrainingState
+    from compress.training.loop import TrainingPhase
+
+    declared = _protocol_members(TrainingState)
+    files = [*(ROOT / "compress" / "modifiers").glob("*.py")]
+    files += [ROOT / "compress" / "models" / "relations.py"]
+    used: dict[str, set[str]] = {}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "phase"
+            ):
+                used.setdefault(node.attr, set()).add(path.name)
+    assert len(used) >= 20  # the walk sees the modifiers' reads
+    undeclared = {name: files for name, files in used.items() if name not in declared}
+    assert not undeclared, undeclared
+    provided = _protocol_members(TrainingPhase) | set(TrainingPhase.__dataclass_fields__)
+    loop_source = (ROOT / "compress" / "training" / "loop.py").read_text(encoding="utf-8")
+    assigned = {n for n in declared if re.search(rf"self\.{n}\b[^=\n]*=", loop_source)}
+    missing = [n for n in declared if n not in provided | assigned]
+    assert not missing, missing

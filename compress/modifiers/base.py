@@ -13,7 +13,9 @@ its hooks so that several modifiers (distillation, pruning, QAT) act together in
 | `finish(phase)`                   | after training, before saving         |
 | `state_dict()` / `load_state_dict(phase, state)` | checkpoint and resume  |
 
-A modifier asks things of the loop only through the phase's request methods:
+Each hook receives the loop's state typed as `compress.modifiers.state.TrainingState`: the
+fields a modifier may read, and the request methods it may call. A modifier asks things of the
+loop only through those request methods:
 `request_outputs(**flags)` (e.g. hidden states for distillation), `add_trained_parameters(...)`
 (projections the optimiser must train), `model_reshaped()` (modules replaced: the optimiser is
 rebuilt and best-epoch selection restarts) and `model_changed()` (the model now computes
@@ -27,9 +29,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from compress.modifiers.state import TrainingState
+
 if TYPE_CHECKING:
     from compress.engine.context import RunContext
-    from compress.training.loop import TrainingPhase
 
 
 class Modifier:
@@ -46,21 +49,21 @@ class Modifier:
         transfer set): they join the vocabulary corpus and the loader, with no label."""
         return []
 
-    def setup(self, phase: TrainingPhase) -> None:
+    def setup(self, phase: TrainingState) -> None:
         pass
 
     def loss(
-        self, phase: TrainingPhase, batch: dict, outputs: Any, loss: torch.Tensor
+        self, phase: TrainingState, batch: dict, outputs: Any, loss: torch.Tensor
     ) -> torch.Tensor:
         return loss
 
-    def on_step(self, phase: TrainingPhase) -> None:
+    def on_step(self, phase: TrainingState) -> None:
         pass
 
-    def on_epoch_end(self, phase: TrainingPhase, metrics: dict) -> None:
+    def on_epoch_end(self, phase: TrainingState, metrics: dict) -> None:
         pass
 
-    def finish(self, phase: TrainingPhase) -> dict:
+    def finish(self, phase: TrainingState) -> dict:
         """Return metrics worth recording (e.g. sparsity reached)."""
         return {}
 
@@ -68,6 +71,6 @@ class Modifier:
         """What a resumed run needs to continue (tensors and plain values only)."""
         return {}
 
-    def load_state_dict(self, phase: TrainingPhase, state: dict) -> None:
+    def load_state_dict(self, phase: TrainingState, state: dict) -> None:
         """Restore `state_dict()` output; called before the model's weights are restored, so
         a modifier that reshapes the model (pruning) can reshape it first."""

@@ -7,7 +7,8 @@
 - FFN neurons go through torch-pruning's dependency graph (intermediate rows and the matching
   output columns together), the same count in every layer, so `config.intermediate_size` stays
   one number that `from_pretrained` understands.
-Importance is first-order Taylor (|w * dL/dw|, summed over a few training batches) or weight
+Importance is pluggable (`compress.modifiers.importance`, one small class per criterion, as in
+Torch-Pruning): first-order Taylor (|w * dL/dw|, summed over a few training batches) or weight
 magnitude. Ratios can be reached one-shot or over several epochs with training in between.
 
 `prune_unstructured` is gradual magnitude pruning (Zhu & Gupta cubic schedule), masks applied
@@ -26,61 +27,13 @@ from pydantic import Field, model_validator
 from compress.engine.config import Strict
 from compress.errors import EdgebertError
 from compress.models.structure import (
-    attention_parts,
     count_parameters,
     encoder_layers,
     ffn_parts,
     heads_per_layer,
 )
 from compress.modifiers.base import Modifier
-
-
-def score_importance(
-    phase, method: str, batches: int
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per layer: a score per remaining head and per FFN neuron (higher = keep)."""
-    model = phase.model
-    layers = encoder_layers(model)
-    grads_needed = method == "taylor"
-    if grads_needed:
-        was_training = model.training
-        model.eval()  # no dropout: scores are a property of the weights, not of an RNG draw
-        model.zero_grad(set_to_none=True)
-        for batch in phase.leading_batches(batches):
-            model(**batch).loss.backward()
-        model.train(was_training)
-
-    def weight_score(param: torch.Tensor) -> torch.Tensor:
-        if grads_needed:
-            grad = param.grad if param.grad is not None else torch.zeros_like(param)
-            return (param.detach() * grad).abs()
-        return param.detach().abs()
-
-    head_scores, neuron_scores = [], []
-    for layer in layers:
-        inner, out_proj = attention_parts(layer)
-        heads = inner.num_attention_heads
-        size = inner.attention_head_size
-        total = torch.zeros(heads, device=out_proj.weight.device)
-        for name in ("query", "key", "value", "q", "k", "v"):
-            lin = getattr(inner, name, None)
-            if lin is not None:
-                total += weight_score(lin.weight).view(heads, size, -1).sum((1, 2))
-                total += weight_score(lin.bias).view(heads, size).sum(1)
-        total += (
-            weight_score(out_proj.weight).view(out_proj.weight.shape[0], heads, size).sum((0, 2))
-        )
-        head_scores.append(total.cpu())
-        up, down = ffn_parts(layer)
-        neurons = (
-            weight_score(up.weight).sum(1)
-            + weight_score(up.bias)
-            + weight_score(down.weight).sum(0)
-        )
-        neuron_scores.append(neurons.cpu())
-    if grads_needed:
-        model.zero_grad(set_to_none=True)
-    return head_scores, neuron_scores
+from compress.modifiers.importance import IMPORTANCES, ImportanceName, score_structures
 
 
 def _original_head_index(model, layer_index: int, current: int) -> int:
@@ -146,7 +99,9 @@ def shrink_ffn_to(model, size: int) -> None:
 class PruneStructuredConfig(Strict):
     heads: float = Field(0.0, ge=0, lt=1, description="fraction of attention heads removed")
     ffn: float = Field(0.0, ge=0, lt=1, description="fraction of FFN neurons removed")
-    importance: Literal["taylor", "magnitude"] = "taylor"
+    importance: ImportanceName = Field(  # type: ignore[valid-type]
+        "taylor", description="how a head or neuron is scored: " + ", ".join(IMPORTANCES)
+    )
     start_epoch: int = Field(1, ge=1, description="first pruning at the end of this epoch")
     end_epoch: int | None = Field(None, ge=1, description="full ratio at the end of this epoch")
     scoring_batches: int = Field(8, ge=1, le=1000)
@@ -196,7 +151,8 @@ class PruneStructured(Modifier):
             return
         cfg = self.config
         model = phase.model
-        head_scores, neuron_scores = score_importance(phase, cfg.importance, cfg.scoring_batches)
+        importance = IMPORTANCES[cfg.importance]()
+        head_scores, neuron_scores = score_structures(phase, importance, cfg.scoring_batches)
         remaining_heads = sum(len(s) for s in head_scores)
         want_heads = self.total_heads - round(self.total_heads * cfg.heads * fraction)
         removed = prune_heads(
