@@ -10,6 +10,7 @@ import json
 import random
 import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,24 @@ def tiny_data(tmp_path) -> Path:
     write_jsonl(folder / "validation.jsonl", sample_rows("validation", 100))
     (folder / "labels.json").write_text('["negative", "positive"]')
     return folder
+
+
+def slow_runner(seconds: float) -> str:
+    """A `python -c` script running `edgebert ARGS` with each optimiser step `seconds` slower:
+    a tiny run that lasts long enough to be killed or stopped in the middle."""
+    return textwrap.dedent(
+        f"""
+        import sys, time, torch
+        step = torch.optim.AdamW.step
+        def slow(self, *args, **kwargs):
+            time.sleep({seconds})
+            return step(self, *args, **kwargs)
+        torch.optim.AdamW.step = slow
+        from compress.cli import main
+        sys.argv = ["edgebert"] + sys.argv[1:]
+        main()
+        """
+    )
 
 
 def tiny_recipe(model_dir: Path, data: Path, **training) -> str:

@@ -7,29 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_ok, tiny_recipe
+from tests.conftest import run_ok, slow_runner, tiny_recipe
 
 pytestmark = pytest.mark.fault  # the fault suite (README "Fault suite")
 
-SLOW_RUNNER = textwrap.dedent(
-    """
-    import sys, time, torch
-    step = torch.optim.AdamW.step
-    def slow(self, *args, **kwargs):
-        time.sleep(0.03)
-        return step(self, *args, **kwargs)
-    torch.optim.AdamW.step = slow
-    from compress.cli import main
-    sys.argv = ["edgebert"] + sys.argv[1:]
-    main()
-    """
-)
+SLOW_RUNNER = slow_runner(0.03)
 
 
 def two_stage_recipe(tmp_path, model_dir, data, modifiers: str = "") -> Path:

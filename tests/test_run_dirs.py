@@ -87,9 +87,17 @@ def _manifest(run_dir: Path) -> dict:
     return json.loads((run_dir / "manifest.json").read_text())
 
 
-def test_swaps_survive_leftovers_of_a_killed_writer_with_the_same_pid(tmp_path):
+def test_swaps_survive_leftovers_of_a_killed_writer_with_the_same_pid(tmp_path, monkeypatch):
     """In a container every start has the same pid: a leftover `.NAME.old-<pid>` from a killed
-    run must not make the next swap fail; stale `.new-*` and `.old-*` folders are cleaned."""
+    run must not make the next swap fail; stale `.new-*` and `.old-*` folders are cleaned; the
+    folder holding a swapped directory is fsynced, so the rename survives a power cut."""
+    real_fsync, synced = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     target = tmp_path / "model"
     target.mkdir()
     (target / "v").write_text("1")
@@ -100,6 +108,7 @@ def test_swaps_survive_leftovers_of_a_killed_writer_with_the_same_pid(tmp_path):
     write_text_atomic(new / "v", "2")
     replace_dir_atomic(new, target)
     assert (target / "v").read_text() == "2"
+    assert str(tmp_path) in synced  # the parent folder, after the rename
     half_written = staging_dir(target)
     (half_written / "junk").write_text("x")
     clean_stale_swaps(tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from compress.engine.recipe import load_recipe
-from tests.conftest import tiny_recipe
+from tests.conftest import slow_runner, tiny_recipe
 
 
 def _search_recipe(tmp_path, tiny_model_dir, tiny_data, block: str):
@@ -190,17 +190,7 @@ def test_a_worker_that_loses_the_schema_race_opens_the_study_on_retry(tmp_path, 
     assert len(calls) == 2 and storage.get_all_studies() == []
 
 
-SLOW_TRIALS = """
-import sys, time, torch
-step = torch.optim.AdamW.step
-def slow(self, *args, **kwargs):
-    time.sleep(0.3)
-    return step(self, *args, **kwargs)
-torch.optim.AdamW.step = slow
-from compress.cli import main
-sys.argv = ["edgebert"] + sys.argv[1:]
-main()
-"""
+SLOW_TRIALS = slow_runner(0.3)
 
 
 def test_a_worker_killed_mid_trial_leaves_no_lost_trial(tmp_path, tiny_model_dir, tiny_data):

@@ -246,3 +246,32 @@ def test_fuzz_a_thousand_hostile_bodies_no_5xx_still_serving_memory_bounded(tiny
     assert rss_after - rss_before < 100 * 2**20, (rss_before, rss_after)
     assert "Traceback" not in log, log[-2000:]
     assert os.path.exists(tiny_model_dir)
+
+
+def test_connections_over_the_cap_get_503_and_the_load_test_ignores_proxies(
+    tiny_model_dir, monkeypatch
+):
+    """`--max-connections 2`: with two connections held open, a third request is refused at
+    once (uvicorn's limit_concurrency); and the load test connects to the checked loopback
+    address itself, so an HTTP_PROXY in the environment cannot take its traffic elsewhere."""
+    from compress.serving.loadtest import check_loopback, load_test
+
+    with server_process(tiny_model_dir, "--max-connections", "2") as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        try:
+            time.sleep(0.3)
+            refused = httpx.get(f"{url}/live")
+        finally:
+            for sock in held:
+                sock.close()
+        assert refused.status_code == 503
+        time.sleep(0.3)
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # a dead proxy
+        monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:9")
+        assert check_loopback(f"http://localhost:{port}") in (
+            f"http://127.0.0.1:{port}",
+            f"http://[::1]:{port}",
+        )
+        result = load_test(url, TEXTS, seconds=1.0, concurrency=1, max_requests=5)
+    assert result["errors"] == 0 and result["requests"] == 5

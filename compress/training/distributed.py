@@ -68,6 +68,17 @@ def mean(value: float) -> float:
     return float(tensor.item()) / world_size()
 
 
+def any_rank(flag: bool) -> bool:
+    """Whether any rank has `flag` set: ranks that must leave a collective loop together (a
+    stop asked for by a signal) decide on the same step, or the one left behind waits in an
+    all-reduce its peer never joins."""
+    if not active():
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
 SPLITTABLE_MODIFIERS = ("distill",)
 
 

@@ -546,6 +546,7 @@ class TrainingPhase:
                     self.state.finished = True
                     break
                 due = cfg.checkpoint_steps and self.state.step % cfg.checkpoint_steps == 0
+                run.interrupted.flag = distributed.any_rank(run.interrupted.flag)
                 if run.interrupted.flag:
                     run.interrupted.stand_down()  # leaving in order: no forced stop needed
                 if run.interrupted.flag or due:
@@ -621,7 +622,7 @@ class TrainingPhase:
             raise
         with run.interrupted.critical():  # modifiers reshape and quantize here
             self._close_epoch(run, epoch, batches_done, metrics)
-        if run.interrupted.flag:
+        if distributed.any_rank(run.interrupted.flag):
             raise KeyboardInterrupt
 
     def _close_epoch(self, run: _Run, epoch: int, batches_done: int, metrics: dict) -> None:
