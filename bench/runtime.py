@@ -192,6 +192,7 @@ class ModelRunner:
     input_names: list[str] = field(default_factory=list)
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
     token_level: bool = False  # a token classifier: texts are word lists, logits per token
+    fixed_shape: tuple[int, int] | None = None  # (batch, seq) of a static-shape file
 
     @property
     def files(self) -> list[Path]:
@@ -216,6 +217,12 @@ class ModelRunner:
 
     def encode(self, texts: Sequence[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
         """Tokenize a batch; `pad_to` pads to a fixed length (benchmarks), else to the longest."""
+        if self.fixed_shape and (len(texts), pad_to) != self.fixed_shape:
+            batch, seq = self.fixed_shape
+            raise BenchError(
+                f"{self.path.name} takes batch {batch} x seq {seq} only: time it with "
+                f"--batch {batch} --seq {seq}"
+            )
         return self._feeds(self._tokenize(texts, pad_to))
 
     def _feeds(self, encoded) -> dict[str, np.ndarray]:
@@ -271,12 +278,25 @@ class ModelRunner:
     def _batches(self, texts: Sequence, batch_size: int):
         """(row indices, their encoding, their logits) in batches of similar length, so padding
         stays small; every text is tokenized once."""
+        if self.fixed_shape:
+            yield from self._fixed_batches(texts)
+            return
         lengths = [len(t) for t in texts]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             encoded = self._tokenize([texts[i] for i in chunk])
             yield chunk, encoded, self.run(self._feeds(encoded))
+
+    def _fixed_batches(self, texts: Sequence):
+        """A static-shape file's batches: padded to its seq, its batch filled by repeating the
+        last text (those rows' logits are dropped)."""
+        batch, seq = self.fixed_shape or (1, self.max_length)
+        for start in range(0, len(texts), batch):
+            chunk = list(range(start, min(start + batch, len(texts))))
+            rows = [texts[i] for i in chunk] + [texts[chunk[-1]]] * (batch - len(chunk))
+            encoded = self._tokenize(rows, seq)
+            yield chunk, encoded, self.run(self._feeds(encoded))[: len(chunk)]
 
     def logits(self, texts: Sequence, batch_size: int = 32, progress: ProgressLine | None = None):
         """Logits for many texts, in input order. A token classifier gives a list with one
@@ -349,6 +369,7 @@ def open_model(
         runner.session, runner.input_names = _openvino_session(path, settings, kind)
     else:
         runner.session, runner.input_names = _onnx_session(path, settings, provider)
+        runner.fixed_shape = _fixed_shape(runner.session)
     runner.label_names = read_label_names(folder)
     runner.token_level = _is_token_classifier(folder)
     runner.tokenizer = _tokenizer(folder)
@@ -434,6 +455,17 @@ def _openvino_session(path: Path, settings: RuntimeSettings, kind: str):
     if "input_ids" not in names or "logits" not in [o.get_any_name() for o in compiled.outputs]:
         raise BenchError(f"{path}: expected inputs input_ids/attention_mask and output logits")
     return OpenVINOSession(compiled), names
+
+
+def _fixed_shape(session) -> tuple[int, int] | None:
+    """(batch, seq) when every input of the graph has fixed dimensions (a file written by
+    `export --static-shape`), else None."""
+    shapes = {tuple(i.shape) for i in session.get_inputs()}
+    if len(shapes) == 1:
+        (shape,) = shapes
+        if len(shape) == 2 and all(isinstance(d, int) for d in shape):
+            return int(shape[0]), int(shape[1])
+    return None
 
 
 def _onnx_session(path: Path, settings: RuntimeSettings, provider: str):

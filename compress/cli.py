@@ -435,17 +435,32 @@ def export_command(
     report: Optional[Path] = typer.Option(
         None, "--report", help="bench report.json: its batch sizes become Triton's preferred ones"
     ),
+    static_shape: Optional[str] = typer.Option(
+        None,
+        "--static-shape",
+        help="also write the shipped file with fixed input shapes BATCHxSEQ (e.g. 1x64), for "
+        "NNAPI, Core ML and QNN",
+    ),
 ) -> None:
     """Export a classifier to ONNX (+ fused graph, INT8, .ort) and check parity; optionally
-    package the shipped file as a Triton model repository or a browser page."""
+    package the shipped file as a Triton model repository or a browser page, or write it with
+    fixed input shapes for phone accelerators."""
     from export.pipeline import export_model
+    from export.static_shape import parse_static_shape
 
+    shape = parse_static_shape(static_shape) if static_shape else None
     if model_dir.suffix == ".onnx":
-        if (triton is None and web is None) or out is not None:
+        if (triton is None and web is None and shape is None) or out is not None:
             raise EdgebertError(
-                "an .onnx MODEL is only packaged: give --triton DIR or --web DIR, not --out"
+                "an .onnx MODEL is only packaged: give --triton DIR, --web DIR or "
+                "--static-shape BATCHxSEQ, not --out"
             )
         _package(model_dir, triton, triton_name, report, web)
+        if shape is not None:
+            texts_for_parity, _, _ = _eval_texts(
+                dataset, "validation", texts, _clean_steps_of(model_dir)
+            )
+            _write_static(model_dir, shape, texts_for_parity[:parity_rows])
         return
     if out is None:
         raise EdgebertError("--out: give the output directory of the export")
@@ -463,6 +478,24 @@ def export_command(
         raise EdgebertError("; ".join(result.failures))
     shipped = [v for v in ("static_int8", "dynamic_int8", "fp32") if v in result.files][0]
     _package(result.files[shipped], triton, triton_name, report, web)
+    if shape is not None:
+        _write_static(result.files[shipped], shape, parity_texts[:parity_rows])
+
+
+def _write_static(onnx_path: Path, shape: tuple[int, int], parity_texts: list[str]) -> None:
+    """The fixed-shape copy of the shipped file, checked against it at that shape."""
+    from export.static_shape import MOBILE_PROVIDERS, static_parity, write_static_shape
+
+    static = write_static_shape(onnx_path, *shape)
+    parity = static_parity(onnx_path, static, parity_texts)
+    label = f"{shape[0]}x{shape[1]}"
+    typer.echo(f"static_{label}\t{static.stat().st_size / 1e6:.1f} MB\t{static}")
+    typer.echo(
+        f"static shape {label} (for {MOBILE_PROVIDERS}): {parity['rows']} rows against "
+        f"{onnx_path.name}, max |dlogit| {parity['max_abs_diff']:.2e}, labels agree "
+        f"{parity['label_agreement']:.2%}",
+        err=True,
+    )
 
 
 def _package(

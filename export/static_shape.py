@@ -1,0 +1,65 @@
+"""`edgebert export --static-shape BATCHxSEQ`: a copy of the shipped file with fixed input shapes.
+
+Phone accelerators reach ONNX Runtime through execution providers that need static shapes
+(NNAPI on Android, Core ML on iOS, QNN on Qualcomm NPUs: onnxruntime issues 11073 and 25421);
+with dynamic batch and sequence axes they fall back to the CPU. ONNX Runtime's own tools fix the
+shapes (`onnx_model_utils.make_input_shape_fixed`, then `fix_output_shapes`), and the copy is
+checked against the dynamic file at that shape before it is kept.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
+
+from bench.files import write_bytes_atomic
+from bench.runtime import open_model
+from export.errors import ExportError
+
+MOBILE_PROVIDERS = "NNAPI (Android), Core ML (iOS) and QNN (Qualcomm NPUs)"
+MAX_ABS_DIFF = 1e-4  # the same graph on the same inputs: only the shape annotations differ
+
+
+def parse_static_shape(spec: str) -> tuple[int, int]:
+    """`1x64` -> (1, 64); a one-line error naming the option otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", spec)
+    if not match or not all(0 < int(v) <= 4096 for v in match.groups()):
+        raise ExportError(f"--static-shape: expected BATCHxSEQ such as 1x64, got '{spec}'")
+    return int(match[1]), int(match[2])
+
+
+def write_static_shape(onnx_path: Path, batch: int, seq: int) -> Path:
+    """`<stem>_static_<B>x<S>.onnx` beside `onnx_path`, every input fixed to [batch, seq]."""
+    model = onnx.load(str(onnx_path))
+    for graph_input in model.graph.input:
+        make_input_shape_fixed(model.graph, graph_input.name, [batch, seq])
+    fix_output_shapes(model)
+    onnx.checker.check_model(model)
+    target = onnx_path.with_name(f"{onnx_path.stem}_static_{batch}x{seq}.onnx")
+    write_bytes_atomic(target, model.SerializeToString())
+    return target
+
+
+def static_parity(dynamic: Path, static: Path, texts: list[str]) -> dict:
+    """Logits of both files on the same texts (the static one in its fixed batches): the
+    largest difference and the label agreement; an ExportError past `MAX_ABS_DIFF`."""
+    fixed, free = open_model(static), open_model(dynamic)
+    batch, seq = fixed.fixed_shape or (0, 0)
+    rows = texts[: max(batch, (len(texts) // batch) * batch)]
+    want = np.concatenate(
+        [free.run(free.encode(rows[i : i + batch], pad_to=seq)) for i in range(0, len(rows), batch)]
+    )
+    got = fixed.logits(rows)
+    diff = float(np.abs(got - want).max())
+    agree = float((got.argmax(-1) == want.argmax(-1)).mean())
+    result = {"rows": len(rows), "max_abs_diff": diff, "label_agreement": agree}
+    if diff > MAX_ABS_DIFF:
+        raise ExportError(
+            f"--static-shape: {static.name} differs from {dynamic.name} by {diff:.2e} "
+            f"(over {MAX_ABS_DIFF:g}) at {batch}x{seq}"
+        )
+    return result
