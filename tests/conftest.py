@@ -100,6 +100,18 @@ def tiny_data(tmp_path) -> Path:
     return folder
 
 
+def integer_dot_products() -> bool:
+    """Whether this CPU multiplies int8 exactly (VNNI, AMX, ARM dotprod). Without them (AVX2
+    alone) ORT's u8 x s8 kernels saturate, so an INT8 file's labels move away from what fake
+    quantization or another runtime computes (bench's `int8_fit`,
+    docs/measurements/avx2-emulated)."""
+    from bench.machine import machine_info
+
+    return bool(
+        set(machine_info()["cpu_flags"]) & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}
+    )
+
+
 def slow_runner(seconds: float) -> str:
     """A `python -c` script running `edgebert ARGS` with each optimiser step `seconds` slower:
     a tiny run that lasts long enough to be killed or stopped in the middle."""

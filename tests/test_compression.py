@@ -13,7 +13,7 @@ from transformers import (
 from compress.models.structure import heads_per_layer
 from compress.modifiers.distill import attention_kl, kd_loss, layer_map
 from compress.modifiers.prune import cubic_sparsity, prune_ffn, prune_heads
-from tests.conftest import run_ok, tiny_recipe
+from tests.conftest import integer_dot_products, run_ok, tiny_recipe
 
 
 def test_kd_loss_matches_a_hand_computed_value():
@@ -259,17 +259,6 @@ def test_bad_compression_settings_name_the_field(
     code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
     assert code == 2
     assert message in err.strip().splitlines()[-1]
-
-
-def integer_dot_products() -> bool:
-    """Whether this CPU multiplies int8 exactly (VNNI, AMX, ARM dotprod). Without them (AVX2
-    alone) ORT's u8 x s8 kernels saturate, and a QAT file's labels move away from the fake
-    quantization it was trained with (bench's `int8_fit`, README 'AVX2-only x86')."""
-    from bench.machine import machine_info
-
-    return bool(
-        set(machine_info()["cpu_flags"]) & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"}
-    )
 
 
 def test_qat_exports_an_int8_qdq_graph_that_ort_runs_on_integer_kernels(
