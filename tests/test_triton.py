@@ -127,7 +127,8 @@ def test_triton_refuses_what_it_cannot_package(tmp_path, tiny_onnx, run_cli):
     code, _, err = run_cli("export", tiny_onnx, "--out", tmp_path / "x")
     assert (
         code == 2
-        and "an .onnx MODEL is only packaged: give --triton DIR or --web DIR, not --out" in err
+        and "an .onnx MODEL is only packaged: give --triton DIR, --web DIR or --static-shape BATCHxSEQ, not --out"
+        in err
     )
     code, _, err = run_cli("export", tiny_onnx, "--triton", tmp_path / "t", "--triton-name", "a b")
     assert code == 2 and "--triton-name: 'a b' must be letters, digits, '_' or '-'" in err
