@@ -2,6 +2,10 @@
 
 Each step is a plain `str -> str` function so that training, evaluation and `predict` apply the
 exact same pipeline (it is saved with the model as `edgebert.json`).
+
+simplemma is imported only when a `lemmatize` step is named: this module is read by every model
+file check (`bench.model_file`), `python -m bench` on an edge board and the Triton tokenizer
+model, none of which should need it otherwise.
 """
 
 from __future__ import annotations
@@ -10,9 +14,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
-
-import simplemma
-from simplemma.strategies.dictionaries.dictionary_factory import SUPPORTED_LANGUAGES
+from functools import cache
 
 _TAG = re.compile(r"<[^>]+>")
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -88,14 +90,22 @@ CLEANERS: dict[str, Callable[[str], str]] = {
 
 
 LEMMATIZE = "lemmatize"  # a step that needs the language: stored as "lemmatize:<code>"
-LEMMA_LANGUAGES = frozenset(SUPPORTED_LANGUAGES)  # simplemma's, data shipped in its wheel
 _WORD = re.compile(r"\w+")
+
+
+@cache
+def lemma_languages() -> frozenset[str]:
+    """simplemma's languages (their data ships in its wheel)."""
+    from simplemma.strategies.dictionaries.dictionary_factory import SUPPORTED_LANGUAGES
+
+    return frozenset(SUPPORTED_LANGUAGES)
 
 
 def lemmatizer(language: str) -> Callable[[str], str]:
     """Each word replaced by its dictionary form (simplemma, offline: "flights were" -> "flight
     be"); punctuation and spacing stay. For classic models, which see each inflection as another
     feature; a BERT model's sub-words already share them, so it may well lose by it."""
+    import simplemma
 
     def lemmatize(text: str) -> str:
         return _WORD.sub(lambda m: simplemma.lemmatize(m.group(), lang=language), text)
@@ -106,7 +116,7 @@ def lemmatizer(language: str) -> Callable[[str], str]:
 def cleaning_step(name: str) -> Callable[[str], str]:
     """The function of a step name, `lemmatize:<language>` included; KeyError if unknown."""
     kind, _, language = name.partition(":")
-    if kind == LEMMATIZE and language in LEMMA_LANGUAGES:
+    if kind == LEMMATIZE and language in lemma_languages():
         return lemmatizer(language)
     return CLEANERS[name]
 

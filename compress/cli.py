@@ -11,7 +11,6 @@ this module.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from importlib import resources
@@ -22,10 +21,8 @@ import typer
 from rich.console import Console
 
 from bench.files import FolderLock, first_line, is_disk_full
-from bench.model_file import read_model_file
 from bench.options import DEFAULTS as BENCH
 from bench.options import BenchOptions, name_models
-from bench.runtime import RuntimeSettings
 from compress import __version__
 from compress.errors import USER_ERRORS, EdgebertError
 from compress.models.names import cache_dir
@@ -34,7 +31,6 @@ from compress.serving.traffic_log import TrafficLog, read_traffic
 from export.options import QUANTIZE_MODES, ExportOptions
 
 EXPORT = ExportOptions()
-RUNTIME_KEYS = [f.name for f in dataclasses.fields(RuntimeSettings)]
 
 app = typer.Typer(
     add_completion=False,
@@ -371,6 +367,8 @@ def _parse_list(value: str, what: str, cast=int) -> list:
 def _clean_steps_of(model: Path) -> list[str]:
     """The cleaning a model was trained with (its edgebert.json, beside an ONNX file too; the
     model file's own default when it has none)."""
+    from bench.model_file import read_model_file
+
     folder = model if model.is_dir() else model.parent
     return read_model_file(folder).clean
 
@@ -541,7 +539,7 @@ def bench_command(
         BENCH.runtime,
         "--runtime",
         help="runtime settings for all models, e.g. spinning=off,io_binding=on or "
-        "engine=openvino; keys: " + ", ".join(RUNTIME_KEYS) + " (docs/cli.md)",
+        "engine=openvino (every key: docs/cli.md)",
     ),
     variant: list[str] = typer.Option(
         [], "--variant", help="NAME=MODEL:SETTINGS, a model again under other ORT settings"

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from bench.cleaning import CLEANERS, LEMMA_LANGUAGES, LEMMATIZE
+from bench.cleaning import CLEANERS, LEMMATIZE, lemma_languages
 from bench.metrics import METRIC_NAMES
 from compress.data.augment import AugmentConfig
 
@@ -129,10 +129,10 @@ class DataConfig(Strict):
         steps = []
         for step in self.clean:
             language = step.partition(":")[2] if step != LEMMATIZE else self.language
-            if step.startswith(LEMMATIZE) and language not in LEMMA_LANGUAGES:
+            if step.startswith(LEMMATIZE) and language not in lemma_languages():
                 raise ValueError(
                     "clean: 'lemmatize' needs data.language, one of "
-                    + ", ".join(sorted(LEMMA_LANGUAGES))
+                    + ", ".join(sorted(lemma_languages()))
                     + (f" (got '{language}')" if language else "")
                 )
             steps.append(f"{LEMMATIZE}:{language}" if step == LEMMATIZE else step)
