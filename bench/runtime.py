@@ -291,7 +291,8 @@ class ModelRunner:
     def _fixed_batches(self, texts: Sequence):
         """A static-shape file's batches: padded to its seq, its batch filled by repeating the
         last text (those rows' logits are dropped)."""
-        batch, seq = self.fixed_shape or (1, self.max_length)
+        assert self.fixed_shape is not None
+        batch, seq = self.fixed_shape
         for start in range(0, len(texts), batch):
             chunk = list(range(start, min(start + batch, len(texts))))
             rows = [texts[i] for i in chunk] + [texts[chunk[-1]]] * (batch - len(chunk))

@@ -219,6 +219,11 @@ def read_split(
     return Split(texts, labels, str(path))
 
 
+def _check_label_type(label) -> None:
+    if isinstance(label, bool) or not isinstance(label, (int, str)):
+        raise BadRow(f"label {label!r} is neither an int nor a name")
+
+
 def _checked_row(text, label, clean, index: dict[str, int], kinds: set[type], text_field: str):
     """(cleaned text, label index) of one row; BadRow says what is wrong with it."""
     if not isinstance(text, str):
@@ -226,8 +231,7 @@ def _checked_row(text, label, clean, index: dict[str, int], kinds: set[type], te
     cleaned = clean(text)
     if not cleaned.strip():
         raise BadRow("empty text after cleaning")
-    if isinstance(label, bool) or not isinstance(label, (int, str)):
-        raise BadRow(f"label {label!r} is neither an int nor a name")
+    _check_label_type(label)
     if isinstance(label, str) and label.strip().lstrip("-").isdigit() and label not in index:
         label = int(label)  # CSV cells are strings; "2" means index 2
     if kinds and type(label) not in kinds:
@@ -387,8 +391,10 @@ def labels_in_file(path: Path, text_field: str, label_field: str) -> list[str]:
     the names in sorted order, or "0".."N" when the labels are indices."""
     seen = set()
     for line_no, _, label in _raw_records(path, text_field, label_field):
-        if isinstance(label, bool) or not isinstance(label, (int, str)):
-            raise EdgebertError(f"{path}:{line_no}: label {label!r} is neither an int nor a name")
+        try:
+            _check_label_type(label)
+        except BadRow as exc:
+            raise EdgebertError(f"{path}:{line_no}: {exc}") from None
         if label != "":  # a row without a label is a bad row, not a class
             seen.add(label)
     if not seen:

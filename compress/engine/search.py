@@ -172,13 +172,15 @@ def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
     study = _study(config, base.seed, name, root)
     total = min(config.trials, _grid_size(config)) if config.method == "grid" else config.trials
     trial_run = TrialRun(text, path, overrides, root, stage, config, base.seed, total, run_trial)
-    while _started(study) < total or _retries_waiting(study) or _running(study):
+    while True:
         if _started(study) < total or _retries_waiting(study):
             _run_one_trial(study, trial_run, config)
             _write_summary(root, config, stage, _rows(study, config.metric))
-        else:  # others' trials are running: wait for them, re-running any whose worker died
+        elif _running(study):  # others' trials: wait for them, re-running any whose worker died
             time.sleep(config.heartbeat_seconds)
             optuna.storages.fail_stale_trials(study)
+        else:
+            break
     rows = _rows(study, config.metric)
     scored = [r for r in rows if config.metric in r]
     if not scored:
