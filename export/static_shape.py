@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
 
-from bench.files import write_bytes_atomic
+from bench.files import first_line, write_bytes_atomic
 from bench.runtime import open_model
 from export.errors import ExportError
 
@@ -34,7 +34,12 @@ def parse_static_shape(spec: str) -> tuple[int, int]:
 
 def write_static_shape(onnx_path: Path, batch: int, seq: int) -> Path:
     """`<stem>_static_<B>x<S>.onnx` beside `onnx_path`, every input fixed to [batch, seq]."""
-    model = onnx.load(str(onnx_path))
+    if not onnx_path.is_file():
+        raise ExportError(f"model not found: {onnx_path}")
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and OS errors alike
+        raise ExportError(f"{onnx_path}: not a readable ONNX file ({first_line(exc)})") from None
     for graph_input in model.graph.input:
         make_input_shape_fixed(model.graph, graph_input.name, [batch, seq])
     fix_output_shapes(model)
