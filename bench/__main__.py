@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULTS.traffic_batch_size,
         help="batch of the end-to-end pass (0: skip)",
     )
-    parser.add_argument("--classic", default="", help="tfidf_lr,tfidf_nb (needs --train)")
+    parser.add_argument(
+        "--classic", default="", help="tfidf_lr,tfidf_nb,model2vec,fasttext (needs --train)"
+    )
+    parser.add_argument("--model2vec-base", type=Path, help="encoder the model2vec row distils")
     parser.add_argument("--train", type=Path, help="JSONL training rows for --classic")
     parser.add_argument("--emulated", action="store_true", help="label timings as emulated")
     parser.add_argument("--out", type=Path, default=Path("bench-report"))
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline=args.baseline,
             min_seconds=args.min_seconds,
             classic=[c for c in args.classic.split(",") if c],
+            model2vec_base=args.model2vec_base,
             traffic_batch_size=args.traffic_batch or None,
         )
         first = next(iter(models.values()))

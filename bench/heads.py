@@ -14,7 +14,6 @@ PyTorch runtime, export, and compress's training) may import bench.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -25,6 +24,9 @@ from transformers import (
     BertForSequenceClassification,
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
+
+from bench.model_kind import saved_config, saved_static
+from bench.static_model import StaticEmbeddingForSequenceClassification
 
 POOLINGS = ("cls", "mean", "max", "cls_mean")
 CONFIG_KEY = "classifier_pooling"
@@ -118,15 +120,13 @@ def pooling_of(config) -> str:
 
 def declared_pooling(folder: Path) -> str:
     """The head a saved directory declares; `cls` for a directory without a readable config."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "cls"
-    return pooling_of(config)
+    return pooling_of(saved_config(folder))
 
 
 def sequence_classifier_class(folder: Path):
     """The class whose `from_pretrained` reads this directory with the head it was saved with."""
+    if saved_static(folder):
+        return StaticEmbeddingForSequenceClassification
     if declared_pooling(folder) == "cls":
         return AutoModelForSequenceClassification
     return PooledBertForSequenceClassification

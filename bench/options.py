@@ -25,9 +25,15 @@ class BenchOptions(BaseModel):
         default_factory=dict,
         description="NAME: 'MODEL:key=value,...' times MODEL again under other ORT settings",
     )
-    classic: list[Literal["tfidf_lr", "tfidf_nb"]] = Field(
+    classic: list[Literal["tfidf_lr", "tfidf_nb", "model2vec", "fasttext"]] = Field(
         default_factory=list,
-        description="classic baselines trained on the train split and timed beside the models",
+        description="classic baselines trained on the train split and timed beside the models "
+        "(model2vec and fasttext are optional extras: pip install 'edgebert[peers]')",
+    )
+    model2vec_base: str | None = Field(
+        None,
+        description="encoder the model2vec row distils its table from: a model directory (in a "
+        "recipe also a name or @stage; default: the model its first training stage starts from)",
     )
     traffic_batch_size: int | None = Field(
         32, ge=1, description="batch of the end-to-end real-traffic pass (null: skip)"

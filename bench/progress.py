@@ -7,9 +7,11 @@ other fields), so a long epoch is visible wherever its output goes.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 INTERVAL_SECONDS = 30.0
 
@@ -64,3 +66,11 @@ class ProgressLine:
             eta = (self.total - done) * elapsed / progressed
             parts.append(f"elapsed {clock_text(elapsed)} ETA {clock_text(eta)}")
         return "  ".join(parts)
+
+
+@contextlib.contextmanager
+def library_bars_silenced() -> Iterator[None]:
+    """Libraries that draw tqdm bars (model2vec) write one redraw per step into a log file;
+    their stderr is swallowed while they run (tqdm reads TQDM_DISABLE only when imported)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield

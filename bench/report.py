@@ -13,6 +13,7 @@ from bench.files import write_bytes_atomic
 from bench.schema import BenchReport
 
 SCHEMA_FILE = Path(__file__).parent / "report.schema.json"
+CLASSIC_KINDS = ("sklearn", "peer")  # bench.classic's rows: TF-IDF, and model2vec and fastText
 
 
 def report_json_schema() -> dict:
@@ -94,8 +95,8 @@ def headline(report: BenchReport) -> str:
 def _over_classic(report: BenchReport) -> str:
     """How much the best transformer adds over the best classic baseline, as a sentence."""
     scored = [m for m in report.models if _quality(m) is not None]
-    classic = [m for m in scored if m.kind == "sklearn"]
-    neural = [m for m in scored if m.kind != "sklearn"]
+    classic = [m for m in scored if m.kind in CLASSIC_KINDS]
+    neural = [m for m in scored if m.kind not in CLASSIC_KINDS]
     if not classic or not neural:
         return ""
     best_classic = max(classic, key=_quality)

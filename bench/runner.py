@@ -128,8 +128,9 @@ def _classic_openers(options: BenchOptions, train, models: dict) -> dict:
         raise BenchError("classic baselines need the training rows (a data set with a train split)")
     first = next(iter(models.values()))
     label_names = read_label_names(first if first.is_dir() else first.parent)
+    base = Path(options.model2vec_base) if options.model2vec_base else None
     return {
-        f"classic:{kind}": (lambda kind=kind: fit_classic(kind, *train, label_names))
+        f"classic:{kind}": (lambda kind=kind: fit_classic(kind, *train, label_names, base))
         for kind in options.classic
     }
 

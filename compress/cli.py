@@ -25,7 +25,7 @@ from bench.options import DEFAULTS as BENCH
 from bench.options import BenchOptions, name_models
 from compress import __version__
 from compress.errors import USER_ERRORS, EdgebertError
-from compress.models.names import cache_dir
+from compress.models.names import cache_dir, resolve_model
 from compress.serving.limits import ServeLimits
 from compress.serving.traffic_log import TrafficLog, read_traffic
 from export.options import QUANTIZE_MODES, ExportOptions
@@ -547,7 +547,11 @@ def bench_command(
     classic: str = typer.Option(
         "",
         "--classic",
-        help="classic baselines trained on --dataset's train split: tfidf_lr,tfidf_nb",
+        help="classic baselines trained on --dataset's train split: tfidf_lr,tfidf_nb, "
+        "model2vec,fasttext (the last two: pip install 'edgebert[peers]')",
+    ),
+    model2vec_base: Optional[str] = typer.Option(
+        None, "--model2vec-base", help="encoder the model2vec row distils (a name or directory)"
     ),
     traffic_batch: int = typer.Option(
         BENCH.traffic_batch_size,
@@ -574,6 +578,7 @@ def bench_command(
         runtime_variants=_variants(variant),
         traffic_batch_size=traffic_batch or None,
         classic=_parse_list(classic, "--classic", str),
+        model2vec_base=str(resolve_model(model2vec_base)) if model2vec_base else None,
     )
     clean_steps = _clean_steps_of(next(iter(named.values())))
     eval_texts, labels, label = _eval_texts(dataset, split, texts, clean_steps)

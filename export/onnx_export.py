@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from bench.files import first_line, replace_file
+from bench.model_kind import is_static
 from export.errors import ExportError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,14 +57,18 @@ def export_task(config: dict) -> str:
 
 def export_onnx(model_dir: Path, out_dir: Path, opset: int = OPSET) -> Path:
     """Export to `out_dir/model.onnx` with tokenizer and config beside it; returns the path."""
-    task = export_task(check_classifier_dir(model_dir))
+    config = check_classifier_dir(model_dir)
+    task = export_task(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".export-"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             logging.getLogger("optimum").setLevel(logging.ERROR)
-            _optimum_export(model_dir, tmp, task, opset)
+            if is_static(config):
+                _static_export(model_dir, tmp, opset)
+            else:
+                _optimum_export(model_dir, tmp, task, opset)
         for name in SIDE_FILES:
             if (model_dir / name).is_file():
                 shutil.copy(model_dir / name, tmp / name)
@@ -104,6 +109,43 @@ def _optimum_export(model_dir: Path, output: Path, task: str, opset: int) -> Non
         "onnx", model_type="bert", task=task, library_name="transformers"
     )(model.config, task=task)
     export(model, onnx_config, output / "model.onnx", opset=opset)
+    model.config.save_pretrained(str(output))
+    maybe_save_preprocessors(model_dir, output)
+
+
+def _static_export(model_dir: Path, output: Path, opset: int) -> None:
+    """A static-embedding classifier has no Optimum config: torch's exporter traces its four
+    ops (Gather, masked mean, normalise, head) with the same input and output names as
+    Optimum's BERT files, so every runtime feeds it the same way."""
+    import torch
+    from optimum.utils.save_utils import maybe_save_preprocessors
+
+    from bench.static_model import StaticEmbeddingForSequenceClassification
+
+    model = StaticEmbeddingForSequenceClassification.from_pretrained(
+        str(model_dir), use_safetensors=True
+    ).eval()
+    ids = torch.ones((2, 8), dtype=torch.long)
+    axes = {0: "batch_size", 1: "sequence_length"}
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    torch.onnx.export(
+        LogitsOnly(),
+        (ids, torch.ones_like(ids)),
+        str(output / "model.onnx"),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch_size"}},
+        opset_version=opset,
+        dynamo=False,
+    )
     model.config.save_pretrained(str(output))
     maybe_save_preprocessors(model_dir, output)
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-QUANTIZE_MODES = ("dynamic", "static")
+QUANTIZE_MODES = ("dynamic", "static", "fp16_table")
 
 
 class _Section(BaseModel):
@@ -36,7 +36,11 @@ class Parity(_Section):
 
 class ExportOptions(_Section):
     optimize: bool = Field(True, description="also save ORT's fused-transformer graph")
-    quantize: list[Literal["dynamic", "static"]] = Field(default_factory=list)
+    quantize: list[Literal["dynamic", "static", "fp16_table"]] = Field(
+        default_factory=list,
+        description="dynamic/static: INT8 post-training quantization; fp16_table: lookup "
+        "tables (embeddings; all of a static student) stored in float16",
+    )
     calibration: Calibration = Field(default_factory=Calibration)
     formats: list[Literal["onnx", "ort", "openvino"]] = Field(default_factory=lambda: ["onnx"])
     ort_variant: str | None = Field(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.model_kind import saved_static
 from bench.runtime import open_model
 from export.errors import ExportError
 from export.mobile import convert_to_ort
@@ -17,6 +18,7 @@ from export.openvino_ir import convert_to_openvino
 from export.options import ExportOptions
 from export.parity import compare_logits
 from export.quantize import calibration_feeds, quantize_dynamic_int8, quantize_static_int8
+from export.table_fp16 import fp16_tables
 
 
 @dataclass
@@ -61,7 +63,7 @@ def export_model(
         raise ExportError("no texts for the parity check")
     files: dict[str, Path] = {"fp32": export_onnx(model_dir, out_dir)}
     log(f"exported {files['fp32']}")
-    if options.optimize:
+    if options.optimize and not saved_static(model_dir):  # nothing to fuse without attention
         files["fp32_fused"] = optimize_onnx(files["fp32"], out_dir / "model_fused.onnx")
     source = files["fp32"]
     if "dynamic" in options.quantize:
@@ -78,6 +80,8 @@ def export_model(
             per_channel=options.calibration.per_channel,
             reduce_range=options.calibration.reduce_range,
         )
+    if "fp16_table" in options.quantize:
+        files["fp16_table"] = fp16_tables(source, out_dir / "model_fp16_table.onnx")
     files.update(made_elsewhere or {})
     variant = options.ort_variant or list(files)[-1]
     if variant not in files:

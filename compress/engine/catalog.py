@@ -15,9 +15,10 @@ from compress.stages.base import Stage
 from compress.stages.bench import BenchStage
 from compress.stages.export import ExportStage
 from compress.stages.finetune import FinetuneStage, TrainStage
+from compress.stages.static import StaticStage
 
 STAGES: dict[str, type[Stage]] = {
-    cls.type_name: cls for cls in (FinetuneStage, TrainStage, ExportStage, BenchStage)
+    cls.type_name: cls for cls in (FinetuneStage, TrainStage, StaticStage, ExportStage, BenchStage)
 }
 MODIFIERS: dict[str, type[Modifier]] = {
     cls.type_name: cls for cls in (Distill, PruneStructured, PruneUnstructured, QAT)

@@ -12,6 +12,7 @@ from bench.schema import BenchReport, ModelResult
 
 # The file to ship: the fastest within this many accuracy points of the most accurate file.
 SHIP_WITHIN_POINTS = 1.0
+BUDGET_POINTS = (1.0, 2.0, 5.0)  # the budgets the summary names a fastest file for
 
 
 @dataclass
@@ -39,6 +40,11 @@ def _points(value: float | None, reference: float | None) -> str:
     return f"{value:.4f} ({100 * (value - reference):+.1f})"
 
 
+def _fastest(models: list[ModelResult]) -> ModelResult | None:
+    """The model with the lowest p50 at its smallest timed shape (batch 1 in every recipe)."""
+    return min(models, key=lambda m: min(lat.p50_ms for lat in m.latency), default=None)
+
+
 def choose_file(shipped: list[ModelResult]) -> ModelResult | None:
     """The fastest file (batch-1 p50) within SHIP_WITHIN_POINTS of the most accurate one."""
     scored = [m for m in shipped if m.accuracy is not None and m.latency]
@@ -46,7 +52,35 @@ def choose_file(shipped: list[ModelResult]) -> ModelResult | None:
         return None
     best = max(m.accuracy.accuracy for m in scored)  # type: ignore[union-attr]
     close = [m for m in scored if 100 * (best - m.accuracy.accuracy) <= SHIP_WITHIN_POINTS]  # type: ignore[union-attr]
-    return min(close, key=lambda m: min(lat.p50_ms for lat in m.latency))
+    return _fastest(close)
+
+
+def fastest_within(
+    shipped: list[ModelResult], reference: float, metric: str, points: float
+) -> ModelResult | None:
+    """The fastest file whose `metric` is at most `points` under the teacher's."""
+    return _fastest(
+        [
+            m
+            for m in shipped
+            if m.accuracy is not None
+            and m.latency
+            and 100 * (reference - getattr(m.accuracy, metric)) <= points
+        ]
+    )
+
+
+def _budget_lines(shipped: list[ModelResult], teacher: Reference) -> list[str]:
+    """The speed each accuracy budget buys: the fastest file within 1, 2 and 5 points."""
+    lines = []
+    for metric, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1")):
+        reference = getattr(teacher, metric)
+        if reference is None:
+            continue
+        picks = [fastest_within(shipped, reference, metric, p) for p in BUDGET_POINTS]
+        text = "; ".join(f"{p:g}: {m.name if m else 'none'}" for p, m in zip(BUDGET_POINTS, picks))
+        lines.append(f"fastest within N {label} points of the teacher: {text}")
+    return lines
 
 
 def run_summary(
@@ -72,7 +106,7 @@ def run_summary(
         for r in rows
     ]
     chosen = choose_file(files)
-    lines += ["", f"report: {report_html}"]
+    lines += ["", *_budget_lines(files, teacher), f"report: {report_html}"]
     if chosen is not None:
         lines += [
             f"ship:   {chosen.path}",

@@ -17,6 +17,7 @@ from compress.engine.config import StageConfig
 from compress.engine.summary import Reference, run_summary
 from compress.errors import EdgebertError
 from compress.stages.base import Stage
+from compress.stages.finetune import TrainingStageConfig
 from export.onnx_export import export_onnx
 from export.openvino_ir import nncf_int8
 from export.quantize import calibration_feeds, optimum_dynamic_int8
@@ -113,7 +114,7 @@ class BenchStage(Stage):
                 split.texts,
                 split.labels,
                 dataset=f"{ctx.recipe.data.dataset or 'data'} {self.config.split}",
-                options=self.config.options(),
+                options=self._options(ctx),
                 stages=self._stage_rows(ctx),
                 teacher_predictions=teacher_predictions(ctx.results, self.config.split),
                 progress_log=ctx.log_progress,
@@ -121,6 +122,26 @@ class BenchStage(Stage):
             )
         except BenchError as exc:
             raise EdgebertError(f"stages[{self.index}] (bench): {exc}") from None
+
+    def _options(self, ctx) -> BenchOptions:
+        """The stage's options; the model2vec row distils the model the run started from."""
+        options = self.config.options()
+        if "model2vec" not in options.classic:
+            return options
+        named = options.model2vec_base
+        field = f"stages[{self.index}].model2vec_base"
+        base = ctx.resolve_model_ref(named, field) if named else self._base_model(ctx)
+        return options.model_copy(update={"model2vec_base": str(base)})
+
+    def _base_model(self, ctx) -> Path:
+        """The model the run's first training stage starts from (a name or a directory)."""
+        for index, stage in enumerate(ctx.recipe.stages):
+            if isinstance(stage, TrainingStageConfig) and not stage.model.startswith("@"):
+                return ctx.resolve_model_ref(stage.model, f"stages[{index}].model")
+        raise EdgebertError(
+            f"stages[{self.index}].model2vec_base: no training stage starts from a named model; "
+            "name the encoder model2vec distils from"
+        )
 
     def _stage_rows(self, ctx) -> list[dict]:
         labels = ctx.data.split(self.config.split).labels

@@ -42,25 +42,20 @@ class HeadConfig(Strict):
     )
 
 
-class FinetuneConfig(StageConfig):
-    type: Literal["finetune"]
+class TrainingStageConfig(StageConfig):
+    """Fields of every stage that runs the training loop (finetune, train, static)."""
+
     model: str = Field(description="minilm-l6, mpnet-base, a model directory, or @stage")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    keep_layers: list[int] | None = Field(
-        None, min_length=1, description="keep only these encoder layers (0-based), e.g. [0, 2, 4]"
-    )
     vocab: VocabConfig | None = Field(
         None, description="keep only the tokens of the training texts (shrinks the embedding)"
-    )
-    head: HeadConfig | None = Field(
-        None, description="classifier head (default: the one the starting model was saved with)"
     )
     select_best: MetricName = "accuracy"  # type: ignore[valid-type]
     # Typed by the modifier union when the recipe model is built (compress.engine.recipe).
     with_: list[ModifierEntry] = Field(default_factory=list, alias="with")
 
     @model_validator(mode="after")
-    def _modifier_schedules(self) -> FinetuneConfig:
+    def _modifier_schedules(self) -> TrainingStageConfig:
         """Each modifier's epoch window must fit the stage's epochs: a bad QAT window fails when
         the recipe is read, before any earlier stage has run."""
         for index, entry in enumerate(self.with_):
@@ -71,6 +66,16 @@ class FinetuneConfig(StageConfig):
                 except ValueError as exc:
                     raise ValueError(f"with[{index}].{exc}") from None
         return self
+
+
+class FinetuneConfig(TrainingStageConfig):
+    type: Literal["finetune"]
+    keep_layers: list[int] | None = Field(
+        None, min_length=1, description="keep only these encoder layers (0-based), e.g. [0, 2, 4]"
+    )
+    head: HeadConfig | None = Field(
+        None, description="classifier head (default: the one the starting model was saved with)"
+    )
 
 
 class TrainConfig(FinetuneConfig):
@@ -88,11 +93,7 @@ class FinetuneStage(Stage):
         # A fresh classifier head is drawn from the RNG: seed here so a resumed run, which skips
         # the earlier stages, draws the same head as an uninterrupted one.
         set_seed(self._seed(ctx))
-        self.model = load_classifier(self.model_dir, ctx.data.label_names, ctx.recipe.task)
-        if self.config.head is not None:
-            self.model = self._with_head(self.config.head.pooling)
-        if self.config.keep_layers is not None:
-            drop_layers(self.model, self.config.keep_layers, f"stages[{self.index}].keep_layers")
+        self.model = self._starting_model(ctx)
         self.modifiers = [entry.build() for entry in self.config.with_]
         self.transfer_texts = [t for m in self.modifiers for t in m.transfer_texts(ctx)]
         self.vocab_report = None
@@ -109,9 +110,19 @@ class FinetuneStage(Stage):
                 + (f" ({added:,} characters added)" if added else "")
             )
 
-    def _with_head(self, pooling: str):
+    def _starting_model(self, ctx):
+        """The model training starts from: the named classifier, with the recipe's head and
+        layers (a static stage starts from a distilled table instead)."""
+        model = load_classifier(self.model_dir, ctx.data.label_names, ctx.recipe.task)
+        if self.config.head is not None:
+            model = self._with_head(model, self.config.head.pooling)
+        if self.config.keep_layers is not None:
+            drop_layers(model, self.config.keep_layers, f"stages[{self.index}].keep_layers")
+        return model
+
+    def _with_head(self, model, pooling: str):
         try:
-            return with_pooling(self.model, pooling)
+            return with_pooling(model, pooling)
         except ValueError as exc:
             raise EdgebertError(f"stages[{self.index}].head.pooling: {exc}") from None
 

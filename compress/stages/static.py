@@ -1,0 +1,83 @@
+"""`static`: a static-embedding student (one vector per token, a masked mean, a small head).
+
+Its table starts as model2vec's distillation of `model`'s encoder (the run's fine-tuned teacher,
+or a base model), is cut to the task's tokens by `vocab:` like any student's, and is then
+trained in the one training loop: hard labels and, through `with: [distill]`, the teacher's soft
+labels over the transfer set, with class weights, balanced sampling and tuned thresholds as the
+recipe sets them. Only logit distillation applies: the student has no layers or attention maps
+to match, and pruning and QAT act on transformer layers (its INT8 comes from `export`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from compress.engine.config import Strict
+from compress.models.static_init import distilled_table, static_student
+from compress.stages.finetune import FinetuneStage, TrainingStageConfig
+
+LAYER_TRANSFERS = ("hidden", "attention", "relations")
+
+
+class StaticTableConfig(Strict):
+    dims: int | None = Field(
+        256, ge=8, le=4096, description="PCA width of the token vectors (null: the encoder's)"
+    )
+    sif: float | None = Field(
+        1e-4,
+        gt=0,
+        lt=1,
+        description="SIF coefficient: frequent tokens weigh less in the mean (null: all equal)",
+    )
+
+
+class StaticHeadConfig(Strict):
+    hidden: int = Field(
+        512, ge=0, le=4096, description="width of the head's hidden layer (0: one linear layer)"
+    )
+    normalize: bool = Field(True, description="unit-length mean before the head, as model2vec")
+
+
+class StaticConfig(TrainingStageConfig):
+    type: Literal["static"]
+    model: str = Field(
+        description="whose encoder model2vec distils the first table from: @stage (e.g. the "
+        "fine-tuned teacher), minilm-l6, mpnet-base or a model directory"
+    )
+    table: StaticTableConfig = Field(default_factory=StaticTableConfig)
+    head: StaticHeadConfig = Field(default_factory=StaticHeadConfig)
+
+    @model_validator(mode="after")
+    def _logit_distillation_only(self) -> StaticConfig:
+        for index, entry in enumerate(self.with_):
+            if entry.modifier_name != "distill":
+                raise ValueError(
+                    f"with[{index}]: a static student takes only 'distill' "
+                    f"('{entry.modifier_name}' acts on transformer layers)"
+                )
+            for part in LAYER_TRANSFERS:
+                if getattr(entry.modifier_config, part) is not None:
+                    raise ValueError(
+                        f"with[{index}].distill.{part}: a static student has no layers to "
+                        "match; it distils the teacher's logits only"
+                    )
+        return self
+
+
+class StaticStage(FinetuneStage):
+    type_name = "static"
+    Config = StaticConfig
+
+    def _starting_model(self, ctx):
+        table = self.config.table
+        ctx.log(f"[{self.name}] distilling a static table from {self.config.model} (model2vec)")
+        vectors = distilled_table(self.model_dir, self.tokenizer, table.dims, table.sif)
+        return static_student(
+            vectors,
+            self.tokenizer.pad_token_id,
+            ctx.data.label_names,
+            self.config.head.hidden,
+            self.config.head.normalize,
+        )

@@ -1,0 +1,193 @@
+"""The static-embedding student (`type: static`), its export, and the static peer rows.
+
+A tiny BERT's encoder is distilled into a table by model2vec, trained with the teacher's soft
+labels, exported (fp32 and the fp16 table), opened by every runtime path and benchmarked beside
+TF-IDF, model2vec and fastText on the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from bench.classic import fit_classic
+from bench.errors import BenchError
+from bench.runtime import open_model
+from tests.conftest import run_ok, sample_rows
+
+pytest.importorskip("model2vec.distill")
+pytest.importorskip("fasttext")
+
+
+def static_recipe(model_dir: Path, data: Path, extra_with: str = "", bench: bool = True) -> str:
+    bench_stage = """
+  - type: bench
+    classic: [tfidf_lr, model2vec, fasttext]
+    batch_sizes: [1, 8]
+    seq_lengths: [32]
+    min_seconds: 0.05
+    traffic_batch_size: null
+"""
+    return f"""
+name: tiny-static
+seed: 3
+data:
+  train: {data / "train.jsonl"}
+  validation: {data / "validation.jsonl"}
+  clean: [nfkc, collapse_whitespace]
+  max_length: 32
+stages:
+  - type: finetune
+    name: teacher
+    model: {model_dir}
+    training: {{lr: 5.0e-4, batch_size: 16, epochs: 1, seed: 1}}
+  - type: static
+    name: static
+    model: "@teacher"
+    table: {{dims: 16}}
+    head: {{hidden: 32}}
+    vocab: {{min_count: 1}}
+    training: {{lr: 3.0e-3, batch_size: 16, epochs: 3, seed: 1, tune_thresholds: true}}
+    select_best: macro_f1
+    with:
+      - distill: {{teacher: "@teacher", temperature: 2.0, alpha: 0.5, retokenize: true}}{extra_with}
+  - type: export
+    model: "@static"
+    quantize: [fp16_table, dynamic]
+    parity: {{rows: 100, min_label_agreement: 0.9, enforce: [fp32, fp16_table]}}
+""" + (bench_stage if bench else "")
+
+
+@pytest.fixture(scope="module")
+def static_run(tiny_model_dir, tmp_path_factory):
+    """One whole static run (teacher, static student, export, bench), shared by the tests."""
+    from tests.conftest import write_jsonl
+
+    root = tmp_path_factory.mktemp("static")
+    data = root / "data"
+    write_jsonl(data / "train.jsonl", sample_rows("train", 400))
+    write_jsonl(data / "validation.jsonl", sample_rows("validation", 100))
+    (data / "labels.json").write_text('["negative", "positive"]')
+    recipe = root / "static.yaml"
+    recipe.write_text(static_recipe(tiny_model_dir, data))
+    return recipe, data, root
+
+
+def test_static_run_trains_exports_and_benches_beside_the_peers(static_run, run_cli):
+    recipe, _, root = static_run
+    run_dir, metrics, err = run_ok(run_cli, recipe, root / "runs")
+    student = metrics["static"]
+    assert student["vocab"]["vocab_after"] < student["vocab"]["vocab_before"]
+    # table (kept tokens x 16) + head (16x32 + 32 + 32x2 + 2): no encoder layer anywhere
+    assert student["parameters"] == student["vocab"]["vocab_after"] * 16 + 16 * 32 + 32 + 32 * 2 + 2
+    parity = metrics["export"]["parity"]
+    assert parity["fp32"]["max_abs_diff"] < 1e-4 and parity["fp32"]["label_agreement"] == 1.0
+    assert parity["fp16_table"]["label_agreement"] >= 0.98
+    sizes = metrics["export"]["sizes_bytes"]
+    assert sizes["fp16_table"] < 0.75 * sizes["fp32"]
+    assert "fp32_fused" not in metrics["export"]["files"]  # nothing to fuse without attention
+    report = json.loads((run_dir / "stages" / "03-bench" / "report.json").read_text())
+    rows = {m["name"]: m for m in report["models"]}
+    assert {"classic:tfidf_lr", "classic:model2vec", "classic:fasttext"} <= set(rows)
+    assert (
+        rows["classic:fasttext"]["kind"] == "peer" and rows["classic:model2vec"]["kind"] == "peer"
+    )
+    for name in ("export:fp32", "export:fp16_table", "classic:model2vec", "classic:fasttext"):
+        assert 0.3 < rows[name]["accuracy"]["accuracy"] <= 1.0, name
+    assert "Encoding tokens" not in err  # model2vec's progress bars stay out of the log
+
+
+def test_static_onnx_graph_is_a_lookup_a_mean_and_a_head(static_run, run_cli):
+    recipe, _, root = static_run
+    onnx_dir = next((root / "runs").glob("tiny-static-*/stages/02-export/onnx"))
+    ops = [n.op_type for n in onnx.load(str(onnx_dir / "model.onnx")).graph.node]
+    assert ops.count("Gather") == 1 and ops.count("Gemm") + ops.count("MatMul") == 2
+    assert not {"Softmax", "Attention", "LayerNormalization"} & set(ops)
+    half = onnx.load(str(onnx_dir / "model_fp16_table.onnx"))
+    table = next(i for i in half.graph.initializer if len(i.dims) == 2 and i.dims[1] == 16)
+    assert table.data_type == onnx.TensorProto.FLOAT16
+    texts = ["a gripping, funny film", "", "dull " * 100, "caf\u00e9 \U0001f600"]
+    fp32 = open_model(onnx_dir / "model.onnx").logits(texts)
+    torch_dir = next((root / "runs").glob("tiny-static-*/stages/01-static/model"))
+    np.testing.assert_allclose(open_model(torch_dir).logits(texts), fp32, atol=1e-5)
+    code, out, err = run_cli("predict", onnx_dir / "model_fp16_table.onnx", "a gripping film")
+    assert code == 0, err
+    answer = json.loads(out.splitlines()[0])
+    assert answer["label"] in ("negative", "positive") and 0.5 <= answer["score"] <= 1.0
+
+
+def test_static_stage_refuses_what_needs_transformer_layers(
+    tiny_model_dir, tiny_data, tmp_path, run_cli
+):
+    for extra, expected in [
+        (
+            "\n      - prune_structured: {heads: 0.5}",
+            "with[1]: a static student takes only 'distill'",
+        ),
+        ("\n      - qat: {start_epoch: 3}", "'qat' acts on transformer layers"),
+    ]:
+        recipe = tmp_path / "bad.yaml"
+        recipe.write_text(static_recipe(tiny_model_dir, tiny_data, extra, bench=False))
+        code, _, err = run_cli("run", recipe, "--dry-run")
+        assert code == 2 and expected in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    recipe.write_text(
+        static_recipe(tiny_model_dir, tiny_data, bench=False).replace(
+            "retokenize: true}", "retokenize: true, relations: {weight: 1.0}}"
+        )
+    )
+    code, _, err = run_cli("run", recipe, "--dry-run")
+    assert code == 2 and "with[0].distill.relations: a static student has no layers" in err
+
+
+def test_static_table_from_a_static_model_is_one_line(static_run, tiny_data, tmp_path, run_cli):
+    _, _, root = static_run
+    static_dir = next((root / "runs").glob("tiny-static-*/stages/01-static/model"))
+    recipe = tmp_path / "again.yaml"
+    recipe.write_text(
+        f"""
+name: again
+data:
+  train: {tiny_data / "train.jsonl"}
+  validation: {tiny_data / "validation.jsonl"}
+stages:
+  - type: static
+    model: {static_dir}
+"""
+    )
+    code, _, err = run_cli("run", recipe, "--out", tmp_path / "runs")
+    assert code == 2 and "a static model has no encoder to distil a table from" in err, err
+    assert err.strip().splitlines()[-1].startswith("edgebert: error: ") and "Traceback" not in err
+
+
+def test_peer_rows_answer_in_the_runs_label_order(tiny_model_dir):
+    rows = sample_rows("train", 300)
+    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+    names = ["negative", "positive"]
+    for kind in ("fasttext", "model2vec"):
+        runner = fit_classic(kind, texts, labels, names, base_model=tiny_model_dir)
+        logits = runner.logits(texts[:50], batch_size=16)
+        assert logits.shape == (50, 2)
+        np.testing.assert_allclose(np.exp(logits).sum(1), 1.0, atol=1e-3)
+        agree = (logits.argmax(1) == np.array(labels[:50])).mean()
+        assert agree > 0.6, (kind, agree)  # rows it trained on
+        assert runner.size_bytes > 0 and runner.token_lengths(["a b c"])[0] >= 3
+
+
+def test_missing_peer_extra_is_one_line_naming_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "fasttext" else real(name, *a)
+    )
+    with pytest.raises(
+        BenchError, match=r"fasttext is not installed: pip install 'edgebert\[peers\]'"
+    ):
+        fit_classic("fasttext", ["good", "bad"], [1, 0], ["negative", "positive"])
+    with pytest.raises(BenchError, match="name the encoder it distils from"):
+        fit_classic("model2vec", ["good", "bad"], [1, 0], ["negative", "positive"])
