@@ -182,7 +182,7 @@ def _load_and_score(openers: dict, texts, labels, dataset, options, console):
             latency=[],
             accuracy=accuracy,
             settings=runner.settings.as_dict()
-            if runner.kind in ("onnx", "ort")
+            if runner.kind in ("onnx", "onnx-text", "ort")
             else {"threads": runner.settings.threads},
         )
         console.print(

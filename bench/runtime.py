@@ -28,6 +28,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+TEXT_INPUT = "text"  # the one input of a text-in file (`export --text-input`)
+CUSTOM_OP_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' ops
 
 
 def model_kind(path: Path) -> str:
@@ -193,6 +195,7 @@ class ModelRunner:
     settings: RuntimeSettings = field(default_factory=RuntimeSettings)
     token_level: bool = False  # a token classifier: texts are word lists, logits per token
     fixed_shape: tuple[int, int] | None = None  # (batch, seq) of a static-shape file
+    text_input: bool = False  # the tokenizer is in the graph (`export --text-input`)
 
     @property
     def files(self) -> list[Path]:
@@ -223,7 +226,17 @@ class ModelRunner:
                 f"{self.path.name} takes batch {batch} x seq {seq} only: time it with "
                 f"--batch {batch} --seq {seq}"
             )
+        if self.text_input:
+            rows = [self._text_of_length(t, pad_to) if pad_to else t for t in texts]
+            return {TEXT_INPUT: np.array(rows, dtype=object)}
         return self._feeds(self._tokenize(texts, pad_to))
+
+    def _text_of_length(self, text: str, tokens: int) -> str:
+        """A text a text-in graph reads as about `tokens` tokens (as an id-input file padded to
+        that length reads it): the text repeated until long enough, cut, decoded back."""
+        ids = self.tokenizer([text], truncation=False)["input_ids"][0][1:-1]  # no [CLS], [SEP]
+        ids = (ids * (tokens // max(len(ids), 1) + 1))[: max(tokens - 2, 1)]
+        return self.tokenizer.decode(ids)
 
     def _feeds(self, encoded) -> dict[str, np.ndarray]:
         feeds = {
@@ -249,6 +262,8 @@ class ModelRunner:
         return [int(m.sum()) for m in self._tokenize(texts)["attention_mask"]]
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self.text_input:  # one text per call: the tokenizer op reads two as a pair
+            return np.concatenate([self._run_text(text) for text in feeds[TEXT_INPUT]])
         if self.session is not None:
             return self.session.run(["logits"], feeds)[0]
         import torch
@@ -257,12 +272,18 @@ class ModelRunner:
             tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
             return self.torch_model(**tensors).logits.float().numpy()
 
+    def _run_text(self, text: str) -> np.ndarray:
+        try:
+            return self.session.run(["logits"], {TEXT_INPUT: np.array([text], dtype=object)})[0]
+        except UnicodeEncodeError:
+            raise BenchError("a text is not valid Unicode (a lone surrogate?)") from None
+
     def bound(self, feeds: dict[str, np.ndarray]):
         """A zero-argument call on fixed feeds, as a server with pre-allocated inputs runs it.
 
         With `io_binding`, inputs and the output are bound to the session once, so repeated
         calls skip ORT's per-call input checks and output allocation."""
-        if self.session is None or not self.settings.io_binding:
+        if self.session is None or not self.settings.io_binding or self.text_input:
             return lambda: self.run(feeds)
         binding = self.session.io_binding()
         for name, array in feeds.items():
@@ -280,6 +301,11 @@ class ModelRunner:
         stays small; every text is tokenized once."""
         if self.fixed_shape:
             yield from self._fixed_batches(texts)
+            return
+        if self.text_input:
+            for start in range(0, len(texts), batch_size):
+                chunk = list(range(start, min(start + batch_size, len(texts))))
+                yield chunk, None, self.run(self.encode([texts[i] for i in chunk]))
             return
         lengths = [len(t) for t in texts]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
@@ -371,6 +397,9 @@ def open_model(
     else:
         runner.session, runner.input_names = _onnx_session(path, settings, provider)
         runner.fixed_shape = _fixed_shape(runner.session)
+        runner.text_input = runner.input_names == [TEXT_INPUT]
+        if runner.text_input:
+            runner.kind = "onnx-text"  # its rows are timed with tokenization inside
     runner.label_names = read_label_names(folder)
     runner.token_level = _is_token_classifier(folder)
     runner.tokenizer = _tokenizer(folder)
@@ -480,10 +509,34 @@ def _onnx_session(path: Path, settings: RuntimeSettings, provider: str):
             str(path), sess_options=session_options(settings), providers=[wanted]
         )
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        raise BenchError(f"{path}: cannot load ({first_line(exc, 200)})") from None
+        if CUSTOM_OP_DOMAIN not in str(exc):
+            raise BenchError(f"{path}: cannot load ({first_line(exc, 200)})") from None
+        session = _session_with_extensions(path, settings, wanted)
     input_names = [i.name for i in session.get_inputs()]
+    if input_names == [TEXT_INPUT]:
+        return session, input_names
     if "input_ids" not in input_names or "logits" not in [o.name for o in session.get_outputs()]:
         raise BenchError(
             f"{path}: expected inputs input_ids/attention_mask and output logits, got {input_names}"
         )
     return session, input_names
+
+
+def _session_with_extensions(path: Path, settings: RuntimeSettings, provider: str):
+    """A graph with onnxruntime-extensions ops (a text-in file's tokenizer): the same session
+    with the extensions' custom-op library registered."""
+    import onnxruntime as ort
+
+    try:
+        from onnxruntime_extensions import get_library_path
+    except ImportError:
+        raise BenchError(
+            f"{path}: its tokenizer op needs onnxruntime-extensions: pip install "
+            "'edgebert[shipping]'"
+        ) from None
+    options = session_options(settings)
+    options.register_custom_ops_library(get_library_path())
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=[provider])
+    except Exception as exc:
+        raise BenchError(f"{path}: cannot load ({first_line(exc, 200)})") from None

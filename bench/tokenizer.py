@@ -87,6 +87,10 @@ class FastTokenizer:
             },
         )
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids back to text (special tokens dropped)."""
+        return self.backend.decode(list(ids))
+
 
 def _pad_token(folder: Path) -> str | None:
     """The pad token's text, as `tokenizer_config.json` or `special_tokens_map.json` name it."""

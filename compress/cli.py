@@ -439,6 +439,18 @@ def export_command(
         help="also write the shipped file with fixed input shapes BATCHxSEQ (e.g. 1x64), for "
         "NNAPI, Core ML and QNN",
     ),
+    text_input: bool = typer.Option(
+        False,
+        "--text-input",
+        help="also write the shipped file with its tokenizer inside (one string in; needs "
+        "onnxruntime-extensions, docs/shipping.md)",
+    ),
+    app_cleans: bool = typer.Option(
+        False,
+        "--app-cleans",
+        help="with --text-input: leave every cleaning step to the app (needed for steps with "
+        "no in-graph op, e.g. nfkc)",
+    ),
 ) -> None:
     """Export a classifier to ONNX (+ fused graph, INT8, .ort) and check parity; optionally
     package the shipped file as a Triton model repository or a browser page, or write it with
@@ -447,18 +459,23 @@ def export_command(
     from export.static_shape import parse_static_shape
 
     shape = parse_static_shape(static_shape) if static_shape else None
+    if app_cleans and not text_input:
+        raise EdgebertError("--app-cleans: only with --text-input")
     if model_dir.suffix == ".onnx":
-        if (triton is None and web is None and shape is None) or out is not None:
+        if (triton is None and web is None and shape is None and not text_input) or out:
             raise EdgebertError(
-                "an .onnx MODEL is only packaged: give --triton DIR, --web DIR or "
-                "--static-shape BATCHxSEQ, not --out"
+                "an .onnx MODEL is only packaged: give --triton DIR, --web DIR, "
+                "--static-shape BATCHxSEQ or --text-input, not --out"
             )
         _package(model_dir, triton, triton_name, report, web)
-        if shape is not None:
+        if shape is not None or text_input:
             texts_for_parity, _, _ = _eval_texts(
                 dataset, "validation", texts, _clean_steps_of(model_dir)
             )
+        if shape is not None:
             _write_static(model_dir, shape, texts_for_parity[:parity_rows])
+        if text_input:
+            _write_text_input(model_dir, app_cleans, texts_for_parity[:parity_rows])
         return
     if out is None:
         raise EdgebertError("--out: give the output directory of the export")
@@ -478,6 +495,24 @@ def export_command(
     _package(result.files[shipped], triton, triton_name, report, web)
     if shape is not None:
         _write_static(result.files[shipped], shape, parity_texts[:parity_rows])
+    if text_input:
+        _write_text_input(result.files[shipped], app_cleans, parity_texts[:parity_rows])
+
+
+def _write_text_input(onnx_path: Path, app_cleans: bool, parity_texts: list[str]) -> None:
+    """The text-in copy of the shipped file, checked against it on the same texts."""
+    from export.text_input import text_input_model, text_parity
+
+    target = onnx_path.with_name(f"{onnx_path.stem}_text.onnx")
+    written, left = text_input_model(onnx_path, target, app_cleans)
+    parity = text_parity(onnx_path, written, parity_texts)
+    typer.echo(f"text_input\t{written.stat().st_size / 1e6:.1f} MB\t{written}")
+    typer.echo(
+        f"text input: {parity['rows']} rows against {onnx_path.name}, max |dlogit| "
+        f"{parity['max_abs_diff']:.2e}, labels agree {parity['label_agreement']:.2%}"
+        + (f"; the app cleans first: {', '.join(left)}" if left else ""),
+        err=True,
+    )
 
 
 def _write_static(onnx_path: Path, shape: tuple[int, int], parity_texts: list[str]) -> None:
