@@ -475,7 +475,7 @@ def export_command(
         if shape is not None:
             _write_static(model_dir, shape, texts_for_parity[:parity_rows])
         if text_input:
-            _write_text_input(model_dir, app_cleans, texts_for_parity[:parity_rows])
+            _write_text_input(model_dir, app_cleans, texts_for_parity[:parity_rows], ort)
         return
     if out is None:
         raise EdgebertError("--out: give the output directory of the export")
@@ -496,12 +496,15 @@ def export_command(
     if shape is not None:
         _write_static(result.files[shipped], shape, parity_texts[:parity_rows])
     if text_input:
-        _write_text_input(result.files[shipped], app_cleans, parity_texts[:parity_rows])
+        _write_text_input(result.files[shipped], app_cleans, parity_texts[:parity_rows], ort)
 
 
-def _write_text_input(onnx_path: Path, app_cleans: bool, parity_texts: list[str]) -> None:
-    """The text-in copy of the shipped file, checked against it on the same texts."""
-    from export.text_input import text_input_model, text_parity
+def _write_text_input(
+    onnx_path: Path, app_cleans: bool, parity_texts: list[str], ort: bool
+) -> None:
+    """The text-in copy of the shipped file, checked against it on the same texts (and, with
+    --ort, its .ort file too)."""
+    from export.text_input import text_input_model, text_input_ort, text_parity
 
     target = onnx_path.with_name(f"{onnx_path.stem}_text.onnx")
     written, left = text_input_model(onnx_path, target, app_cleans)
@@ -513,6 +516,10 @@ def _write_text_input(onnx_path: Path, app_cleans: bool, parity_texts: list[str]
         + (f"; the app cleans first: {', '.join(left)}" if left else ""),
         err=True,
     )
+    if ort:
+        mobile = text_input_ort(written)
+        text_parity(onnx_path, mobile, parity_texts)
+        typer.echo(f"text_input_ort\t{mobile.stat().st_size / 1e6:.1f} MB\t{mobile}")
 
 
 def _write_static(onnx_path: Path, shape: tuple[int, int], parity_texts: list[str]) -> None:

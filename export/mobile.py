@@ -10,11 +10,14 @@ from bench.files import replace_file
 from export.errors import ExportError
 
 
-def convert_to_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, Path]:
+def convert_to_ort(
+    onnx_path: Path, out_dir: Path, custom_op_library: Path | None = None
+) -> tuple[Path, Path]:
     """Write `<stem>.ort` and `<stem>.required_operators.config` into `out_dir`.
 
     The config lists the operators (and types) the model needs, for a reduced-size ORT Mobile
     build; the `.ort` file loads in the regular onnxruntime too, which is how it is verified.
+    A graph with onnxruntime-extensions ops (a text-in file) converts with that library given.
     """
     from onnxruntime.tools.convert_onnx_models_to_ort import (
         OptimizationStyle,
@@ -32,6 +35,7 @@ def convert_to_ort(onnx_path: Path, out_dir: Path) -> tuple[Path, Path]:
             staged_input.parent,
             output_dir=Path(tmp) / "out",
             optimization_styles=[OptimizationStyle.Fixed],
+            custom_op_library_path=custom_op_library,
             enable_type_reduction=True,
         )
         produced = list((Path(tmp) / "out").glob("*.ort"))

@@ -107,10 +107,16 @@ def test_lone_surrogate_is_one_clear_error(tiny_onnx, tmp_path):
 
 def test_cli_export_predict_and_bench_a_text_in_file(tiny_onnx, tmp_path, run_cli):
     id_file = with_cleaning(tiny_onnx, tmp_path / "m", ["remove_control", "collapse_whitespace"])
-    code, out, err = run_cli("export", id_file, "--text-input")
+    code, out, err = run_cli("export", id_file, "--text-input", "--ort")
     assert code == 0, err
     text_file = id_file.with_name(f"{id_file.stem}_text.onnx")
     assert "text_input\t" in out and "labels agree 100.00%" in err
+    mobile = text_file.with_suffix(".ort")
+    assert "text_input_ort\t" in out and mobile.is_file()
+    texts = ["a gripping film", "dull, dull, dull"]
+    np.testing.assert_allclose(
+        open_model(mobile).logits(texts), open_model(text_file).logits(texts)
+    )
     code, out, err = run_cli("predict", text_file, "a  gripping\tfilm")
     assert code == 0, err
     answer = json.loads(out.splitlines()[0])
