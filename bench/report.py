@@ -93,7 +93,7 @@ def headline(report: BenchReport) -> str:
 
 
 def _over_classic(report: BenchReport) -> str:
-    """How much the best transformer adds over the best classic baseline, as a sentence."""
+    """How much the best model file adds over the best classic baseline, as a sentence."""
     scored = [m for m in report.models if _quality(m) is not None]
     classic = [m for m in scored if m.kind in CLASSIC_KINDS]
     neural = [m for m in scored if m.kind not in CLASSIC_KINDS]
@@ -103,7 +103,7 @@ def _over_classic(report: BenchReport) -> str:
     best = max(neural, key=_quality)
     gain = 100 * (_quality(best) - _quality(best_classic))
     return (
-        f" The best transformer ({best.name}) adds {gain:+.1f} macro-F1 points over the best "
+        f" The best model file ({best.name}) adds {gain:+.1f} macro-F1 points over the best "
         f"classic baseline ({best_classic.name}, {_quality(best_classic):.4f})."
     )
 

@@ -19,9 +19,20 @@ from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_sha
 from bench.files import first_line, write_bytes_atomic
 from bench.runtime import open_model
 from export.errors import ExportError
+from export.options import Parity
 
 MOBILE_PROVIDERS = "NNAPI (Android), Core ML (iOS) and QNN (Qualcomm NPUs)"
 MAX_ABS_DIFF = 1e-4  # the same graph on the same inputs: only the shape annotations differ
+MIN_LABEL_AGREEMENT = Parity.model_fields["min_label_agreement"].default  # the INT8 rule
+INTEGER_OPS = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "QLinearMatMul",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+}
 
 
 def parse_static_shape(spec: str) -> tuple[int, int]:
@@ -51,7 +62,11 @@ def write_static_shape(onnx_path: Path, batch: int, seq: int) -> Path:
 
 def static_parity(dynamic: Path, static: Path, texts: list[str]) -> dict:
     """Logits of both files on the same texts (the static one in its fixed batches): the
-    largest difference and the label agreement; an ExportError past `MAX_ABS_DIFF`."""
+    largest difference and the label agreement. A float graph fails past `MAX_ABS_DIFF`. An
+    integer graph is held to the export's INT8 rule (labels that agree) instead: with its
+    shapes fixed, ORT fuses its QDQ pairs into other integer kernels, whose rounding differs
+    (the quickstart's QAT file on an AVX2 CPU: max |dlogit| 0.26, labels agree 99.0%; with ORT's
+    optimizations off, 0.0)."""
     fixed, free = open_model(static), open_model(dynamic)
     batch, seq = fixed.fixed_shape or (0, 0)
     rows = texts[: max(batch, (len(texts) // batch) * batch)]
@@ -62,9 +77,18 @@ def static_parity(dynamic: Path, static: Path, texts: list[str]) -> dict:
     diff = float(np.abs(got - want).max())
     agree = float((got.argmax(-1) == want.argmax(-1)).mean())
     result = {"rows": len(rows), "max_abs_diff": diff, "label_agreement": agree}
-    if diff > MAX_ABS_DIFF:
-        raise ExportError(
-            f"--static-shape: {static.name} differs from {dynamic.name} by {diff:.2e} "
-            f"(over {MAX_ABS_DIFF:g}) at {batch}x{seq}"
-        )
+    where = f"--static-shape: {static.name} against {dynamic.name} at {batch}x{seq}"
+    if _integer_graph(static):
+        if agree < MIN_LABEL_AGREEMENT:
+            raise ExportError(
+                f"{where}: labels agree {agree:.2%} (need {MIN_LABEL_AGREEMENT:.0%} for INT8)"
+            )
+    elif diff > MAX_ABS_DIFF:
+        raise ExportError(f"{where}: differs by {diff:.2e} (over {MAX_ABS_DIFF:g})")
     return result
+
+
+def _integer_graph(path: Path) -> bool:
+    """Whether the graph computes in integers anywhere (QDQ pairs, integer matmuls)."""
+    model = onnx.load(str(path), load_external_data=False)
+    return any(node.op_type in INTEGER_OPS for node in model.graph.node)
