@@ -463,19 +463,11 @@ def export_command(
         raise EdgebertError("--app-cleans: only with --text-input")
     if model_dir.suffix == ".onnx":
         if (triton is None and web is None and shape is None and not text_input) or out:
-            raise EdgebertError(
-                "an .onnx MODEL is only packaged: give --triton DIR, --web DIR, "
-                "--static-shape BATCHxSEQ or --text-input, not --out"
-            )
+            raise EdgebertError(ONNX_PACKAGING)
         _package(model_dir, triton, triton_name, report, web)
         if shape is not None or text_input:
-            texts_for_parity, _, _ = _eval_texts(
-                dataset, "validation", texts, _clean_steps_of(model_dir)
-            )
-        if shape is not None:
-            _write_static(model_dir, shape, texts_for_parity[:parity_rows])
-        if text_input:
-            _write_text_input(model_dir, app_cleans, texts_for_parity[:parity_rows], ort)
+            rows, _, _ = _eval_texts(dataset, "validation", texts, _clean_steps_of(model_dir))
+            _derived_files(model_dir, shape, text_input, app_cleans, ort, rows[:parity_rows])
         return
     if out is None:
         raise EdgebertError("--out: give the output directory of the export")
@@ -493,10 +485,30 @@ def export_command(
         raise EdgebertError("; ".join(result.failures))
     shipped = [v for v in ("static_int8", "dynamic_int8", "fp32") if v in result.files][0]
     _package(result.files[shipped], triton, triton_name, report, web)
+    _derived_files(
+        result.files[shipped], shape, text_input, app_cleans, ort, parity_texts[:parity_rows]
+    )
+
+
+ONNX_PACKAGING = (
+    "an .onnx MODEL is only packaged: give --triton DIR, --web DIR, --static-shape BATCHxSEQ or "
+    "--text-input, not --out"
+)
+
+
+def _derived_files(
+    onnx_path: Path,
+    shape: tuple[int, int] | None,
+    text_input: bool,
+    app_cleans: bool,
+    ort: bool,
+    parity_texts: list[str],
+) -> None:
+    """The shipped file's fixed-shape and text-in copies, as asked, each checked against it."""
     if shape is not None:
-        _write_static(result.files[shipped], shape, parity_texts[:parity_rows])
+        _write_static(onnx_path, shape, parity_texts)
     if text_input:
-        _write_text_input(result.files[shipped], app_cleans, parity_texts[:parity_rows], ort)
+        _write_text_input(onnx_path, app_cleans, parity_texts, ort)
 
 
 def _write_text_input(

@@ -127,7 +127,7 @@ def test_triton_refuses_what_it_cannot_package(tmp_path, tiny_onnx, run_cli):
     code, _, err = run_cli("export", tiny_onnx, "--out", tmp_path / "x")
     assert (
         code == 2
-        and "an .onnx MODEL is only packaged: give --triton DIR, --web DIR or --static-shape BATCHxSEQ, not --out"
+        and "an .onnx MODEL is only packaged: give --triton DIR, --web DIR, --static-shape BATCHxSEQ or --text-input, not --out"
         in err
     )
     code, _, err = run_cli("export", tiny_onnx, "--triton", tmp_path / "t", "--triton-name", "a b")
