@@ -140,9 +140,10 @@ def _check_inputs(models: dict, texts: Sequence[str], options: BenchOptions) -> 
         raise BenchError("no models to benchmark")
     if not texts:
         raise BenchError("no texts to benchmark on")
-    if options.baseline is not None and options.baseline not in models:
+    named = [*models, *(f"classic:{kind}" for kind in options.classic)]
+    if options.baseline is not None and options.baseline not in named:
         raise BenchError(
-            f"baseline '{options.baseline}' is not among the models: {', '.join(models)}"
+            f"baseline '{options.baseline}' is not among the models: {', '.join(named)}"
         )
     if any(b < 1 for b in options.batch_sizes) or any(
         s < 8 or s > 512 for s in options.seq_lengths

@@ -27,6 +27,7 @@ def static_recipe(model_dir: Path, data: Path, extra_with: str = "", bench: bool
     bench_stage = """
   - type: bench
     classic: [tfidf_lr, model2vec, fasttext]
+    baseline: "classic:model2vec"
     batch_sizes: [1, 8]
     seq_lengths: [32]
     min_seconds: 0.05
@@ -96,6 +97,9 @@ def test_static_run_trains_exports_and_benches_beside_the_peers(static_run, run_
     assert (
         rows["classic:fasttext"]["kind"] == "peer" and rows["classic:model2vec"]["kind"] == "peer"
     )
+    paired = rows["export:fp16_table"]["accuracy"]["vs_baseline"]  # against model2vec's row
+    assert paired["accuracy_ci"][0] <= paired["accuracy_diff"] <= paired["accuracy_ci"][1]
+    assert rows["classic:fasttext"]["latency"][0]["ratio_to_baseline_p50"] > 0
     for name in ("export:fp32", "export:fp16_table", "classic:model2vec", "classic:fasttext"):
         assert 0.3 < rows[name]["accuracy"]["accuracy"] <= 1.0, name
     assert "Encoding tokens" not in err  # model2vec's progress bars stay out of the log
@@ -142,6 +146,16 @@ def test_static_stage_refuses_what_needs_transformer_layers(
     )
     code, _, err = run_cli("run", recipe, "--dry-run")
     assert code == 2 and "with[0].distill.relations: a static student has no layers" in err
+
+
+def test_static_stage_refuses_token_classification(tiny_model_dir, tiny_data, tmp_path, run_cli):
+    recipe = tmp_path / "ner.yaml"
+    text = static_recipe(tiny_model_dir, tiny_data, bench=False)
+    recipe.write_text(
+        text.replace("name: tiny-static\n", "name: tiny-static\ntask: token-classification\n")
+    )
+    code, _, err = run_cli("run", recipe, "--dry-run")
+    assert code == 2 and "stages[1]: a static stage cannot do token-classification" in err, err
 
 
 def test_static_table_from_a_static_model_is_one_line(static_run, tiny_data, tmp_path, run_cli):

@@ -25,10 +25,13 @@ MODIFIERS: dict[str, type[Modifier]] = {
 }
 
 
-def check_stage_order(stage_configs: list) -> None:
-    """Let each stage refuse an impossible position (e.g. export before any model exists)."""
+def check_stage_order(stage_configs: list, task: str = "text-classification") -> None:
+    """Let each stage refuse an impossible position (e.g. export before any model exists) or
+    a task it cannot do (a static student labels whole texts, not tokens)."""
     names: set[str] = set()
     for index, config in enumerate(stage_configs):
+        if task not in STAGES[config.type].tasks:
+            raise ValueError(f"stages[{index}]: a {config.type} stage cannot do {task}")
         previous = [STAGES[c.type] for c in stage_configs[:index]]
         STAGES[config.type].check_position(config, previous, index)
         name = config.name or config.type

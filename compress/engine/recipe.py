@@ -92,7 +92,7 @@ def build_recipe_model() -> type[BaseModel]:
 
         @model_validator(mode="after")
         def _stage_order(self) -> Recipe:
-            check_stage_order(self.stages)
+            check_stage_order(self.stages, self.task)
             return self
 
     return Recipe

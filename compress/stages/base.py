@@ -20,6 +20,7 @@ class Stage:
     type_name: ClassVar[str]
     Config: ClassVar[type[StageConfig]]
     trains: ClassVar[bool] = False  # makes a model by training; takes a `with:` modifier list
+    tasks: ClassVar[tuple[str, ...]] = ("text-classification", "token-classification")
 
     def __init__(self, config: Any, index: int):
         self.config = config

@@ -69,6 +69,7 @@ class StaticConfig(TrainingStageConfig):
 class StaticStage(FinetuneStage):
     type_name = "static"
     Config = StaticConfig
+    tasks = ("text-classification",)  # one vector per text: no per-token logits
 
     def _starting_model(self, ctx):
         table = self.config.table
