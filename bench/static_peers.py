@@ -63,11 +63,12 @@ class Model2VecPeer:
     def __init__(self, base_model: Path, texts, labels, label_names: Sequence[str], seed: int = 42):
         distill = _extra("model2vec.distill", "model2vec").distill_from_model
         train = _extra("model2vec.train", "model2vec")
-        transformers = importlib.import_module("transformers")
+        from transformers import AutoModel, AutoTokenizer  # model2vec's distill needs them
+
         logging.getLogger("model2vec").setLevel(logging.ERROR)
         try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(str(base_model))
-            encoder = transformers.AutoModel.from_pretrained(str(base_model), use_safetensors=True)
+            tokenizer = AutoTokenizer.from_pretrained(str(base_model))
+            encoder = AutoModel.from_pretrained(str(base_model), use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise BenchError(
                 f"model2vec peer: cannot load {base_model} ({first_line(exc)})"

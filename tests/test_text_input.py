@@ -156,3 +156,27 @@ def test_text_input_refuses_what_it_cannot_read(tiny_onnx, tmp_path, run_cli):
     broken.write_bytes(b"not onnx")
     code, _, err = run_cli("export", broken, "--text-input", "--app-cleans")
     assert code == 2 and "not a readable ONNX file" in err and "Traceback" not in err
+
+
+def test_serve_answers_from_a_text_in_file_as_from_its_id_file(tiny_onnx, tmp_path):
+    import httpx
+
+    from compress.serving.predict import Predictor
+    from tests.servers import server_process
+
+    id_file = with_cleaning(tiny_onnx, tmp_path / "m", ["remove_control", "collapse_whitespace"])
+    text_file, _ = text_input_model(id_file, tmp_path / "m" / "model_text.onnx")
+    texts = [r["text"] for r in sample_rows("validation", 6)] + [
+        "tab\there",
+        "caf\u00e9 \U0001f600",
+    ]
+    expected = Predictor(id_file).predict(texts)
+    with server_process(text_file) as (url, _), httpx.Client(base_url=url) as http:
+        answer = http.post("/predict", json={"texts": texts}).json()["predictions"]
+        assert [a["label"] for a in answer] == [e["label"] for e in expected]
+        for got, want in zip(answer, expected, strict=True):
+            assert got["probs"] == pytest.approx(want["probs"], abs=1e-5)
+        body = json.dumps({"texts": ["fine", "lone \ud800"]})  # ASCII: "\ud800" escaped
+        bad = http.post("/predict", content=body, headers={"content-type": "application/json"})
+        assert bad.status_code == 422
+        assert http.get("/live").status_code == 200
