@@ -30,6 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 TEXT_INPUT = "text"  # the one input of a text-in file (`export --text-input`)
 CUSTOM_OP_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' ops
+EXTENSIONS_PACKAGE = "onnxruntime_extensions"
 
 
 def model_kind(path: Path) -> str:
@@ -527,16 +528,32 @@ def _session_with_extensions(path: Path, settings: RuntimeSettings, provider: st
     with the extensions' custom-op library registered."""
     import onnxruntime as ort
 
-    try:
-        from onnxruntime_extensions import get_library_path
-    except ImportError:
-        raise BenchError(
-            f"{path}: its tokenizer op needs onnxruntime-extensions: pip install "
-            "'edgebert[shipping]'"
-        ) from None
     options = session_options(settings)
-    options.register_custom_ops_library(get_library_path())
+    options.register_custom_ops_library(str(extensions_library(path)))
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=[provider])
     except Exception as exc:
         raise BenchError(f"{path}: cannot load ({first_line(exc, 200)})") from None
+
+
+def extensions_library(needed_by: Path | str = "the text-in file") -> Path:
+    """onnxruntime-extensions' custom-op library, found without importing the package: its
+    `__init__` imports transformers (4.8 s of a text-in file's 5.2 s cold start, measured here),
+    and ORT needs only the shared library's path."""
+    import importlib.machinery
+    import importlib.util
+
+    spec = importlib.util.find_spec(EXTENSIONS_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    found = [
+        Path(folder) / f"_extensions_pydll{suffix}"
+        for folder in folders
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES
+    ]
+    found = [path for path in found if path.is_file()]
+    if not found:
+        raise BenchError(
+            f"{needed_by}: its tokenizer op needs onnxruntime-extensions: pip install "
+            "'edgebert[shipping]'"
+        )
+    return found[0]

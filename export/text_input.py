@@ -29,7 +29,13 @@ from onnx import TensorProto, helper
 
 from bench.files import first_line, replace_file
 from bench.model_file import read_model_file
-from bench.runtime import CUSTOM_OP_DOMAIN, TEXT_INPUT, open_model, read_label_names
+from bench.runtime import (
+    CUSTOM_OP_DOMAIN,
+    TEXT_INPUT,
+    extensions_library,
+    open_model,
+    read_label_names,
+)
 from export.errors import ExportError
 from export.mobile import convert_to_ort
 
@@ -256,7 +262,5 @@ def text_parity(id_file: Path, text_file: Path, texts: Sequence[str]) -> dict:
 def text_input_ort(text_file: Path) -> Path:
     """The text-in file in ORT format (for ONNX Runtime Mobile), converted with the extensions'
     ops registered; the app registers the same library (docs/shipping.md)."""
-    from onnxruntime_extensions import get_library_path
-
-    ort_path, _ = convert_to_ort(text_file, text_file.parent, Path(get_library_path()))
+    ort_path, _ = convert_to_ort(text_file, text_file.parent, extensions_library(text_file))
     return ort_path

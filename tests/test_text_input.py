@@ -180,3 +180,20 @@ def test_serve_answers_from_a_text_in_file_as_from_its_id_file(tiny_onnx, tmp_pa
         bad = http.post("/predict", content=body, headers={"content-type": "application/json"})
         assert bad.status_code == 422
         assert http.get("/live").status_code == 200
+
+
+def test_opening_a_text_in_file_does_not_import_the_extensions_package(tiny_onnx, tmp_path):
+    """Its __init__ imports transformers (seconds of cold start); ORT needs only the library."""
+    import subprocess
+    import sys
+
+    id_file = with_cleaning(tiny_onnx, tmp_path / "m", [])
+    text_file, _ = text_input_model(id_file, tmp_path / "m" / "model_text.onnx")
+    script = (
+        "import sys; from bench.runtime import open_model; "
+        f"print(open_model({str(text_file)!r}).logits(['fine']).shape, "
+        "'onnxruntime_extensions' in sys.modules, 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["(1,", "2)", "False", "False"]
