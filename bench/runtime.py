@@ -7,6 +7,8 @@ tokenization; this is the single place that does it. A model's folder holds its 
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import io
 import json
 import os
@@ -540,9 +542,6 @@ def extensions_library(needed_by: Path | str = "the text-in file") -> Path:
     """onnxruntime-extensions' custom-op library, found without importing the package: its
     `__init__` imports transformers (4.8 s of a text-in file's 5.2 s cold start, measured here),
     and ORT needs only the shared library's path."""
-    import importlib.machinery
-    import importlib.util
-
     spec = importlib.util.find_spec(EXTENSIONS_PACKAGE)
     folders = list(spec.submodule_search_locations or []) if spec else []
     found = [

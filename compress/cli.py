@@ -520,7 +520,11 @@ def _write_text_input(
 
     target = onnx_path.with_name(f"{onnx_path.stem}_text.onnx")
     written, left = text_input_model(onnx_path, target, app_cleans)
-    parity = text_parity(onnx_path, written, parity_texts)
+    try:
+        parity = text_parity(onnx_path, written, parity_texts)
+    except USER_ERRORS:
+        written.unlink()  # a file that failed its check is not left beside the shipped one
+        raise
     typer.echo(f"text_input\t{written.stat().st_size / 1e6:.1f} MB\t{written}")
     typer.echo(
         f"text input: {parity['rows']} rows against {onnx_path.name}, max |dlogit| "

@@ -352,7 +352,7 @@ def _(t):
 @case("bench with an unknown classic baseline")
 def _(t):
     return ["bench", str(t["onnx"]), "--classic", "svm", "--texts", str(t["texts"])], (
-        "classic.0: Input should be 'tfidf_lr' or 'tfidf_nb'"
+        "classic.0: Input should be 'tfidf_lr', 'tfidf_nb', 'model2vec' or 'fasttext'"
     )
 
 

@@ -197,3 +197,21 @@ def test_opening_a_text_in_file_does_not_import_the_extensions_package(tiny_onnx
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["(1,", "2)", "False", "False"]
+
+
+def test_a_file_that_fails_its_check_is_removed_with_the_reason(
+    tiny_onnx, tmp_path, run_cli, monkeypatch
+):
+    """A word glued to an emoji: Python's WordPiece reads it as one [UNK], the op splits it.
+    (The tiny model's logits barely move: any difference fails here, none is 0.0 exactly.)"""
+    import export.text_input
+
+    monkeypatch.setattr(export.text_input, "MAX_ABS_DIFF", 0.0)
+    id_file = with_cleaning(tiny_onnx, tmp_path / "m", [])
+    texts = tmp_path / "glued.txt"
+    glued = "\u2744\ufe0f"
+    texts.write_text("a fine film\n" + "".join(f"great{glued * i} film\n" for i in range(1, 9)))
+    code, _, err = run_cli("export", id_file, "--text-input", "--texts", texts)
+    assert code == 2 and "the tokenizer op splits 8 of 9 texts" in err, err
+    assert "glued to an emoji" in err
+    assert not id_file.with_name(f"{id_file.stem}_text.onnx").exists()

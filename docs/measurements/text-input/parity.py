@@ -2,7 +2,7 @@
 
     python docs/measurements/text-input/parity.py ID_FILE.onnx TEXT_FILE.onnx
 
-The texts: the 872 SST-2 validation phrases of the packaged sample, then 1,128 crafted from them
+The texts: the 872 SST-2 validation phrases of the packaged sample, then 1,126 crafted from them
 (emoji, full-width letters, zero-width characters, accents, upper case, tabs), an empty string
 and a 10,000-character text; a lone surrogate is tried on its own. The app's side is Python's
 cleaning (the file's edgebert.clean metadata); then both paths read the same cleaned text:
