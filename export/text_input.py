@@ -8,13 +8,14 @@ string (`text`, shape [1]: the op reads a 2-string batch as a sentence pair, so 
 call); its outputs are `logits`, `probabilities` and the `input_ids` it read (for checking an
 app against Python). Labels, max length and the cleaning steps are in `metadata_props`.
 
-Cleaning steps with an in-graph op (regular expressions, lowercasing) are put in the graph. The
-rest (`nfkc`, `unescape`, `lemmatize`) have none: they are refused by name unless the app cleans
-(`app_cleans`), in which case no step is in the graph and the metadata lists what the app must
-do before it calls the model (docs/shipping.md shows the code).
+Cleaning steps that regular expressions do exactly as Python does are put in the graph. The
+rest (`nfkc`, `unescape`, `lemmatize`, and `lower`: the extensions' StringLower lowers only some
+scripts, measured here on Greek, Turkish and full-width letters) are refused by name unless the
+app cleans (`app_cleans`), in which case no step is in the graph and the metadata lists what
+the app must do before it calls the model (docs/shipping.md shows the code).
 
-Running it needs the extensions' custom-op library registered with the session
-(`onnxruntime_extensions.get_library_path()`); `bench.runtime` does that for every text-in file.
+Running it needs the extensions' custom-op library registered with the session;
+`bench.runtime.extensions_library` finds it for every text-in file.
 """
 
 from __future__ import annotations
@@ -39,22 +40,19 @@ from bench.runtime import (
 from export.errors import ExportError
 from export.mobile import convert_to_ort
 
-CONTRIB = CUSTOM_OP_DOMAIN
 EXTRA = "pip install 'edgebert[shipping]' (onnxruntime-extensions)"
 MAX_ABS_DIFF = 1e-4  # the text-in file runs the same graph: only float noise may differ
 # Cleaning steps the graph does itself, as bench.cleaning does them in Python: each a list of
-# (RE2 pattern, rewrite) for the extensions' StringRegexReplace, or StringLower. RE2's \s, \S and
-# \w are ASCII-only where Python's are Unicode, so the classes are spelled out.
+# (RE2 pattern, rewrite) for the extensions' StringRegexReplace. RE2's \s, \S and \w are
+# ASCII-only where Python's are Unicode, so the classes are spelled out.
 _SPACE = r"\t\n\x{0b}\x{0c}\r\x{1c}-\x{1f} \x{85}\p{Z}"  # what Python's str.isspace accepts
 _WORD = r"\p{L}\p{N}_"  # Python's \w: letters, digits (every kind) and the underscore
-LOWER = "lower"
 IN_GRAPH_STEPS: dict[str, list[tuple[str, str]]] = {
     "strip_html": [(r"<[^>]+>", " ")],
     "remove_control": [(r"[\t\n\r]", " "), (r"[\p{Cc}\p{Cf}\p{Co}]", "")],
     "collapse_whitespace": [(f"[{_SPACE}]+", " "), (r"^ | $", "")],
     "replace_urls": [(rf"(?i)(?:https?://|www\.)[^{_SPACE}]+", "http")],
     "replace_users": [(rf"(^|[^{_WORD}@])@[{_WORD}]+", r"\1@user")],
-    LOWER: [],
 }
 
 
@@ -118,7 +116,7 @@ def _tokenizer_node(tokenizer) -> onnx.NodeProto:
         [TEXT_INPUT],
         [f"{name}_full" for name in ("input_ids", "token_type_ids", "attention_mask")]
         + ["offset_mapping"],
-        domain=CONTRIB,
+        domain=CUSTOM_OP_DOMAIN,
         **attributes,
     )
 
@@ -173,9 +171,6 @@ def _cleaning_nodes(steps: Sequence[str]) -> tuple[list[onnx.NodeProto], list, s
     constants = []
     current = TEXT_INPUT
     for step in steps:
-        if step == LOWER:
-            nodes.append(helper.make_node("StringLower", [current], [LOWER], domain=CONTRIB))
-            current = LOWER
         for index, (pattern, rewrite) in enumerate(IN_GRAPH_STEPS[step]):
             name = f"{step}_{index}"
             constants += [
@@ -187,7 +182,7 @@ def _cleaning_nodes(steps: Sequence[str]) -> tuple[list[onnx.NodeProto], list, s
                     "StringRegexReplace",
                     [current, f"{name}_pattern", f"{name}_rewrite"],
                     [name],
-                    domain=CONTRIB,
+                    domain=CUSTOM_OP_DOMAIN,
                     global_replace=1,
                 )
             )
@@ -222,8 +217,8 @@ def _with_text_input(
             helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, None]),
         ]
     )
-    if not any(o.domain == CONTRIB for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(CONTRIB, 1))
+    if not any(o.domain == CUSTOM_OP_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(CUSTOM_OP_DOMAIN, 1))
     return model
 
 

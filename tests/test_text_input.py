@@ -79,6 +79,9 @@ def test_steps_without_an_op_are_refused_or_left_to_the_app(tiny_onnx, tmp_path)
     with pytest.raises(ExportError, match="cleaning step 'nfkc' has no in-graph op; give --app"):
         text_input_model(id_file, target)
     assert not target.exists()
+    lowered = with_cleaning(tiny_onnx, tmp_path / "lower", ["lower"])  # StringLower is not lower()
+    with pytest.raises(ExportError, match="cleaning step 'lower' has no in-graph op"):
+        text_input_model(lowered, tmp_path / "lower" / "model_text.onnx")
     written, left = text_input_model(id_file, target, app_cleans=True)
     assert left == ["nfkc", "remove_control"]
     import onnx
