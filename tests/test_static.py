@@ -18,6 +18,7 @@ from bench.classic import fit_classic
 from bench.errors import BenchError
 from bench.runtime import open_model
 from tests.conftest import run_ok, sample_rows
+from tests.test_web import needs_browser, needs_runtime
 
 pytest.importorskip("model2vec.distill")
 pytest.importorskip("fasttext")
@@ -205,3 +206,23 @@ def test_missing_peer_extra_is_one_line_naming_it(monkeypatch):
         fit_classic("fasttext", ["good", "bad"], [1, 0], ["negative", "positive"])
     with pytest.raises(BenchError, match="name the encoder it distils from"):
         fit_classic("model2vec", ["good", "bad"], [1, 0], ["negative", "positive"])
+
+
+@needs_browser
+@needs_runtime
+def test_the_web_page_runs_a_static_student_like_python(static_run, run_cli, tmp_path):
+    from tests.browser import classify_in_page, open_page, serve_folder
+
+    _, _, root = static_run
+    shipped = next(
+        (root / "runs").glob("tiny-static-*/stages/02-export/onnx/model_fp16_table.onnx")
+    )
+    code, _, err = run_cli("export", shipped, "--web", tmp_path / "page")
+    assert code == 0, err
+    texts = [r["text"] for r in sample_rows("validation", 40, seed=2)]
+    python = open_model(shipped).logits(texts, batch_size=1)
+    with serve_folder(tmp_path / "page") as url, open_page(url) as browser:
+        _, results = classify_in_page(browser, texts)
+    page = np.array([r["logits"] for r in results])
+    assert np.abs(page - python).max() < 1e-4  # a float graph: no INT8 kernel differences
+    assert [r["index"] for r in results] == python.argmax(-1).tolist()
