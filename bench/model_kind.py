@@ -32,6 +32,11 @@ def is_static(config) -> bool:
     return kind == STATIC_MODEL_TYPE
 
 
+def is_token_classifier(config: dict) -> bool:
+    """True for a token classifier's parsed config.json (per-token logits, word labels)."""
+    return any(a.endswith("ForTokenClassification") for a in config.get("architectures") or [])
+
+
 def saved_static(folder: Path) -> bool:
     """True when the directory holds a static-embedding classifier."""
     return is_static(saved_config(folder))

@@ -23,6 +23,7 @@ import numpy as np
 from bench.errors import BenchError
 from bench.files import first_line
 from bench.model_file import read_model_file
+from bench.model_kind import is_token_classifier, saved_config
 from bench.progress import ProgressLine
 from bench.tokenizer import TOKENIZER_FILE, FastTokenizer
 
@@ -431,11 +432,7 @@ def _torch_model(folder: Path, threads: int | None):
 
 
 def _is_token_classifier(folder: Path) -> bool:
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return any(a.endswith("ForTokenClassification") for a in config.get("architectures") or [])
+    return is_token_classifier(saved_config(folder))
 
 
 def _tokenizer(folder: Path):

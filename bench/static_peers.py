@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cleaning import collapse_whitespace  # fastText reads one example per line
 from bench.errors import BenchError
 from bench.files import first_line
 from bench.progress import library_bars_silenced
@@ -105,7 +106,7 @@ class FastTextPeer:
             train_file = Path(folder) / "train.txt"
             train_file.write_text(
                 "".join(
-                    f"{LABEL_PREFIX}{i} {_one_line(t)}\n"
+                    f"{LABEL_PREFIX}{i} {collapse_whitespace(t)}\n"
                     for t, i in zip(texts, labels, strict=True)
                 ),
                 encoding="utf-8",
@@ -117,7 +118,7 @@ class FastTextPeer:
         self.order = _column_order(classes, [str(i) for i in range(len(label_names))])
 
     def log_proba(self, texts: list[str]) -> np.ndarray:
-        labels, probabilities = self.model.predict([_one_line(t) for t in texts], k=-1)
+        labels, probabilities = self.model.predict([collapse_whitespace(t) for t in texts], k=-1)
         out = np.zeros((len(texts), len(self.order)), dtype=np.float64)
         index = {f"{LABEL_PREFIX}{i}": i for i in range(len(self.order))}
         for row, (names, values) in enumerate(zip(labels, probabilities, strict=True)):
@@ -132,9 +133,4 @@ class FastTextPeer:
             return Path(path).read_bytes()
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
-        return [len(_one_line(t).split()) for t in texts]
-
-
-def _one_line(text: str) -> str:
-    """fastText reads one example per line: newlines inside a text become spaces."""
-    return " ".join(text.split())
+        return [len(t.split()) for t in texts]

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from bench.files import first_line, replace_file
-from bench.model_kind import is_static
+from bench.model_kind import is_static, is_token_classifier
 from export.errors import ExportError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,8 +51,7 @@ def check_classifier_dir(model_dir: Path) -> dict:
 
 def export_task(config: dict) -> str:
     """Optimum's task name for a saved classifier's config."""
-    token = any(a.endswith("ForTokenClassification") for a in config.get("architectures") or [])
-    return "token-classification" if token else "text-classification"
+    return "token-classification" if is_token_classifier(config) else "text-classification"
 
 
 def export_onnx(model_dir: Path, out_dir: Path, opset: int = OPSET) -> Path:

@@ -20,6 +20,7 @@ from bench.files import first_line, write_bytes_atomic
 from bench.runtime import open_model
 from export.errors import ExportError
 from export.options import Parity
+from export.parity import compare_logits
 
 MOBILE_PROVIDERS = "NNAPI (Android), Core ML (iOS) and QNN (Qualcomm NPUs)"
 MAX_ABS_DIFF = 1e-4  # the same graph on the same inputs: only the shape annotations differ
@@ -73,19 +74,24 @@ def static_parity(dynamic: Path, static: Path, texts: list[str]) -> dict:
     want = np.concatenate(
         [free.run(free.encode(rows[i : i + batch], pad_to=seq)) for i in range(0, len(rows), batch)]
     )
-    got = fixed.logits(rows)
-    diff = float(np.abs(got - want).max())
-    agree = float((got.argmax(-1) == want.argmax(-1)).mean())
-    result = {"rows": len(rows), "max_abs_diff": diff, "label_agreement": agree}
-    where = f"--static-shape: {static.name} against {dynamic.name} at {batch}x{seq}"
-    if _integer_graph(static):
-        if agree < MIN_LABEL_AGREEMENT:
-            raise ExportError(
-                f"{where}: labels agree {agree:.2%} (need {MIN_LABEL_AGREEMENT:.0%} for INT8)"
+    integer = _integer_graph(static)
+    result = compare_logits(
+        want,
+        fixed.logits(rows),
+        max_abs_diff=None if integer else MAX_ABS_DIFF,
+        min_label_agreement=MIN_LABEL_AGREEMENT if integer else None,
+    )
+    if not result.passed:
+        raise ExportError(
+            f"--static-shape: {static.name} against {dynamic.name} at {batch}x{seq}: "
+            + (
+                f"labels agree {result.label_agreement:.2%} (need {MIN_LABEL_AGREEMENT:.0%} "
+                "for INT8)"
+                if integer
+                else f"differs by {result.max_abs_diff:.2e} (over {MAX_ABS_DIFF:g})"
             )
-    elif diff > MAX_ABS_DIFF:
-        raise ExportError(f"{where}: differs by {diff:.2e} (over {MAX_ABS_DIFF:g})")
-    return result
+        )
+    return result.as_dict()
 
 
 def _integer_graph(path: Path) -> bool:

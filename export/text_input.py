@@ -39,6 +39,7 @@ from bench.runtime import (
 )
 from export.errors import ExportError
 from export.mobile import convert_to_ort
+from export.parity import compare_logits
 
 EXTRA = "pip install 'edgebert[shipping]' (onnxruntime-extensions)"
 MAX_ABS_DIFF = 1e-4  # the text-in file runs the same graph: only float noise may differ
@@ -241,12 +242,11 @@ def _set_metadata(
 def text_parity(id_file: Path, text_file: Path, texts: Sequence[str]) -> dict:
     """Both files on the same (cleaned) texts: token ids, logits and labels; an ExportError
     when a logit moves by more than MAX_ABS_DIFF."""
+    if not texts:
+        raise ExportError("no texts for the parity check")
     ids, text = open_model(id_file), open_model(text_file)
-    want = ids.logits(texts)
-    got = text.logits(texts)
-    diff = float(np.abs(got - want).max()) if len(texts) else 0.0
-    agree = float((got.argmax(-1) == want.argmax(-1)).mean()) if len(texts) else 1.0
-    if diff > MAX_ABS_DIFF:
+    result = compare_logits(ids.logits(texts), text.logits(texts), max_abs_diff=MAX_ABS_DIFF)
+    if not result.passed:
         differ = [t for t in texts if _graph_ids(text, t) != _python_ids(ids, t)]
         cause = (
             f"the tokenizer op splits {len(differ)} of {len(texts)} texts differently, e.g. "
@@ -256,10 +256,11 @@ def text_parity(id_file: Path, text_file: Path, texts: Sequence[str]) -> dict:
             else "the same token ids"
         )
         raise ExportError(
-            f"--text-input: {text_file.name} differs from {id_file.name} by {diff:.2e} "
-            f"(over {MAX_ABS_DIFF:g}; labels agree {agree:.1%}): {cause}"
+            f"--text-input: {text_file.name} differs from {id_file.name} by "
+            f"{result.max_abs_diff:.2e} (over {MAX_ABS_DIFF:g}; labels agree "
+            f"{result.label_agreement:.1%}): {cause}"
         )
-    return {"rows": len(texts), "max_abs_diff": diff, "label_agreement": agree}
+    return result.as_dict()
 
 
 def _graph_ids(runner, text: str) -> list[int]:
