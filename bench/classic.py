@@ -135,7 +135,8 @@ def _fit(kind: str, texts, labels, label_names, base_model: Path | None) -> Clas
     if kind == "model2vec":
         if base_model is None:
             raise BenchError(
-                "classic model 'model2vec': name the encoder it distils from (model2vec_base)"
+                "classic model 'model2vec': name the encoder it distils from (model2vec_base "
+                "in a recipe, --model2vec-base on the command line)"
             )
         return Model2VecPeer(base_model, texts, labels, label_names)
     if kind == "fasttext":
