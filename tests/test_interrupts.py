@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import compress.stages.export as export_stage
+from compress.training import distributed
 from compress.training.loop import TrainingPhase
 from compress.training.loop_state import INTERRUPTS
 from tests.conftest import tiny_recipe
@@ -71,6 +72,27 @@ def test_a_step_that_hangs_is_stopped_and_the_last_complete_step_saved(tiny_mode
     state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
     assert (state["step"], state["batches_done"], state["epoch_done"]) == (2, 2, False)
     assert_resumes_to_the_uninterrupted_weights(tiny_model_dir, tmp_path / "ckpt")
+
+
+def test_a_signal_handled_just_after_the_stop_vote_stops_the_next_step(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """The vote's result must never overwrite the flag: a SIGTERM handled after the all-reduce
+    read the flag was once lost, and the ranks trained on until the watchdog (CI saw a
+    two-process run finish its training after the stop)."""
+    phase = make_phase(tiny_model_dir, **SETTINGS)
+    votes = []
+
+    def vote_then_signal(flag: bool) -> bool:
+        votes.append(flag)
+        if len(votes) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled before the vote's answer is used
+        return flag
+
+    monkeypatch.setattr(distributed, "any_rank", vote_then_signal)
+    interrupted_fit(phase, tmp_path / "ckpt")
+    state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
+    assert (state["step"], votes) == (3, [False, False, True])
 
 
 def test_a_stop_during_evaluation_saves_the_epochs_steps(tiny_model_dir, tmp_path):

@@ -546,12 +546,15 @@ class TrainingPhase:
                     self.state.finished = True
                     break
                 due = cfg.checkpoint_steps and self.state.step % cfg.checkpoint_steps == 0
-                run.interrupted.flag = distributed.any_rank(run.interrupted.flag)
-                if run.interrupted.flag:
+                # The vote decides, never the local flag, and the flag is never written from
+                # it: a signal handled just after the all-reduce would be overwritten, and a
+                # rank leaving alone would strand its peer in the next all-reduce.
+                stop = distributed.any_rank(run.interrupted.flag)
+                if stop:
                     run.interrupted.stand_down()  # leaving in order: no forced stop needed
-                if run.interrupted.flag or due:
+                if stop or due:
                     self._save(run, micro, False, epoch_generator)
-                if run.interrupted.flag:
+                if stop:
                     raise _Stopped
         except _Stopped:
             raise KeyboardInterrupt from None
