@@ -131,19 +131,12 @@ def run(
         )
         return
     if parsed.search is not None:
-        from compress.engine.search import run_search
-
         if run_dir is not None or until is not None:
             raise EdgebertError(
                 "--run-dir/--until: a search writes one whole run per trial; use --out"
             )
-        root = run_search(
-            find_recipe(recipe),
-            set_,
-            out,
-            run_trial=lambda trial, folder: run_recipe(trial, out, run_dir=folder),
-        )
-        typer.echo((root / "summary.md").read_text(encoding="utf-8"), err=True)
+        root, summary = _search(parsed, find_recipe(recipe), set_, out)
+        typer.echo((root / summary).read_text(encoding="utf-8"), err=True)
         typer.echo(str(root))
         return
     made = run_recipe(parsed, out, run_dir=run_dir, overwrite=overwrite, until=until)
@@ -342,6 +335,26 @@ def loadtest(
     from compress.serving.predict import read_texts
 
     typer.echo(json.dumps(load_test(url, read_texts(file), seconds, concurrency)))
+
+
+def _search(parsed, path: Path, set_: list[str], out: Path) -> tuple[Path, str]:
+    """A recipe's search: an accuracy budget (`target:`) or a plain one; (its folder, the file
+    to show)."""
+    from compress.engine.runner import run_recipe
+
+    if parsed.target is not None:
+        from compress.engine.budget import run_budget
+
+        def run_trial(trial, folder, **how):
+            return run_recipe(trial, out, run_dir=folder, **how)
+
+        return run_budget(path, set_, out, run_trial), "summary.txt"
+    from compress.engine.search import run_search
+
+    def run_one(trial, folder):
+        return run_recipe(trial, out, run_dir=folder)
+
+    return run_search(path, set_, out, run_one), "summary.md"
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:

@@ -25,7 +25,8 @@ def test_quickstart_runs_the_whole_product(tmp_path, run_cli):
     student = next(m for m in report["models"] if m["name"] == "student:qat_int8")
     for latency in student["latency"]:  # batch 1 and batch 32
         assert latency["ratio_to_baseline_p50"] >= 2.0, latency
-    assert student["accuracy"]["accuracy"] >= 0.80
+    teacher = metrics["teacher"]["validation"]["accuracy"]
+    assert student["accuracy"]["accuracy"] >= teacher - 0.02  # issue 25: within 2 points
     assert (run_dir / "stages" / "03-bench" / "report.html").is_file()
     summary = (run_dir / "summary.txt").read_text()
     assert summary.strip() in err and "ship:" in summary and "edgebert predict" in summary

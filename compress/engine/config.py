@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -224,7 +225,9 @@ class SearchConfig(Strict):
         None, description="stage whose validation metric counts (default: last trained)"
     )
     space: dict[str, Values] = Field(
-        min_length=1, description="dotted recipe path -> list of values or {low, high, log}"
+        default_factory=dict,
+        description="dotted recipe path -> list of values or {low, high, log} (a target's "
+        "shapes are searched beside these)",
     )
     storage: str | None = Field(
         None,
@@ -262,3 +265,95 @@ class SearchConfig(Strict):
             if self.method == "grid" and isinstance(values, Range):
                 raise ValueError(f"space.{key}: grid search needs a list of values, not a range")
         return self
+
+
+# --- accuracy budget ---------------------------------------------------------------------------
+
+
+class ShapeSpace(Strict):
+    """The student shapes a `target:` search tries: each trial draws one value of each list and
+    writes it into the student stage (`compress.engine.shapes`)."""
+
+    keep_layers: list[list[int]] = Field(
+        min_length=1, description="candidate encoder-layer sets the student keeps, e.g. [[0, 2, 4]]"
+    )
+    prune: list[float] = Field(
+        default_factory=lambda: [0.0],
+        min_length=1,
+        description="fractions of attention heads and FFN neurons removed (0: no pruning)",
+    )
+    min_count: list[int] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        description="vocabulary cut: tokens seen fewer times in training are dropped (0: no cut)",
+    )
+    qat: list[bool] = Field(
+        default_factory=lambda: [True], min_length=1, description="INT8 QAT in the last epoch"
+    )
+
+    @field_validator("keep_layers")
+    @classmethod
+    def _layer_sets(cls, value: list[list[int]]) -> list[list[int]]:
+        for layers in value:
+            if not layers or sorted(set(layers)) != layers or layers[0] < 0:
+                raise ValueError(f"{layers}: give increasing layer numbers from 0, e.g. [0, 2, 4]")
+        return value
+
+    @field_validator("prune")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 <= v < 1 for v in value):
+            raise ValueError("each fraction must be in [0, 1)")
+        return value
+
+    def size(self) -> int:
+        return len(self.keep_layers) * len(self.prune) * len(self.min_count) * len(self.qat)
+
+
+class ScreenConfig(Strict):
+    """Successive halving in two rungs: every shape trains `epochs` first; the `keep` most
+    promising are then trained in full."""
+
+    epochs: int = Field(1, ge=1, description="training epochs of a screening trial")
+    max_train_rows: int | None = Field(
+        None, ge=1, description="labelled training rows a screening trial reads (default: all)"
+    )
+    keep: int = Field(3, ge=1, le=100, description="screened shapes trained in full")
+    slack: float = Field(
+        2.0,
+        ge=0,
+        le=100,
+        description="points beyond max_drop a screened shape may be and still go on (short "
+        "training under-rates a shape)",
+    )
+
+
+Objective = Literal["latency_b1", "latency_b32", "size"]
+
+
+class TargetConfig(Strict):
+    """A recipe's `target:` block: the accuracy budget the student-shape search serves."""
+
+    max_drop: float = Field(
+        gt=0, le=100, description="points of search.metric the student may lose against the teacher"
+    )
+    teacher: str = Field(
+        "teacher", description="stage whose model is the reference (it is trained once)"
+    )
+    student: str = Field("student", description="training stage whose shape is searched")
+    objective: Objective = Field(
+        "latency_b1", description="what the chosen file is fastest (smallest) in"
+    )
+    seq_length: int = Field(128, ge=8, le=4096, description="sequence length trials are timed at")
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="p50 limit at batch `latency_batch` and `seq_length`"
+    )
+    latency_batch: int = Field(1, ge=1, le=1024, description="batch max_latency_ms applies to")
+    max_size_mb: float | None = Field(None, gt=0, description="limit on the shipped file's size")
+    shapes: ShapeSpace
+    screen: ScreenConfig | None = Field(
+        default_factory=ScreenConfig, description="two-rung successive halving (null: one rung)"
+    )
+    timing_seconds: float = Field(
+        1.0, gt=0, le=60, description="timed seconds per file and shape in a trial"
+    )

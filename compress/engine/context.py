@@ -28,6 +28,7 @@ class RunContext:
     artifacts: dict[str, dict[str, Path]] = field(default_factory=dict)  # stage -> variant -> file
     last_model: Path | None = None
     resuming: bool = False
+    cache_dir: Path | None = None  # teacher logits shared with other runs (a search's trials)
 
     def resolve_model_ref(self, ref: str, field: str | None = None) -> Path:
         """`@name` (a model an earlier stage made), `@previous`, a known name, or a path.

@@ -25,7 +25,7 @@ from pydantic import (
 
 from bench.files import first_line
 from compress.engine.catalog import MODIFIERS, STAGES, check_stage_order
-from compress.engine.config import DataConfig, ModifierEntry, SearchConfig, Strict
+from compress.engine.config import DataConfig, ModifierEntry, SearchConfig, Strict, TargetConfig
 from compress.errors import EdgebertError
 
 
@@ -89,13 +89,47 @@ def build_recipe_model() -> type[BaseModel]:
         search: SearchConfig | None = Field(
             None, description="run the recipe as trials over these fields (grid/random/tpe)"
         )
+        target: TargetConfig | None = Field(
+            None, description="an accuracy budget: the search finds the fastest student keeping it"
+        )
 
         @model_validator(mode="after")
         def _stage_order(self) -> Recipe:
             check_stage_order(self.stages, self.task)
             return self
 
+        @model_validator(mode="after")
+        def _search_has_work(self) -> Recipe:
+            if self.target is not None:
+                check_target(self.target, self.stages, self.search)
+            elif self.search is not None and not self.search.space:
+                raise ValueError("search.space: give at least one field to search")
+            return self
+
     return Recipe
+
+
+def check_target(target: TargetConfig, stages: list, search: SearchConfig | None) -> None:
+    """A target needs a search (method, trials, storage) and names a teacher stage before a
+    training stage it reshapes."""
+    if search is None:
+        raise ValueError("target: needs a search: block (method, trials, storage)")
+    if search.space:
+        raise ValueError("search.space: a target search draws target.shapes; leave space out")
+    names = [s.name or s.type for s in stages]
+    for field, name in (("teacher", target.teacher), ("student", target.student)):
+        if name not in names:
+            raise ValueError(
+                f"target.{field}: no stage named '{name}' (stages: {', '.join(names)})"
+            )
+    student = stages[names.index(target.student)]
+    if not hasattr(student, "keep_layers") or names.index(target.teacher) >= names.index(
+        target.student
+    ):
+        raise ValueError(
+            f"target.student: '{target.student}' must be a transformer training stage after "
+            f"the teacher '{target.teacher}'"
+        )
 
 
 # --- loading with line numbers -------------------------------------------------------------

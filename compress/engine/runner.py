@@ -181,6 +181,19 @@ def _close(ctx: RunContext) -> None:
         write_text_atomic(ctx.run_dir.root / "summary.txt", text + "\n")
 
 
+def _log_data_notes(ctx: RunContext, manifest: dict) -> None:
+    """Rows the data loader skipped or added, in the log and (skipped) the manifest."""
+    data = ctx.data
+    if data.skipped_rows:
+        manifest["skipped_rows"] = {"count": len(data.skipped_rows), "first": data.skipped_rows[:5]}
+        ctx.log(skipped_rows_line(data.skipped_rows))
+    if data.augmented_rows:
+        ctx.log(
+            f"augmentation: {data.augmented_rows} rows added to the training split "
+            f"({len(data.train)} in all)"
+        )
+
+
 def run_recipe(
     recipe,
     out_base: Path,
@@ -189,6 +202,7 @@ def run_recipe(
     overwrite: bool = False,
     resume: bool = False,
     until: str | None = None,
+    cache_dir: Path | None = None,
     _helper: bool = False,
 ) -> RunDir:
     """Execute every stage (or those up to and including the stage named `until`: a GPU
@@ -218,19 +232,14 @@ def run_recipe(
     rd, manifest, state = _open_run_dir(recipe, hashes, out_base, run_dir, overwrite, resume)
     manifest["status"] = "running"
     rd.write_json("manifest.json", manifest)
-    ctx = RunContext(recipe=recipe, run_dir=rd, data=data, console=console, resuming=resume)
+    ctx = RunContext(
+        recipe=recipe, run_dir=rd, data=data, console=console, resuming=resume, cache_dir=cache_dir
+    )
     completed = _restore(ctx, state) if state else 0
     ctx.log(
         f"run directory: {rd.root}" + (f" (resuming after {completed} stages)" if resume else "")
     )
-    if data.skipped_rows:
-        manifest["skipped_rows"] = {"count": len(data.skipped_rows), "first": data.skipped_rows[:5]}
-        ctx.log(skipped_rows_line(data.skipped_rows))
-    if data.augmented_rows:
-        ctx.log(
-            f"augmentation: {data.augmented_rows} rows added to the training split "
-            f"({len(data.train)} in all)"
-        )
+    _log_data_notes(ctx, manifest)
     try:
         with INTERRUPTS:  # SIGTERM/Ctrl-C anywhere: a clean stop within seconds
             _run_stages(ctx, completed, last_index, _helper)

@@ -51,11 +51,19 @@ def _sample(trial, key: str, values):
     return trial.suggest_categorical(key, values)
 
 
-def _study(config: SearchConfig, seed: int, name: str, root: Path) -> optuna.Study:
+def open_study(
+    config: SearchConfig,
+    seed: int,
+    name: str,
+    root: Path,
+    directions: tuple[str, ...] = ("maximize",),
+    points: list[dict] | None = None,
+) -> optuna.Study:
     """The shared Optuna study. The database lets exactly one worker create it; that worker
-    enqueues a grid point by point (Optuna's GridSampler stops the study from inside its
-    callback, which the ask/tell loop here does not allow), and the others wait until every
-    point is queued, so no point is queued twice and none is proposed at random."""
+    enqueues `points` (a grid, or a budget search's kept shapes) one by one (Optuna's
+    GridSampler stops the study from inside its callback, which the ask/tell loop here does not
+    allow), and the others wait until every point is queued, so no point is queued twice and
+    none is proposed at random."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are in the summary
     url = config.storage or f"sqlite:///{(root / 'study.db').resolve()}"
     wait = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -63,18 +71,20 @@ def _study(config: SearchConfig, seed: int, name: str, root: Path) -> optuna.Stu
     storage = _open_storage(url, wait, config)
     try:
         study = optuna.create_study(
-            study_name=name, storage=storage, direction="maximize", sampler=sampler
+            study_name=name, storage=storage, directions=list(directions), sampler=sampler
         )
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         created = False
-    if config.method == "grid":
+    if points is None and config.method == "grid":
         keys = list(config.space)
-        points = list(itertools.product(*(config.space[k] for k in keys)))  # type: ignore[misc]
+        grid = itertools.product(*(config.space[k] for k in keys))  # type: ignore[misc]
+        points = [dict(zip(keys, point)) for point in grid]
+    if points is not None:
         if created:
             for point in points:
-                study.enqueue_trial(dict(zip(keys, point)))
+                study.enqueue_trial(point)
         else:
             _wait_for_queue(study, len(points))
     return study
@@ -169,18 +179,20 @@ def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
     name = config.study or base.name
     root = out_base / f"{name}-search"
     root.mkdir(parents=True, exist_ok=True)
-    study = _study(config, base.seed, name, root)
+    study = open_study(config, base.seed, name, root)
     total = min(config.trials, _grid_size(config)) if config.method == "grid" else config.trials
-    trial_run = TrialRun(text, path, overrides, root, stage, config, base.seed, total, run_trial)
-    while True:
-        if _started(study) < total or _retries_waiting(study):
-            _run_one_trial(study, trial_run, config)
-            _write_summary(root, config, stage, _rows(study, config.metric))
-        elif _running(study):  # others' trials: wait for them, re-running any whose worker died
-            time.sleep(config.heartbeat_seconds)
-            optuna.storages.fail_stale_trials(study)
-        else:
-            break
+
+    def build(params: dict):
+        return parse_recipe(text, str(path), [*overrides, *_sets(params)], base_dir=path.parent)
+
+    def measure(trial: optuna.Trial, run_dir: Path) -> float:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        return _score(metrics, stage, config.metric)
+
+    trial_run = TrialRun(root / "trials", config, base.seed, total, build, run_trial, measure)
+    drive(
+        study, trial_run, lambda: _write_summary(root, config, stage, _rows(study, config.metric))
+    )
     rows = _rows(study, config.metric)
     scored = [r for r in rows if config.metric in r]
     if not scored:
@@ -199,31 +211,46 @@ def run_search(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
     return root
 
 
+def drive(study: optuna.Study, trial_run: TrialRun, after_trial: Callable[[], None]) -> None:
+    """Run trials until the study has `trial_run.total` of them, re-running crashed ones and
+    waiting for other workers' running trials (they may die and need a re-run here too)."""
+    config = trial_run.config
+    while True:
+        if _started(study) < trial_run.total or _retries_waiting(study):
+            _run_one_trial(study, trial_run, config)
+            after_trial()
+        elif _running(study):
+            time.sleep(config.heartbeat_seconds)
+            optuna.storages.fail_stale_trials(study)
+        else:
+            break
+
+
 @dataclass
 class TrialRun:
-    """Runs one trial into `root/trials/trial-NNN` and reports it to the study; what the
-    summary needs (run directory, wall time, error) is kept on the trial itself, so any worker
-    can write the summary of all of them."""
+    """Runs one trial into `folder/trial-NNN` and reports it to the study: `build` turns the
+    trial's values into a recipe, `run_trial` runs it, `measure` reads the run back into the
+    study's objective value(s). What the summary needs (run directory, wall time, error) is kept
+    on the trial itself, so any worker can write the summary of all of them."""
 
-    text: str
-    path: Path
-    overrides: list[str]
-    root: Path
-    stage: str
+    folder: Path
     config: SearchConfig
     seed: int
     total: int
+    build: Callable[[dict], object]
     run_trial: Callable
+    measure: Callable[[optuna.Trial, Path], float | tuple[float, ...]]
+    space: dict | None = None  # what trials draw (default: config.space)
     current: int | None = None  # the number of the trial this worker is running
 
-    def objective(self, study: optuna.Study) -> Callable[[optuna.Trial], float]:
-        def run(trial: optuna.Trial) -> float:
+    def objective(self, study: optuna.Study) -> Callable[[optuna.Trial], object]:
+        def run(trial: optuna.Trial):
             frozen = study.get_trials(deepcopy=False)[trial.number]
             if not _is_retry(frozen) and _first_runs_before(study, trial.number) >= self.total:
                 raise optuna.TrialPruned()  # another worker took the last one meanwhile
             self.current = trial.number
             study.sampler = _sampler(self.config.method, self.seed + _slot(frozen))
-            space = self.config.space
+            space = self.config.space if self.space is None else self.space
             params = {key: _sample(trial, key, values) for key, values in space.items()}
             value = self(trial, params)
             self.current = None
@@ -231,19 +258,16 @@ class TrialRun:
 
         return run
 
-    def __call__(self, trial: optuna.Trial, params: dict) -> float:
-        recipe = parse_recipe(
-            self.text, str(self.path), [*self.overrides, *_sets(params)], base_dir=self.path.parent
-        )
+    def __call__(self, trial: optuna.Trial, params: dict):
+        recipe = self.build(params)
         recipe.search = None
-        run_dir = self.root / "trials" / f"trial-{trial.number:03d}"
+        run_dir = self.folder / f"trial-{trial.number:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         started = time.perf_counter()
         try:
             self.run_trial(recipe, run_dir)
-            metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-            value = _score(metrics, self.stage, self.config.metric)
+            value = self.measure(trial, run_dir)
         except EdgebertError as exc:  # a trial that fails is recorded, the search goes on
             trial.set_user_attr("error", str(exc))
             self.current = None

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from bench.errors import BenchError
+from bench.files import write_bytes_atomic
 from bench.runtime import open_model
 from compress.data.splits import encode, make_collate
 from compress.data.transfer import TransferConfig, load_transfer_texts
@@ -222,7 +224,8 @@ class Distill(Modifier):
             key.update(f"{w}:{w.stat().st_size}:{w.stat().st_mtime_ns}".encode())
         key.update(repr(ids).encode())
         digest = key.hexdigest()[:16]
-        cache = phase.scope.folder / f"teacher_logits-{digest}.safetensors"
+        shared = phase.scope.run.cache_dir  # a search's trials share one teacher's logits
+        cache = (shared or phase.scope.folder) / f"teacher_logits-{digest}.safetensors"
         if cache.is_file():
             self.logits_report = {"rows": len(ids), "from_cache": True}
             return load_file(str(cache))["logits"].to(self.device)
@@ -251,7 +254,8 @@ class Distill(Modifier):
             f"{self.logits_report['runtime']}: {self.logits_report['rows_per_second']:,} rows/s"
         )
         tensor = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
-        save_file({"logits": tensor}, str(cache))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(cache, safetensors_bytes({"logits": tensor}))  # workers share it
         # The same logits in the portable form `teacher_logits` reads: students can then be
         # distilled on another machine without the teacher's weights.
         save_logits_archive(

@@ -1,0 +1,388 @@
+"""Accuracy budget: a recipe's `target:` block finds the fastest student that keeps it.
+
+The teacher stage runs once (`<search>/teacher`); its ONNX export is the reference every trial
+is judged against and the peer (Optimum's dynamic INT8 of it) is what every trial is timed
+beside, interleaved, so a busy machine slows both and the ratio stays honest. The student
+shapes of `target.shapes` are then tried in an Optuna multi-objective study (validation metric
+up, the objective down) in two rungs of successive halving: every shape trains
+`screen.epochs`, and the `screen.keep` fastest that come within `max_drop + slack` train in
+full. Both rungs live in the search's RDB storage, so a killed search continues where it
+stopped, and a crashed trial is run again (`compress.engine.search`).
+
+The choice is the full-rung trial with the best objective whose validation drop is within
+`max_drop` (and whose latency and size keep their limits). Only then is the test split used:
+the chosen file, its no-teacher twin (the same shape on hard labels), the teacher and the peer
+are benched once, with paired intervals (`compress.engine.budget_report`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import yaml
+
+from bench.files import write_json_atomic
+from bench.metrics import classification_metrics
+from bench.options import BenchOptions
+from bench.paired import paired_difference
+from bench.runner import run_benchmark
+from bench.runtime import open_model
+from compress.data.splits import Split
+from compress.data.task_data import load_task_data
+from compress.engine.budget_choice import choose, promising
+from compress.engine.budget_report import write_budget_report
+from compress.engine.recipe import apply_overrides, parse_recipe
+from compress.engine.runner import is_run_dir
+from compress.engine.search import TrialRun, drive, open_study
+from compress.engine.shapes import stage_names, trial_recipe, without_teacher
+from compress.errors import EdgebertError
+from export.onnx_export import export_onnx
+from export.quantize import optimum_dynamic_int8
+
+SHIPPED_VARIANTS = ("qat_int8", "dynamic_int8", "static_int8", "fp32")  # first found ships
+DIRECTIONS = ("maximize", "minimize")  # validation metric, objective
+
+
+@dataclass
+class Reference:
+    """The teacher trained once, its ONNX file, the peer, and its predictions."""
+
+    model: Path
+    onnx: Path
+    peer: Path
+    validation: Split
+    test: Split
+    classes: int
+    label_names: list[str]
+    predictions: dict[str, list[int]]  # split -> the teacher's labels
+    score: float  # the teacher's validation metric (ONNX Runtime, as trials are scored)
+
+
+@dataclass
+class Budget:
+    """One budget search: where it writes, what it reads, how a trial is run."""
+
+    path: Path
+    raw: dict
+    recipe: object
+    root: Path
+    run_trial: Callable
+
+    @property
+    def target(self):
+        return self.recipe.target
+
+    @property
+    def metric(self) -> str:
+        return self.recipe.search.metric
+
+    def parse(self, raw: dict):
+        text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
+        return parse_recipe(text, str(self.path), [], base_dir=self.path.parent)
+
+
+def run_budget(path: Path, overrides: list[str], out_base: Path, run_trial) -> Path:
+    """Teacher once, the two rungs, the choice, the proof; returns the search directory.
+    `run_trial(recipe, folder, **run_recipe_options)` runs one recipe into `folder`."""
+    text = path.read_text(encoding="utf-8")
+    recipe = parse_recipe(text, str(path), overrides, base_dir=path.parent)
+    raw = apply_overrides(yaml.safe_load(text), overrides)
+    name = recipe.search.study or recipe.name
+    budget = Budget(path, raw, recipe, out_base / f"{name}-budget", run_trial)
+    budget.root.mkdir(parents=True, exist_ok=True)
+    reference = make_reference(budget)
+    screened = _screen(budget, reference, name)
+    full = _full_rung(budget, reference, name, screened)
+    promoted = [row["params"] for row in full]
+    rows = [row | {"rung": "screen", "promoted": row["params"] in promoted} for row in screened]
+    rows += [row | {"rung": "full"} for row in full]
+    chosen = choose(full, budget.target)
+    proof = prove(budget, reference, chosen) if chosen else None
+    write_budget_report(budget.root, budget.target, budget.metric, reference.score, rows, proof)
+    if chosen is None:
+        raise EdgebertError(
+            f"target: no trial kept max_drop {budget.target.max_drop} and the limits; see "
+            f"{budget.root / 'budget.md'}"
+        )
+    return budget.root
+
+
+def run_once(budget: Budget, recipe, folder: Path, **options) -> Path:
+    """Run `recipe` into `folder` unless it already completed there; a run stopped half-way
+    is resumed."""
+    state = folder / "state.json"
+    if state.is_file():
+        done = json.loads(state.read_text(encoding="utf-8"))["completed_stages"]
+        if done >= len(recipe.stages):
+            return folder
+    budget.run_trial(recipe, folder, resume=is_run_dir(folder), **options)
+    return folder
+
+
+def make_reference(budget: Budget) -> Reference:
+    """Train the teacher once (resumable), export it and its peer once, keep its predictions."""
+    teacher = budget.target.teacher
+    raw = {k: v for k, v in budget.raw.items() if k not in ("search", "target")}
+    raw["stages"] = raw["stages"][: stage_names(raw).index(teacher) + 1]
+    folder = run_once(budget, budget.parse(raw), budget.root / "teacher")
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    model = folder / state["models"][teacher]
+    out = budget.root / "reference"
+    if not (out / "model_quantized.onnx").is_file():
+        export_onnx(model, out)
+        optimum_dynamic_int8(out, out)
+    data = load_task_data(budget.recipe.data, budget.recipe.seed, budget.recipe.task)
+    if data.test is None:
+        raise EdgebertError("target: the data has no test split to prove the chosen file on")
+    predictions = _cached_predictions(out / "model.onnx", data, out / "predictions.json")
+    classes = len(data.label_names)
+    score = classification_metrics(
+        data.validation.labels, predictions["validation"], data.label_names
+    )
+    return Reference(
+        model=model,
+        onnx=out / "model.onnx",
+        peer=out / "model_quantized.onnx",
+        validation=data.validation,
+        test=data.test,
+        classes=classes,
+        label_names=list(data.label_names),
+        predictions=predictions,
+        score=score[budget.metric],
+    )
+
+
+def _cached_predictions(onnx: Path, data, cache: Path) -> dict[str, list[int]]:
+    if cache.is_file():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    runner = open_model(onnx)
+    predictions = {
+        split: runner.logits(data.split(split).texts).argmax(-1).tolist()
+        for split in ("validation", "test")
+    }
+    write_json_atomic(cache, predictions)
+    return predictions
+
+
+# --- the two rungs ------------------------------------------------------------------------------
+
+
+def shape_space(shapes) -> dict[str, list]:
+    """The shapes as Optuna categoricals (layer sets as text: choices must be scalars)."""
+    return {
+        "keep_layers": [",".join(map(str, layers)) for layers in shapes.keep_layers],
+        "prune": list(shapes.prune),
+        "min_count": list(shapes.min_count),
+        "qat": list(shapes.qat),
+    }
+
+
+def as_shape(params: dict) -> dict:
+    return params | {"keep_layers": [int(x) for x in str(params["keep_layers"]).split(",")]}
+
+
+def _rung(budget: Budget, reference: Reference, study_name: str, screen, points, total) -> list:
+    """Run one rung's trials (or join the workers running them); its rows, in trial order.
+    `screen` (a ScreenConfig) makes it the short rung: its epochs, its training rows."""
+    config = budget.recipe.search
+    study = open_study(config, budget.recipe.seed, study_name, budget.root, DIRECTIONS, points)
+    target = budget.target
+
+    def build(params: dict):
+        raw = trial_recipe(
+            budget.raw,
+            target.teacher,
+            reference.model,
+            target.student,
+            as_shape(params),
+            screen.epochs if screen else None,
+            screen.max_train_rows if screen else None,
+        )
+        return budget.parse(raw)
+
+    def measure(trial: optuna.Trial, run_dir: Path) -> tuple[float, float]:
+        row = measure_file(shipped_file(run_dir), reference, target, budget.metric)
+        for key, value in row.items():
+            trial.set_user_attr(key, value)
+        return row["score"], row["objective"]
+
+    def run_trial(recipe, folder: Path) -> None:
+        budget.run_trial(recipe, folder, cache_dir=budget.root / "cache")
+
+    folder, seed = budget.root / study_name, budget.recipe.seed
+    space = shape_space(target.shapes)
+    trial_run = TrialRun(folder, config, seed, total, build, run_trial, measure, space=space)
+    drive(study, trial_run, lambda: None)
+    return trial_rows(study)
+
+
+def _screen(budget: Budget, reference: Reference, name: str) -> list[dict]:
+    screen = budget.target.screen
+    if screen is None:
+        return []
+    total, points = _plan(budget)
+    return _rung(budget, reference, f"{name}-screen", screen, points, total)
+
+
+def _full_rung(budget: Budget, reference: Reference, name: str, screened: list[dict]) -> list:
+    """The kept shapes in full (or, with no screen, the search's own trials)."""
+    screen = budget.target.screen
+    if screen is None:
+        total, points = _plan(budget)
+    else:
+        points = promising(screened, budget.target.max_drop + screen.slack, screen.keep)
+        total = len(points)
+    return _rung(budget, reference, f"{name}-full", None, points, total)
+
+
+def _plan(budget: Budget) -> tuple[int, list[dict] | None]:
+    """How many trials a sampling rung runs, and its points when the method is a grid."""
+    config = budget.recipe.search
+    if config.method != "grid":
+        return config.trials, None
+    space = shape_space(budget.target.shapes)
+    keys = list(space)
+    grid = [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
+    return min(config.trials, len(grid)), grid[: config.trials]
+
+
+def trial_rows(study: optuna.Study) -> list[dict]:
+    """One row per trial slot: its last finished run, with what `measure_file` found."""
+    last: dict[int, optuna.trial.FrozenTrial] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
+            last[t.system_attrs.get("failed_trial", t.number)] = t
+    rows = []
+    for slot, t in sorted(last.items()):
+        row = {"trial": slot, "params": dict(t.params), **t.user_attrs}
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            row = {k: v for k, v in row.items() if k not in ("score", "drop", "objective")}
+            row.setdefault("error", "failed")
+        rows.append(row)
+    return rows
+
+
+# --- one trial's file -----------------------------------------------------------------------------
+
+
+def shipped_file(run_dir: Path) -> Path:
+    """The file a trial ships: its QAT graph, else the export's INT8, else fp32."""
+    state = json.loads((run_dir / "state.json").read_text(encoding="utf-8"))
+    files = {
+        variant: run_dir / path
+        for per_stage in state["artifacts"].values()
+        for variant, path in per_stage.items()
+    }
+    for variant in SHIPPED_VARIANTS:
+        if variant in files:
+            return files[variant]
+    raise EdgebertError(f"target: trial {run_dir.name} exported no ONNX file (add an export stage)")
+
+
+def measure_file(file: Path, reference: Reference, target, metric: str) -> dict:
+    """Score `file` on validation and time it beside the peer (interleaved) at batch 1, 32
+    and the latency limit's batch, at the target's sequence length."""
+    batches = sorted({1, 32, target.latency_batch})
+    options = BenchOptions(
+        batch_sizes=batches,
+        seq_lengths=[target.seq_length],
+        baseline="peer",
+        min_seconds=target.timing_seconds,
+        traffic_batch_size=None,
+    )
+    split = reference.validation
+    report = run_benchmark(
+        {"student": file, "peer": reference.peer},
+        split.texts,
+        split.labels,
+        dataset="validation",
+        options=options,
+        progress_log=lambda line: None,
+    )
+    student = next(m for m in report.models if m.name == "student")
+    latency = {lat.batch_size: lat for lat in student.latency}
+    score = float(getattr(student.accuracy, metric))
+    row = {
+        "score": score,
+        "drop": round(100 * (reference.score - score), 3),
+        "size_mb": round(student.size_bytes / 1e6, 3),
+        "file": str(file),
+    }
+    for batch in batches:
+        row[f"b{batch}_ms"] = round(latency[batch].p50_ms, 3)
+        row[f"b{batch}_x_peer"] = round(latency[batch].ratio_to_baseline_p50 or 0.0, 3)
+    row["objective"] = objective_value(row, target.objective)
+    return row
+
+
+def objective_value(row: dict, objective: str) -> float:
+    """Lower is better: latency relative to the peer timed beside it (robust to a busy
+    machine), or size in MB."""
+    if objective == "size":
+        return row["size_mb"]
+    batch = 1 if objective == "latency_b1" else 32
+    return round(1.0 / row[f"b{batch}_x_peer"], 4) if row[f"b{batch}_x_peer"] else float("inf")
+
+
+# --- proof ----------------------------------------------------------------------------------------
+
+
+def prove(budget: Budget, reference: Reference, chosen: dict) -> dict:
+    """The chosen file's paired validation interval against the teacher; its no-teacher twin;
+    then one interleaved bench on the test split of chosen, twin, teacher and peer."""
+    file = Path(chosen["file"])
+    chosen_val = open_model(file).logits(reference.validation.texts).argmax(-1)
+    validation = paired_difference(
+        reference.validation.labels,
+        reference.predictions["validation"],
+        chosen_val,
+        reference.classes,
+    )
+    twin = _twin(budget, reference, chosen)
+    models = {"chosen": file, "no-teacher twin": twin, "teacher": reference.onnx}
+    models["peer"] = reference.peer
+    options = BenchOptions(seq_lengths=[budget.target.seq_length], baseline="peer")
+    split = reference.test
+    report = run_benchmark(models, split.texts, split.labels, dataset="test", options=options)
+    predictions = {name: open_model(p).logits(split.texts).argmax(-1) for name, p in models.items()}
+    versus = {
+        "chosen - teacher": ("teacher", "chosen"),
+        "chosen - peer": ("peer", "chosen"),
+        "chosen - no-teacher twin": ("no-teacher twin", "chosen"),
+    }
+    paired = {
+        label: paired_difference(split.labels, predictions[a], predictions[b], reference.classes)
+        for label, (a, b) in versus.items()
+    }
+    return {
+        "chosen": chosen,
+        "validation_vs_teacher": validation,
+        "report": report,
+        "paired": paired,
+        "test_scores": {
+            name: classification_metrics(split.labels, p, reference.label_names)
+            for name, p in predictions.items()
+        },
+    }
+
+
+def _twin(budget: Budget, reference: Reference, chosen: dict) -> Path:
+    """The chosen shape trained again on hard labels only, as long (same epochs, same rows)."""
+    target = budget.target
+    raw = trial_recipe(
+        budget.raw,
+        target.teacher,
+        reference.model,
+        target.student,
+        as_shape(chosen["params"]),
+        None,
+    )
+    folder = run_once(
+        budget, budget.parse(without_teacher(raw, target.student)), budget.root / "twin"
+    )
+    return shipped_file(folder)

@@ -1,0 +1,237 @@
+"""Accuracy budget: a `target:` block trains the teacher once, screens student shapes, trains
+the promising ones in full, chooses the fastest that keeps max_drop and proves it on test."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from compress.cli import main
+from compress.engine.budget_choice import binding, choose, promising
+from compress.engine.config import TargetConfig
+from compress.engine.shapes import trial_recipe, without_teacher
+from tests.conftest import sample_rows, write_jsonl
+
+TARGET = """target:
+  max_drop: {max_drop}
+  seq_length: 32
+  timing_seconds: 0.1
+  shapes:
+    keep_layers: [[0], [0, 1]]
+    prune: [0.0, 0.5]
+    qat: [false]
+  screen: {{epochs: 1, keep: 2, slack: 100}}
+search:
+  method: grid
+  trials: 4
+  metric: accuracy
+"""
+
+
+def budget_recipe(model_dir: Path, data: Path, max_drop: float) -> str:
+    return f"""name: tiny-budget
+seed: 7
+data:
+  train: {data / "train.jsonl"}
+  validation: {data / "validation.jsonl"}
+  test: {data / "test.jsonl"}
+  max_length: 32
+stages:
+  - type: finetune
+    name: teacher
+    model: {model_dir}
+    training: {{lr: 5.0e-4, batch_size: 16, epochs: 1, seed: 1}}
+  - type: train
+    name: student
+    model: "@teacher"
+    keep_layers: [0, 1]
+    training: {{lr: 5.0e-4, batch_size: 16, epochs: 2, seed: 1}}
+    with:
+      - distill: {{teacher: "@teacher", temperature: 2.0, alpha: 0.7}}
+  - type: export
+    quantize: [dynamic]
+    parity: {{rows: 32, min_label_agreement: 0.5, enforce: []}}
+""" + TARGET.format(max_drop=max_drop)
+
+
+def cli(*args) -> int:
+    """`edgebert ARGS` in this process, for a module-scoped fixture (no monkeypatch there)."""
+    argv, sys.argv = sys.argv, ["edgebert", *map(str, args)]
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    finally:
+        sys.argv = argv
+    return 0
+
+
+@pytest.fixture(scope="module")
+def budget_run(tiny_model_dir, tmp_path_factory):
+    """One budget search on the tiny model, shared by the tests that read its folder."""
+    folder = tmp_path_factory.mktemp("budget")
+    data = folder / "data"
+    write_jsonl(data / "train.jsonl", sample_rows("train", 300))
+    write_jsonl(data / "validation.jsonl", sample_rows("validation", 80))
+    write_jsonl(data / "test.jsonl", sample_rows("validation", 160, seed=3)[80:])
+    recipe = folder / "budget.yaml"
+    recipe.write_text(budget_recipe(tiny_model_dir, data, max_drop=50.0))
+    assert cli("run", recipe, "--out", folder / "runs") == 0
+    return folder / "runs" / "tiny-budget-budget", recipe
+
+
+def test_budget_search_screens_then_trains_the_kept_shapes_in_full(budget_run):
+    root, _ = budget_run
+    report = json.loads((root / "budget.json").read_text())
+    screen = [r for r in report["trials"] if r["rung"] == "screen"]
+    full = [r for r in report["trials"] if r["rung"] == "full"]
+    assert len(screen) == 4 and len(full) == 2  # the grid, then keep: 2
+    assert {json.dumps(r["params"], sort_keys=True) for r in full} <= {
+        json.dumps(r["params"], sort_keys=True) for r in screen
+    }
+    for row in screen:
+        resolved = (Path(row["run_dir"]) / "recipe.resolved.yaml").read_text()
+        assert "epochs: 1" in resolved and "type: bench" not in resolved
+    teacher_runs = list((root / "teacher" / "stages").iterdir())
+    assert [p.name for p in teacher_runs] == ["00-teacher"]  # the teacher trained once
+    assert len(list((root / "cache").glob("teacher_logits-*.safetensors"))) == 1
+
+
+def test_budget_chooses_the_fastest_kept_file_and_proves_it_on_test(budget_run):
+    root, _ = budget_run
+    report = json.loads((root / "budget.json").read_text())
+    full = [r for r in report["trials"] if r["rung"] == "full"]
+    chosen = report["chosen"]
+    assert chosen["objective"] == min(r["objective"] for r in full if r["drop"] <= 50.0)
+    assert chosen["drop"] == pytest.approx(100 * (report["teacher_validation"] - chosen["score"]))
+    proof = report["proof"]
+    assert set(proof["paired"]) == {"chosen - teacher", "chosen - peer", "chosen - no-teacher twin"}
+    assert set(proof["test_scores"]) == {"chosen", "no-teacher twin", "teacher", "peer"}
+    twin = (root / "twin" / "recipe.resolved.yaml").read_text()
+    assert "distill" not in twin
+    summary = (root / "summary.txt").read_text()
+    assert summary.startswith("budget: max_drop 50.0 (accuracy) -> trial ") and "\n" not in (
+        summary.strip()
+    )
+    assert (root / "front.png").stat().st_size > 0 and (root / "proof" / "report.html").is_file()
+    assert "| rung | trial | shape |" in (root / "budget.md").read_text()
+
+
+def test_a_restarted_budget_search_runs_nothing_again(budget_run, run_cli, tmp_path):
+    root, recipe = budget_run
+    before = {p: p.stat().st_mtime_ns for p in root.glob("*-screen/trial-*/metrics.json")}
+    code, _, err = run_cli("run", recipe, "--out", root.parent)
+    assert code == 0, err
+    after = {p: p.stat().st_mtime_ns for p in root.glob("*-screen/trial-*/metrics.json")}
+    assert before == after and len(after) == 4
+
+
+def _row(trial: int, drop: float, objective: float, **extra) -> dict:
+    return (
+        {"trial": trial, "params": {"t": trial}, "score": 0.9, "drop": drop}
+        | {"objective": objective, "b1_ms": 1.0, "size_mb": 5.0}
+        | extra
+    )
+
+
+def test_the_choice_is_the_fastest_within_the_drop_and_names_what_bound():
+    target = TargetConfig.model_validate(
+        {"max_drop": 1.0, "shapes": {"keep_layers": [[0]]}, "max_size_mb": 6.0}
+    )
+    rows = [_row(0, 0.5, 0.5), _row(1, 2.0, 0.2), _row(2, 0.9, 0.3, size_mb=7.0), _row(3, 0.1, 0.9)]
+    assert choose(rows, target)["trial"] == 0
+    assert binding(rows, choose(rows, target), target) == "max_drop, max_size_mb"
+    assert binding([_row(0, 0.5, 0.1)], _row(0, 0.5, 0.1), target).startswith("none")
+    screened = [_row(5, 0.2, 0.05, rung="screen"), _row(6, 0.2, 0.05, rung="screen", promoted=True)]
+    assert binding(rows + screened, choose(rows, target), target) == (
+        "max_drop, max_size_mb, screen.keep"
+    )
+    assert promising(rows, 1.0, 2) == [{"t": 2}, {"t": 0}]
+
+
+def test_a_trial_recipe_points_at_the_trained_teacher_and_carries_the_shape():
+    raw = {
+        "name": "r",
+        "stages": [
+            {"type": "finetune", "name": "teacher", "model": "m"},
+            {
+                "type": "train",
+                "name": "student",
+                "model": "@teacher",
+                "training": {"epochs": 3},
+                "with": [
+                    {"distill": {"teacher": "@teacher"}},
+                    {"prune_structured": {"heads": 0.4, "ffn": 0.4, "start_epoch": 2}},
+                    {"qat": {"start_epoch": 3}},
+                ],
+            },
+            {"type": "bench"},
+        ],
+        "search": {},
+        "target": {},
+    }
+    shape = {"keep_layers": [0, 3], "prune": 0.25, "min_count": 2, "qat": True}
+    out = trial_recipe(raw, "teacher", Path("/t"), "student", shape, epochs=1)
+    (student,) = out["stages"]
+    assert student["model"] == "/t" and student["with"][0] == {
+        "distill": {"teacher": "/t", "retokenize": True}
+    }
+    assert student["keep_layers"] == [0, 3] and student["vocab"] == {"min_count": 2}
+    assert student["with"][1]["prune_structured"] | {} == {
+        "heads": 0.25,
+        "ffn": 0.25,
+        "start_epoch": 1,
+        "end_epoch": 1,
+    }
+    assert student["with"][2] == {"qat": {"start_epoch": 1}} and "target" not in out
+    assert [list(m) for m in without_teacher(out, "student")["stages"][0]["with"]] == [
+        ["prune_structured"],
+        ["qat"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("target: {max_drop: 1.0, shapes: {keep_layers: [[0]]}}\n", "target: needs a search:"),
+        (
+            TARGET.format(max_drop=1.0).replace("max_drop: 1.0", "max_drop: 1.0\n  student: pupil"),
+            "target.student: no stage named 'pupil'",
+        ),
+        (
+            TARGET.format(max_drop=1.0).replace("[[0], [0, 1]]", "[[1, 0]]"),
+            "target.shapes.keep_layers: [1, 0]: give increasing layer numbers",
+        ),
+        (
+            TARGET.format(max_drop=1.0) + "  space: {stages.1.training.lr: [0.1]}\n",
+            "search.space: a target search draws target.shapes",
+        ),
+    ],
+)
+def test_a_bad_target_is_one_line_naming_the_field(
+    tiny_model_dir, tiny_data, tmp_path, run_cli, block, message
+):
+    write_jsonl(tiny_data / "test.jsonl", sample_rows("validation", 20))
+    text = budget_recipe(tiny_model_dir, tiny_data, 1.0)
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text[: text.index("target:")] + block)
+    code, _, err = run_cli("run", recipe, "--dry-run")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_screening_trial_reads_fewer_rows_and_epochs():
+    raw = {
+        "name": "r",
+        "data": {"dataset": "d"},
+        "stages": [
+            {"type": "finetune", "name": "teacher", "model": "m"},
+            {"type": "train", "name": "student", "model": "@teacher", "training": {"epochs": 3}},
+        ],
+    }
+    shape = {"keep_layers": [0], "prune": 0.0, "min_count": 0, "qat": False}
+    out = trial_recipe(raw, "teacher", Path("/t"), "student", shape, 1, max_train_rows=500)
+    assert out["data"]["max_train_rows"] == 500 and out["stages"][0]["training"]["epochs"] == 1
+    assert "max_train_rows" not in raw["data"] and out["stages"][0]["with"] == []
