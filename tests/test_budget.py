@@ -122,11 +122,15 @@ def test_budget_chooses_the_fastest_kept_file_and_proves_it_on_test(budget_run):
 
 def test_a_restarted_budget_search_runs_nothing_again(budget_run, run_cli, tmp_path):
     root, recipe = budget_run
-    before = {p: p.stat().st_mtime_ns for p in root.glob("*-screen/trial-*/metrics.json")}
+    done = list(root.glob("*-screen/trial-*/metrics.json"))
+    before = {p: p.stat().st_mtime_ns for p in done}
+    summary, proof = (root / "summary.txt").read_text(), root / "proof" / "report.json"
+    benched = json.loads(proof.read_text())["created"]
     code, _, err = run_cli("run", recipe, "--out", root.parent)
     assert code == 0, err
-    after = {p: p.stat().st_mtime_ns for p in root.glob("*-screen/trial-*/metrics.json")}
-    assert before == after and len(after) == 4
+    assert {p: p.stat().st_mtime_ns for p in done} == before and len(before) == 4
+    assert json.loads(proof.read_text())["created"] == benched  # the test split benched once
+    assert (root / "summary.txt").read_text() == summary
 
 
 def _row(trial: int, drop: float, objective: float, **extra) -> dict:

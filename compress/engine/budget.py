@@ -32,6 +32,7 @@ from bench.options import BenchOptions
 from bench.paired import paired_difference
 from bench.runner import run_benchmark
 from bench.runtime import open_model
+from bench.schema import BenchReport
 from compress.data.splits import Split
 from compress.data.task_data import load_task_data
 from compress.engine.budget_choice import choose, promising
@@ -102,7 +103,9 @@ def run_budget(path: Path, overrides: list[str], out_base: Path, run_trial) -> P
     rows = [row | {"rung": "screen", "promoted": row["params"] in promoted} for row in screened]
     rows += [row | {"rung": "full"} for row in full]
     chosen = choose(full, budget.target)
-    proof = prove(budget, reference, chosen) if chosen else None
+    proof = (
+        (saved_proof(budget.root, chosen) or prove(budget, reference, chosen)) if chosen else None
+    )
     write_budget_report(budget.root, budget.target, budget.metric, reference.score, rows, proof)
     if chosen is None:
         raise EdgebertError(
@@ -369,6 +372,19 @@ def prove(budget: Budget, reference: Reference, chosen: dict) -> dict:
             for name, p in predictions.items()
         },
     }
+
+
+def saved_proof(root: Path, chosen: dict) -> dict | None:
+    """The proof a finished search already wrote for this same choice (a rerun of a finished
+    search rewrites its report without benching the test split again)."""
+    saved, bench = root / "budget.json", root / "proof" / "report.json"
+    if not (saved.is_file() and bench.is_file()):
+        return None
+    data = json.loads(saved.read_text(encoding="utf-8"))
+    if data.get("chosen") != chosen or "proof" not in data:
+        return None
+    proof = {k: v for k, v in data["proof"].items() if k != "reports"}
+    return proof | {"report": BenchReport.model_validate_json(bench.read_text(encoding="utf-8"))}
 
 
 def _twin(budget: Budget, reference: Reference, chosen: dict) -> Path:
