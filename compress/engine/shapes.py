@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from compress.engine.config import TrainingConfig
+
 SHAPE_KEYS = ("keep_layers", "prune", "min_count", "qat")
 
 
@@ -58,7 +60,7 @@ def apply_shape(stage: dict, shape: dict, epochs: int | None) -> None:
     training = stage.setdefault("training", {})
     if epochs is not None:
         training["epochs"] = epochs
-    total = int(training.get("epochs", 3))
+    total = int(training.get("epochs", TrainingConfig.model_fields["epochs"].default))
     stage["keep_layers"] = list(shape["keep_layers"])
     if shape["min_count"] > 0:
         stage["vocab"] = {**(stage.get("vocab") or {}), "min_count": shape["min_count"]}
@@ -84,7 +86,7 @@ def _prune(old: dict | None, shape: dict, total: int) -> dict:
     """The stage's pruning settings at the shape's fraction, cut before the last epoch (when
     there are two or more) so the pruned model trains on."""
     last_cut = max(1, total - 1)
-    cfg = dict(old or {"importance": "taylor"})
+    cfg = dict(old or {})  # the schema's defaults fill the rest
     start = min(int(cfg.get("start_epoch", 1)), last_cut)
     end = min(int(cfg.get("end_epoch") or start), last_cut)
     return (
