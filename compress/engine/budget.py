@@ -47,6 +47,7 @@ from export.quantize import optimum_dynamic_int8
 
 SHIPPED_VARIANTS = ("qat_int8", "dynamic_int8", "static_int8", "fp32")  # first found ships
 DIRECTIONS = ("maximize", "minimize")  # validation metric, objective
+TWINS = ("chosen", "no-teacher twin")
 
 
 @dataclass
@@ -351,26 +352,32 @@ def prove(budget: Budget, reference: Reference, chosen: dict) -> dict:
     models["peer"] = reference.peer
     options = BenchOptions(seq_lengths=[budget.target.seq_length], baseline="peer")
     split = reference.test
-    report = run_benchmark(models, split.texts, split.labels, dataset="test", options=options)
-    predictions = {name: open_model(p).logits(split.texts).argmax(-1) for name, p in models.items()}
-    versus = {
-        "chosen - teacher": ("teacher", "chosen"),
-        "chosen - peer": ("peer", "chosen"),
-        "chosen - no-teacher twin": ("no-teacher twin", "chosen"),
-    }
+    report = run_benchmark(
+        models,
+        split.texts,
+        split.labels,
+        dataset="test",
+        options=options,
+        teacher_predictions=reference.predictions["test"],
+    )
+    results = {model.name: model for model in report.models}
+    vs_teacher = {row.stage: row.vs_teacher for row in report.stages if row.step == "file"}
+    # The bench pairs every file with the teacher and the peer; chosen - twin is the one
+    # pair it does not make.
+    labels = {name: open_model(models[name]).logits(split.texts).argmax(-1) for name in TWINS}
     paired = {
-        label: paired_difference(split.labels, predictions[a], predictions[b], reference.classes)
-        for label, (a, b) in versus.items()
+        "chosen - teacher": vs_teacher["chosen"].model_dump(),
+        "chosen - peer": results["chosen"].accuracy.vs_baseline.model_dump(),
+        "chosen - no-teacher twin": paired_difference(
+            split.labels, labels["no-teacher twin"], labels["chosen"], reference.classes
+        ),
     }
     return {
         "chosen": chosen,
         "validation_vs_teacher": validation,
         "report": report,
         "paired": paired,
-        "test_scores": {
-            name: classification_metrics(split.labels, p, reference.label_names)
-            for name, p in predictions.items()
-        },
+        "test_scores": {name: model.accuracy.model_dump() for name, model in results.items()},
     }
 
 

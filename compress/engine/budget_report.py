@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.files import write_json_atomic, write_text_atomic
-from bench.report import write_reports
+from bench.report import interval_text, write_reports
 from compress.engine.budget_choice import binding, rejection
 
 PANELS = (("b1_ms", "batch-1 p50 ms"), ("b32_ms", "batch-32 p50 ms"), ("size_mb", "size MB"))
@@ -113,8 +113,7 @@ def _trial_table(rows: list, target, metric: str) -> list[str]:
 
 
 def _ci(pair: dict, metric: str) -> str:
-    low, high = pair[f"{metric}_ci"]
-    return f"{100 * pair[f'{metric}_diff']:+.2f} (95% CI {100 * low:+.2f} to {100 * high:+.2f})"
+    return interval_text(pair[f"{metric}_diff"], pair[f"{metric}_ci"])
 
 
 def _proof_lines(proof: dict, metric: str, target) -> list[str]:
