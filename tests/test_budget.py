@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from compress.cli import main
+from compress.engine.budget import rung_shape
 from compress.engine.budget_choice import binding, choose, promising
-from compress.engine.config import TargetConfig
+from compress.engine.config import ScreenConfig, TargetConfig
 from compress.engine.shapes import trial_recipe, without_teacher
 from tests.conftest import sample_rows, write_jsonl
 
@@ -239,3 +240,10 @@ def test_a_screening_trial_reads_fewer_rows_and_epochs():
     out = trial_recipe(raw, "teacher", Path("/t"), "student", shape, 1, max_train_rows=500)
     assert out["data"]["max_train_rows"] == 500 and out["stages"][0]["training"]["epochs"] == 1
     assert "max_train_rows" not in raw["data"] and out["stages"][0]["with"] == []
+
+
+def test_a_screening_rung_leaves_qat_to_the_full_rung_unless_asked():
+    params = {"keep_layers": "0,2", "prune": 0.4, "min_count": 1, "qat": True}
+    assert rung_shape(params, None) == params | {"keep_layers": [0, 2]}
+    assert rung_shape(params, ScreenConfig())["qat"] is False
+    assert rung_shape(params, ScreenConfig(qat=True))["qat"] is True

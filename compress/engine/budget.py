@@ -190,6 +190,15 @@ def as_shape(params: dict) -> dict:
     return params | {"keep_layers": [int(x) for x in str(params["keep_layers"]).split(",")]}
 
 
+def rung_shape(params: dict, screen) -> dict:
+    """The shape a rung trains: a screening rung leaves QAT to the full rung unless its
+    `screen.qat` asks for it."""
+    shape = as_shape(params)
+    if screen is not None and not screen.qat:
+        shape["qat"] = False
+    return shape
+
+
 def _rung(budget: Budget, reference: Reference, study_name: str, screen, points, total) -> list:
     """Run one rung's trials (or join the workers running them); its rows, in trial order.
     `screen` (a ScreenConfig) makes it the short rung: its epochs, its training rows."""
@@ -203,7 +212,7 @@ def _rung(budget: Budget, reference: Reference, study_name: str, screen, points,
             target.teacher,
             reference.model,
             target.student,
-            as_shape(params),
+            rung_shape(params, screen),
             screen.epochs if screen else None,
             screen.max_train_rows if screen else None,
         )

@@ -65,9 +65,10 @@ def schedule_text(target) -> str:
     if screen is None:
         return "one rung: every trial trains the recipe's full epochs"
     rows = f" on {screen.max_train_rows} training rows" if screen.max_train_rows else ""
+    quantized = "" if screen.qat else " in float (timed as its export's INT8)"
     return (
-        f"two-rung successive halving: every shape trains {screen.epochs} epoch(s){rows}; the "
-        f"{screen.keep} fastest within max_drop + {screen.slack} train in full"
+        f"two-rung successive halving: every shape trains {screen.epochs} epoch(s){rows}"
+        f"{quantized}; the {screen.keep} fastest within max_drop + {screen.slack} train in full"
     )
 
 

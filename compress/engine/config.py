@@ -326,6 +326,12 @@ class ScreenConfig(Strict):
         description="points beyond max_drop a screened shape may be and still go on (short "
         "training under-rates a shape)",
     )
+    qat: bool = Field(
+        False,
+        description="screening trials train quantization-aware too (off: they train in float "
+        "and are timed as their export's INT8; fake quantization costs a CPU step several "
+        "times over, and the screen only ranks shapes)",
+    )
 
 
 Objective = Literal["latency_b1", "latency_b32", "size"]
