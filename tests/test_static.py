@@ -52,6 +52,7 @@ stages:
     model: "@teacher"
     table: {{dims: 16}}
     head: {{hidden: 32}}
+    max_length: 64
     vocab: {{min_count: 1}}
     training: {{lr: 3.0e-3, batch_size: 16, epochs: 3, seed: 1, tune_thresholds: true}}
     select_best: macro_f1
@@ -92,6 +93,14 @@ def test_static_run_trains_exports_and_benches_beside_the_peers(static_run, run_
     sizes = metrics["export"]["sizes_bytes"]
     assert sizes["fp16_table"] < 0.75 * sizes["fp32"]
     assert "fp32_fused" not in metrics["export"]["files"]  # nothing to fuse without attention
+    # the static stage reads 64 tokens per text where the teacher reads data.max_length (32),
+    # and its files say so to every runtime that opens them
+    stages = run_dir / "stages"
+    assert (
+        json.loads((stages / "00-teacher" / "model" / "edgebert.json").read_text())["max_length"]
+        == 32
+    )
+    assert open_model(stages / "02-export" / "onnx").max_length == 64
     report = json.loads((run_dir / "stages" / "03-bench" / "report.json").read_text())
     rows = {m["name"]: m for m in report["models"]}
     assert {"classic:tfidf_lr", "classic:model2vec", "classic:fasttext"} <= set(rows)

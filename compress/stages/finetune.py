@@ -126,6 +126,10 @@ class FinetuneStage(Stage):
         except ValueError as exc:
             raise EdgebertError(f"stages[{self.index}].head.pooling: {exc}") from None
 
+    def max_length(self, ctx) -> int:
+        """Tokens per text this stage trains and ships with (its saved model records it)."""
+        return ctx.recipe.data.max_length
+
     def _seed(self, ctx) -> int:
         seed = self.config.training.seed
         return seed if seed is not None else ctx.recipe.seed
@@ -147,7 +151,7 @@ class FinetuneStage(Stage):
             eval_labels=data.validation.labels,
             label_names=data.label_names,
             training=self.config.training,
-            max_length=recipe.data.max_length,
+            max_length=self.max_length(ctx),
             select_best=self.config.select_best,
             modifiers=self.modifiers,
             task=recipe.task,
@@ -176,7 +180,7 @@ class FinetuneStage(Stage):
             "task": ctx.recipe.task,
             "labels": ctx.data.label_names,
             "clean": list(ctx.recipe.data.clean),
-            "max_length": ctx.recipe.data.max_length,
+            "max_length": self.max_length(ctx),
             "source_model": self.config.model,
             "stage": self.name,
         }

@@ -48,6 +48,14 @@ class StaticConfig(TrainingStageConfig):
     )
     table: StaticTableConfig = Field(default_factory=StaticTableConfig)
     head: StaticHeadConfig = Field(default_factory=StaticHeadConfig)
+    max_length: int | None = Field(
+        None,
+        ge=8,
+        le=512,
+        description="tokens per text for this student (null: data.max_length); a token costs "
+        "it one lookup, so it can read whole reviews where a transformer is cut short (at most "
+        "512: a distilling teacher reads the same tokens)",
+    )
 
     @model_validator(mode="after")
     def _logit_distillation_only(self) -> StaticConfig:
@@ -70,6 +78,9 @@ class StaticStage(FinetuneStage):
     type_name = "static"
     Config = StaticConfig
     tasks = ("text-classification",)  # one vector per text: no per-token logits
+
+    def max_length(self, ctx) -> int:
+        return self.config.max_length or ctx.recipe.data.max_length
 
     def _starting_model(self, ctx):
         table = self.config.table
