@@ -79,7 +79,7 @@ def headline(report: BenchReport) -> str:
         return text
     small, large = batch_range(report)
     ratios = []
-    for batch in (small, large):
+    for batch in dict.fromkeys((small, large)):  # one batch size timed: one ratio
         mine, theirs = _latency_at(best, batch), _latency_at(base, batch)
         if mine and theirs:
             ratios.append(f"{theirs.p50_ms / mine.p50_ms:.1f}x at batch {batch}")

@@ -619,7 +619,7 @@ def bench_command(
         "",
         "--classic",
         help="classic baselines trained on --dataset's train split: tfidf_lr,tfidf_nb, "
-        "model2vec,fasttext (the last two: pip install 'edgebert[peers]')",
+        "model2vec,fasttext (the last two: pip install 'edgebert\\[peers]')",
     ),
     model2vec_base: Optional[str] = typer.Option(
         None, "--model2vec-base", help="encoder the model2vec row distils (a name or directory)"

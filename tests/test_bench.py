@@ -420,3 +420,58 @@ def test_openvino_engine_runs_the_same_file_in_the_same_interleaved_run(varied_m
     assert rows["m-openvino"].accuracy.accuracy == rows["m"].accuracy.accuracy
     with pytest.raises(BenchError, match="expected one of onnxruntime, openvino"):
         RuntimeSettings.parse("engine=tensorrt")
+
+
+def _timed(name: str, p50_ms: float, macro_f1: float) -> dict:
+    """A report row timed at batch 1 only, with a score (the fields `headline` reads)."""
+    stats = dict.fromkeys(("p90_ms", "p99_ms", "mean_ms", "stdev_ms", "min_ms"), p50_ms)
+    latency = stats | {
+        "batch_size": 1,
+        "seq_length": 16,
+        "n": 5,
+        "p50_ms": p50_ms,
+        "ci95_low_ms": p50_ms,
+        "ci95_high_ms": p50_ms,
+        "throughput_seq_per_s": 1000 / p50_ms,
+        "tokenize_p50_ms": 0.1,
+    }
+    accuracy = {
+        "dataset": "d",
+        "n": 10,
+        "accuracy": macro_f1,
+        "macro_precision": macro_f1,
+        "macro_recall": macro_f1,
+        "macro_f1": macro_f1,
+        "per_class": {},
+        "confusion_matrix": [],
+        "labels": ["a", "b"],
+    }
+    return {
+        "name": name,
+        "path": name,
+        "kind": "onnx",
+        "provider": "cpu",
+        "size_bytes": 1_000_000,
+        "rss_growth_mb": 1.0,
+        "latency": [latency],
+        "accuracy": accuracy,
+    }
+
+
+def test_the_headline_names_each_timed_batch_once():
+    machine = {
+        "platform": "linux",
+        "machine": "x86_64",
+        "cpu_model": None,
+        "cpu_count": 2,
+        "cpu_flags": [],
+        "threads": 2,
+        "onnxruntime": "1",
+    }
+    report = BenchReport(
+        created="now",
+        machine=machine,
+        baseline="slow",
+        models=[_timed("slow", 8.0, 0.7), _timed("fast", 2.0, 0.8)],
+    )
+    assert "fast, 4.0x at batch 1 faster than slow " in headline(report)

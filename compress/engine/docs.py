@@ -55,7 +55,8 @@ def _bounds(schema: dict) -> str:
 
 
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Table-safe text; `\\[` is rich's escape of a literal bracket in --help, a bracket here."""
+    return str(text).replace("\\[", "[").replace("|", "\\|").replace("\n", " ")
 
 
 def _model_section(name: str, schema: dict) -> list[str]:
