@@ -340,19 +340,19 @@ def loadtest(
 def _search(parsed, path: Path, set_: list[str], out: Path) -> tuple[Path, str]:
     """A recipe's search: an accuracy budget (`target:`) or a plain one; (its folder, the file
     to show)."""
-    from compress.engine.runner import run_recipe
+    from compress.engine.runner import is_run_dir, run_recipe
 
     if parsed.target is not None:
         from compress.engine.budget import run_budget
 
         def run_trial(trial, folder, **how):
-            return run_recipe(trial, out, run_dir=folder, **how)
+            return run_recipe(trial, out, run_dir=folder, resume=is_run_dir(folder), **how)
 
         return run_budget(path, set_, out, run_trial), "summary.txt"
     from compress.engine.search import run_search
 
     def run_one(trial, folder):
-        return run_recipe(trial, out, run_dir=folder)
+        return run_recipe(trial, out, run_dir=folder, resume=is_run_dir(folder))
 
     return run_search(path, set_, out, run_one), "summary.md"
 

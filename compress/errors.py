@@ -14,4 +14,9 @@ class EdgebertError(Exception):
     """A problem with the user's input, reported as one line."""
 
 
+class RunInterrupted(EdgebertError):
+    """A run stopped by SIGTERM or Ctrl-C: its folder continues with `--resume`. Its own type,
+    so that a search stops with it instead of taking it for a failed trial."""
+
+
 USER_ERRORS: tuple[type[Exception], ...] = (EdgebertError, ExportError, BenchError)

@@ -243,3 +243,59 @@ def test_a_worker_killed_mid_trial_leaves_no_lost_trial(tmp_path, tiny_model_dir
     assert [r["trial"] for r in rows] == [0, 1, 2] and all("macro_f1" not in r for r in rows)
     assert all("accuracy" in r for r in rows) and rows[0]["runs"] == 2
     assert rows[0]["params"] == {"stages.0.training.lr": 1.0e-4}  # the same point, run again
+
+
+def test_a_stopped_worker_stops_the_search_and_its_trial_continues(
+    tmp_path, tiny_model_dir, tiny_data
+):
+    """SIGTERM in the middle of a trial stops the whole search (the trials after it do not
+    start); the same command then continues that trial from where it stopped, in its folder,
+    and runs the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    recipe = _search_recipe(
+        tmp_path,
+        tiny_model_dir,
+        tiny_data,
+        f"""search:
+  method: grid
+  trials: 3
+  storage: {storage}
+  study: stopped
+  space:
+    stages.0.training.lr: [1.0e-4, 5.0e-4, 1.0e-3]
+""",
+    )
+    command = ["run", str(recipe), "--out", str(tmp_path / "runs")]
+    worker = subprocess.Popen(
+        [sys.executable, "-c", SLOW_TRIALS, *command], stderr=subprocess.PIPE, text=True
+    )
+    trials = tmp_path / "runs" / "stopped-search" / "trials"
+    for _ in range(600):
+        if (trials / "trial-000" / "run.log").is_file():
+            break
+        assert worker.poll() is None
+        time.sleep(0.1)
+    time.sleep(1.5)  # inside the first trial's training
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=120)
+    assert worker.returncode == 2 and "the stopped trial continues" in err, err[-2000:]
+    assert sorted(p.name for p in trials.iterdir()) == ["trial-000"]  # nothing after it began
+    study = optuna.load_study(study_name="stopped", storage=storage)
+    assert study.trials[0].user_attrs["error"] == "stopped: interrupted"
+
+    again = subprocess.run(
+        [sys.executable, "-m", "compress.cli", *command], capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resumed from" in (trials / "trial-000" / "run.log").read_text()
+    assert sorted(p.name for p in trials.iterdir()) == ["trial-000", "trial-001", "trial-002"]
+    study = optuna.load_study(study_name="stopped", storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.params["stages.0.training.lr"] for t in done) == [1.0e-4, 5.0e-4, 1.0e-3]

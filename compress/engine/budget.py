@@ -38,7 +38,6 @@ from compress.data.task_data import load_task_data
 from compress.engine.budget_choice import choose, promising
 from compress.engine.budget_report import write_budget_report
 from compress.engine.recipe import apply_overrides, parse_recipe
-from compress.engine.runner import is_run_dir
 from compress.engine.search import TrialRun, drive, open_study
 from compress.engine.shapes import stage_names, trial_recipe, without_teacher
 from compress.errors import EdgebertError
@@ -90,7 +89,8 @@ class Budget:
 
 def run_budget(path: Path, overrides: list[str], out_base: Path, run_trial) -> Path:
     """Teacher once, the two rungs, the choice, the proof; returns the search directory.
-    `run_trial(recipe, folder, **run_recipe_options)` runs one recipe into `folder`."""
+    `run_trial(recipe, folder, **run_recipe_options)` runs one recipe into `folder`, continuing
+    the run directory it finds there."""
     text = path.read_text(encoding="utf-8")
     recipe = parse_recipe(text, str(path), overrides, base_dir=path.parent)
     raw = apply_overrides(yaml.safe_load(text), overrides)
@@ -124,7 +124,7 @@ def run_once(budget: Budget, recipe, folder: Path, **options) -> Path:
         done = json.loads(state.read_text(encoding="utf-8"))["completed_stages"]
         if done >= len(recipe.stages):
             return folder
-    budget.run_trial(recipe, folder, resume=is_run_dir(folder), **options)
+    budget.run_trial(recipe, folder, **options)
     return folder
 
 

@@ -33,7 +33,7 @@ from compress.engine.context import RunContext
 from compress.engine.manifest import build_manifest
 from compress.engine.recipe import check_stage_files
 from compress.engine.rundir import RunDir
-from compress.errors import EdgebertError
+from compress.errors import EdgebertError, RunInterrupted
 from compress.training import distributed
 from compress.training.loop_state import INTERRUPTS
 
@@ -253,7 +253,7 @@ def run_recipe(
             _close(ctx)
     except KeyboardInterrupt:
         manifest["status"] = "interrupted"
-        raise EdgebertError(
+        raise RunInterrupted(
             f"interrupted; continue with: edgebert run --resume {rd.root}"
         ) from None
     except BaseException as exc:

@@ -40,7 +40,7 @@ from bench.files import first_line, write_json_atomic, write_text_atomic
 from compress.engine.catalog import STAGES
 from compress.engine.config import Range, SearchConfig
 from compress.engine.recipe import apply_overrides, parse_recipe
-from compress.errors import EdgebertError
+from compress.errors import EdgebertError, RunInterrupted
 
 
 def _sample(trial, key: str, values):
@@ -252,22 +252,27 @@ class TrialRun:
             study.sampler = _sampler(self.config.method, self.seed + _slot(frozen))
             space = self.config.space if self.space is None else self.space
             params = {key: _sample(trial, key, values) for key, values in space.items()}
-            value = self(trial, params)
+            value = self(trial, params, _slot(frozen))
             self.current = None
             return value
 
         return run
 
-    def __call__(self, trial: optuna.Trial, params: dict):
+    def __call__(self, trial: optuna.Trial, params: dict, slot: int):
+        """Run the trial in its slot's folder: a re-run of a stopped or crashed trial continues
+        the run it left there (`run_trial` resumes a run directory it finds)."""
         recipe = self.build(params)
         recipe.search = None
-        run_dir = self.folder / f"trial-{trial.number:03d}"
+        run_dir = self.folder / f"trial-{slot:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         started = time.perf_counter()
         try:
             self.run_trial(recipe, run_dir)
             value = self.measure(trial, run_dir)
+        except RunInterrupted:  # stopped, not failed: the search stops with it
+            trial.set_user_attr("error", "stopped: interrupted")
+            raise KeyboardInterrupt from None
         except EdgebertError as exc:  # a trial that fails is recorded, the search goes on
             trial.set_user_attr("error", str(exc))
             self.current = None
@@ -299,9 +304,14 @@ def _run_one_trial(study: optuna.Study, trial_run: TrialRun, config: SearchConfi
     trials of dead workers; a trial stopped here is queued to run again."""
     try:
         study.optimize(trial_run.objective(study), n_trials=1, catch=(EdgebertError,))
-    except BaseException:
+    except BaseException as exc:
         if trial_run.current is not None:
             _retry(config)(study, study.get_trials(deepcopy=False)[trial_run.current])
+        if isinstance(exc, KeyboardInterrupt):
+            raise RunInterrupted(
+                "interrupted; run the same command again: the stopped trial continues where it "
+                "stopped, and the trials after it run then"
+            ) from None
         raise
 
 
