@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import optuna
 import yaml
 
 from compress.engine.recipe import load_recipe
@@ -116,10 +121,6 @@ def test_bad_search_blocks_name_the_field(tmp_path, tiny_model_dir, tiny_data, r
 def test_two_workers_share_one_study_and_run_each_trial_once(tmp_path, tiny_model_dir, tiny_data):
     """Two `edgebert run` processes on one recipe whose search names a shared SQLite study:
     the six grid points run once each, split between the two, and `best.yaml` is written."""
-    import subprocess
-    import sys
-
-    import optuna
 
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     recipe = _search_recipe(
@@ -170,7 +171,6 @@ def test_two_workers_share_one_study_and_run_each_trial_once(tmp_path, tiny_mode
 def test_a_worker_that_loses_the_schema_race_opens_the_study_on_retry(tmp_path, monkeypatch):
     """CI saw it: two workers on a fresh database both create Optuna's schema, one gets
     `UNIQUE constraint failed: alembic_version.version_num`. It must retry, not exit."""
-    import optuna
     from sqlalchemy.exc import IntegrityError
 
     from compress.engine import search
@@ -193,18 +193,10 @@ def test_a_worker_that_loses_the_schema_race_opens_the_study_on_retry(tmp_path, 
 SLOW_TRIALS = slow_runner(0.3)
 
 
-def test_a_worker_killed_mid_trial_leaves_no_lost_trial(tmp_path, tiny_model_dir, tiny_data):
-    """kill -9 of a worker while its trial runs: the trial stops beating its heartbeat, the
-    next worker fails it once the grace period is over, runs it again with the same values,
-    and the grid completes with every point scored."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import optuna
-
-    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+def _worker_inside_first_trial(tmp_path, tiny_model_dir, tiny_data, study: str, extra: str = ""):
+    """A search worker on a 3-point grid in a shared SQLite study, each optimiser step slowed,
+    once it is inside its first trial's training; (the worker, its CLI arguments, the trials
+    folder)."""
     recipe = _search_recipe(
         tmp_path,
         tiny_model_dir,
@@ -212,30 +204,44 @@ def test_a_worker_killed_mid_trial_leaves_no_lost_trial(tmp_path, tiny_model_dir
         f"""search:
   method: grid
   trials: 3
-  storage: {storage}
-  study: killed
-  heartbeat_seconds: 1
-  grace_seconds: 3
+  storage: sqlite:///{tmp_path / "shared.db"}
+  study: {study}{extra}
   space:
     stages.0.training.lr: [1.0e-4, 5.0e-4, 1.0e-3]
 """,
     )
     command = ["run", str(recipe), "--out", str(tmp_path / "runs")]
-    doomed = subprocess.Popen([sys.executable, "-c", SLOW_TRIALS, *command])
-    first_log = tmp_path / "runs" / "killed-search" / "trials" / "trial-000" / "run.log"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", SLOW_TRIALS, *command], stderr=subprocess.PIPE, text=True
+    )
+    trials = tmp_path / "runs" / f"{study}-search" / "trials"
     for _ in range(600):
-        if first_log.is_file():
+        if (trials / "trial-000" / "run.log").is_file():
             break
-        assert doomed.poll() is None
+        assert worker.poll() is None
         time.sleep(0.1)
     time.sleep(1.5)  # inside the first trial's training
+    return worker, command, trials
+
+
+def test_a_worker_killed_mid_trial_leaves_no_lost_trial(tmp_path, tiny_model_dir, tiny_data):
+    """kill -9 of a worker while its trial runs: the trial stops beating its heartbeat, the
+    next worker fails it once the grace period is over, runs it again with the same values,
+    and the grid completes with every point scored."""
+    doomed, command, _ = _worker_inside_first_trial(
+        tmp_path,
+        tiny_model_dir,
+        tiny_data,
+        "killed",
+        "\n  heartbeat_seconds: 1\n  grace_seconds: 3",
+    )
     doomed.send_signal(signal.SIGKILL)
-    doomed.wait()
+    doomed.communicate()
     survivor = subprocess.run(
         [sys.executable, "-m", "compress.cli", *command], capture_output=True, text=True
     )
     assert survivor.returncode == 0, survivor.stderr[-2000:]
-    study = optuna.load_study(study_name="killed", storage=storage)
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{tmp_path / 'shared.db'}")
     states = {t.number: t.state.name for t in study.get_trials()}
     assert states[0] == "FAIL" and list(states.values()).count("COMPLETE") == 3, states
     summary = json.loads((tmp_path / "runs" / "killed-search" / "summary.json").read_text())
@@ -251,38 +257,10 @@ def test_a_stopped_worker_stops_the_search_and_its_trial_continues(
     """SIGTERM in the middle of a trial stops the whole search (the trials after it do not
     start); the same command then continues that trial from where it stopped, in its folder,
     and runs the rest."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import optuna
-
+    worker, command, trials = _worker_inside_first_trial(
+        tmp_path, tiny_model_dir, tiny_data, "stopped"
+    )
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
-    recipe = _search_recipe(
-        tmp_path,
-        tiny_model_dir,
-        tiny_data,
-        f"""search:
-  method: grid
-  trials: 3
-  storage: {storage}
-  study: stopped
-  space:
-    stages.0.training.lr: [1.0e-4, 5.0e-4, 1.0e-3]
-""",
-    )
-    command = ["run", str(recipe), "--out", str(tmp_path / "runs")]
-    worker = subprocess.Popen(
-        [sys.executable, "-c", SLOW_TRIALS, *command], stderr=subprocess.PIPE, text=True
-    )
-    trials = tmp_path / "runs" / "stopped-search" / "trials"
-    for _ in range(600):
-        if (trials / "trial-000" / "run.log").is_file():
-            break
-        assert worker.poll() is None
-        time.sleep(0.1)
-    time.sleep(1.5)  # inside the first trial's training
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 2 and "the stopped trial continues" in err, err[-2000:]
