@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from compress.cli import main
-from compress.engine.budget import rung_shape
+from compress.engine.budget import digest, rung_shape
 from compress.engine.budget_choice import binding, choose, promising
 from compress.engine.config import ScreenConfig, TargetConfig
 from compress.engine.shapes import trial_recipe, without_teacher
@@ -111,7 +111,8 @@ def test_budget_chooses_the_fastest_kept_file_and_proves_it_on_test(budget_run):
     proof = report["proof"]
     assert set(proof["paired"]) == {"chosen - teacher", "chosen - peer", "chosen - no-teacher twin"}
     assert set(proof["test_scores"]) == {"chosen", "no-teacher twin", "teacher", "peer"}
-    twin = (root / "twin" / "recipe.resolved.yaml").read_text()
+    (twin_dir,) = root.glob("twin-*")
+    twin = (twin_dir / "recipe.resolved.yaml").read_text()
     assert "distill" not in twin
     summary = (root / "summary.txt").read_text()
     assert summary.startswith("budget: max_drop 50.0 (accuracy) -> trial ") and "\n" not in (
@@ -132,6 +133,26 @@ def test_a_restarted_budget_search_runs_nothing_again(budget_run, run_cli, tmp_p
     assert {p: p.stat().st_mtime_ns for p in done} == before and len(before) == 4
     assert json.loads(proof.read_text())["created"] == benched  # the test split benched once
     assert (root / "summary.txt").read_text() == summary
+
+
+def test_a_rerun_with_another_budget_reuses_the_teacher_and_the_screen(budget_run, run_cli):
+    """Another `screen.keep` promotes other shapes: they get a full rung of their own (the
+    first search's full trials stay as they were), the teacher and the screen are not run
+    again."""
+    root, recipe = budget_run
+    kept = [
+        *root.glob("*-screen/trial-*/metrics.json"),
+        *root.glob("*-full-*/trial-*/metrics.json"),
+    ]
+    kept.append(root / "teacher" / "metrics.json")
+    before = {p: p.stat().st_mtime_ns for p in kept}
+    code, _, err = run_cli("run", recipe, "--out", root.parent, "--set", "target.screen.keep=1")
+    assert code == 0, err
+    assert {p: p.stat().st_mtime_ns for p in kept} == before and len(before) == 7
+    assert len(list(root.glob("*-full-*"))) == 2
+    report = json.loads((root / "budget.json").read_text())
+    assert len([r for r in report["trials"] if r["rung"] == "full"]) == 1
+    assert (root / f"twin-{digest(report['chosen']['params'])}" / "state.json").is_file()
 
 
 def _row(trial: int, drop: float, objective: float, **extra) -> dict:

@@ -17,6 +17,7 @@ are benched once, with paired intervals (`compress.engine.budget_report`).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Callable
@@ -250,7 +251,14 @@ def _full_rung(budget: Budget, reference: Reference, name: str, screened: list[d
     else:
         points = promising(screened, budget.target.max_drop + screen.slack, screen.keep)
         total = len(points)
-    return _rung(budget, reference, f"{name}-full", None, points, total)
+    return _rung(budget, reference, f"{name}-full-{digest(points)}", None, points, total)
+
+
+def digest(value) -> str:
+    """A short name for a set of shapes: a rerun with another `max_drop` or `screen.keep` that
+    promotes other shapes gets its own full rung (and twin), and reuses the teacher and the
+    screen; the same shapes find their finished trials."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _plan(budget: Budget) -> tuple[int, list[dict] | None]:
@@ -414,7 +422,6 @@ def _twin(budget: Budget, reference: Reference, chosen: dict) -> Path:
         as_shape(chosen["params"]),
         None,
     )
-    folder = run_once(
-        budget, budget.parse(without_teacher(raw, target.student)), budget.root / "twin"
-    )
+    folder = budget.root / f"twin-{digest(chosen['params'])}"  # one per chosen shape
+    folder = run_once(budget, budget.parse(without_teacher(raw, target.student)), folder)
     return shipped_file(folder)
