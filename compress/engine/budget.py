@@ -39,7 +39,7 @@ from compress.data.task_data import load_task_data
 from compress.engine.budget_choice import choose, promising
 from compress.engine.budget_report import write_budget_report
 from compress.engine.recipe import apply_overrides, parse_recipe
-from compress.engine.search import TrialRun, drive, open_study
+from compress.engine.search import TrialRun, drive, last_runs, open_study
 from compress.engine.shapes import stage_names, trial_recipe, without_teacher
 from compress.errors import EdgebertError
 from export.onnx_export import export_onnx
@@ -60,7 +60,6 @@ class Reference:
     validation: Split
     test: Split
     classes: int
-    label_names: list[str]
     predictions: dict[str, list[int]]  # split -> the teacher's labels
     score: float  # the teacher's validation metric (ONNX Runtime, as trials are scored)
 
@@ -156,7 +155,6 @@ def make_reference(budget: Budget) -> Reference:
         validation=data.validation,
         test=data.test,
         classes=classes,
-        label_names=list(data.label_names),
         predictions=predictions,
         score=score[budget.metric],
     )
@@ -274,12 +272,8 @@ def _plan(budget: Budget) -> tuple[int, list[dict] | None]:
 
 def trial_rows(study: optuna.Study) -> list[dict]:
     """One row per trial slot: its last finished run, with what `measure_file` found."""
-    last: dict[int, optuna.trial.FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False):
-        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
-            last[t.system_attrs.get("failed_trial", t.number)] = t
     rows = []
-    for slot, t in sorted(last.items()):
+    for slot, t in last_runs(study):
         row = {"trial": slot, "params": dict(t.params), **t.user_attrs}
         if t.state != optuna.trial.TrialState.COMPLETE:
             row = {k: v for k, v in row.items() if k not in ("score", "drop", "objective")}

@@ -327,15 +327,20 @@ def _retries_waiting(study: optuna.Study) -> bool:
     )
 
 
-def _rows(study: optuna.Study, metric: str) -> list[dict]:
-    """One summary row per trial, in trial order: its last finished run (a re-run replaces
-    the failed run it repeats)."""
+def last_runs(study: optuna.Study) -> list[tuple[int, optuna.trial.FrozenTrial]]:
+    """(slot, its last finished run) per trial slot, in slot order: a re-run replaces the
+    failed or stopped run it repeats."""
     last: dict[int, optuna.trial.FrozenTrial] = {}
     for t in study.get_trials(deepcopy=False):
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL):
             last[_slot(t)] = t
+    return sorted(last.items())
+
+
+def _rows(study: optuna.Study, metric: str) -> list[dict]:
+    """One summary row per trial, in trial order: its last finished run."""
     rows = []
-    for slot, t in sorted(last.items()):
+    for slot, t in last_runs(study):
         row = {"trial": slot, "params": dict(t.params)}
         if t.state == optuna.trial.TrialState.COMPLETE:
             row[metric] = t.value
