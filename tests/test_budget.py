@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from compress.cli import main
-from compress.engine.budget import digest, rung_shape
+from compress.engine.budget import digest, rung_shape, shape_space
 from compress.engine.budget_choice import binding, choose, promising
-from compress.engine.config import ScreenConfig, TargetConfig
+from compress.engine.budget_report import shape_text
+from compress.engine.config import ScreenConfig, ShapeSpace, TargetConfig
 from compress.engine.shapes import trial_recipe, without_teacher
 from tests.conftest import sample_rows, write_jsonl
 
@@ -217,6 +218,34 @@ def test_a_trial_recipe_points_at_the_trained_teacher_and_carries_the_shape():
         ["prune_structured"],
         ["qat"],
     ]
+
+
+def test_a_searched_width_reaches_the_pruning_modifier_and_only_then():
+    raw = {
+        "name": "r",
+        "stages": [
+            {"type": "finetune", "name": "teacher", "model": "m"},
+            {"type": "train", "name": "student", "model": "@teacher", "training": {"epochs": 3}},
+        ],
+    }
+    shape = {"keep_layers": [0, 1], "prune": 0.0, "hidden": 0.25, "min_count": 0, "qat": False}
+    out = trial_recipe(raw, "teacher", Path("/t"), "student", shape, epochs=None)
+    assert out["stages"][0]["with"] == [
+        {
+            "prune_structured": {
+                "heads": 0.0,
+                "ffn": 0.0,
+                "start_epoch": 1,
+                "end_epoch": 1,
+                "hidden": 0.25,
+            }
+        }
+    ]
+    searched = ShapeSpace(keep_layers=[[0], [0, 1]], prune=[0.0, 0.4], hidden=[0.0, 0.25])
+    assert shape_space(searched)["hidden"] == [0.0, 0.25] and searched.size() == 8
+    assert "hidden" not in shape_space(ShapeSpace(keep_layers=[[0]]))
+    unsearched = {"keep_layers": [0], "prune": 0.0, "min_count": 0, "qat": False}
+    assert "hidden 0.25, " in shape_text(shape) and "hidden" not in shape_text(unsearched)
 
 
 @pytest.mark.parametrize(

@@ -180,6 +180,34 @@ def test_distill_prune_and_sparsity_compose_in_one_recipe(
     assert saved.config.intermediate_size == 32 and sum(heads_per_layer(saved)) == 4
 
 
+def test_a_width_cut_student_trains_quantizes_and_exports_in_one_recipe(
+    tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli
+):
+    recipe = tmp_path / "width.yaml"
+    recipe.write_text(
+        composed_recipe(
+            tiny_model_dir,
+            wide_teacher_dir,
+            tiny_data,
+            """\
+      - distill: {teacher: "@finetune", temperature: 2.0, alpha: 0.5}
+      - prune_structured: {heads: 0.25, hidden: 0.25, start_epoch: 1, importance: taylor, scoring_batches: 2}
+      - qat: {start_epoch: 3}
+  - type: export
+    parity: {rows: 64, min_label_agreement: 0.9}
+""",
+        )
+    )
+    run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
+    pruned = metrics["student"]["modifiers"]["prune_structured"]
+    assert pruned["hidden_size"] == 24 and pruned["events"][0]["hidden_size"] == 24
+    assert "width 24/32" in err
+    saved = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/01-student/model")
+    assert saved.config.hidden_size == 24 and sum(heads_per_layer(saved)) == 6
+    assert saved.bert.encoder.layer[0].attention.self.attention_head_size == 6
+    assert metrics["export"]["parity"]["fp32"]["passed"]
+
+
 def test_distill_from_cached_logits_and_layer_dropping(
     tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli
 ):
@@ -244,6 +272,11 @@ def test_layer_dropping_copies_exactly_the_listed_layers(wide_teacher_dir):
         (
             "      - distill: {teacher: '@finetune', hidden: {projection: false}}\n",
             "distill.hidden.projection: student width 32 differs from teacher width 48",
+        ),
+        (
+            "      - distill: {teacher: '@finetune', hidden: {weight: 0.1}}\n"
+            "      - prune_structured: {hidden: 0.25}\n",
+            "stages[1]: with[1].prune_structured.hidden: distill.hidden projects",
         ),
         (
             "      - distil: {teacher: '@finetune'}\n",

@@ -35,9 +35,9 @@ def two_stage_recipe(tmp_path, model_dir, data, modifiers: str = "") -> Path:
 
 
 # Pruned at the end of epoch 1, masks updated every 10 steps, QAT from epoch 2: a kill in epoch 2
-# must bring back the pruned shapes, the masks and the fake-quant wrappers before the weights.
+# must bring back the pruned shapes (narrower width included), the masks and the fake-quant wrappers before the weights.
 ALL_MODIFIERS = """    with:
-      - prune_structured: {heads: 0.5, ffn: 0.25, start_epoch: 1, importance: magnitude}
+      - prune_structured: {heads: 0.5, ffn: 0.25, hidden: 0.25, start_epoch: 1, importance: magnitude}
       - prune_unstructured: {final_sparsity: 0.3, start_step: 0, end_step: 120, frequency: 10}
       - qat: {start_epoch: 2, freeze_observers_after: 0.9}
 """

@@ -176,13 +176,16 @@ def _cached_predictions(onnx: Path, data, cache: Path) -> dict[str, list[int]]:
 
 
 def shape_space(shapes) -> dict[str, list]:
-    """The shapes as Optuna categoricals (layer sets as text: choices must be scalars)."""
-    return {
+    """The shapes as Optuna categoricals (layer sets as text: choices must be scalars). The
+    width enters the space only when the recipe searches it, so a search without it keeps its
+    studies and folders."""
+    space = {
         "keep_layers": [",".join(map(str, layers)) for layers in shapes.keep_layers],
         "prune": list(shapes.prune),
         "min_count": list(shapes.min_count),
         "qat": list(shapes.qat),
     }
+    return space | ({"hidden": list(shapes.hidden)} if shapes.hidden is not None else {})
 
 
 def as_shape(params: dict) -> dict:

@@ -25,8 +25,9 @@ def verdict(row: dict, target) -> str:
 
 def shape_text(params: dict) -> str:
     qat = "QAT" if params.get("qat") else "no QAT"
+    width = f"hidden {params['hidden']}, " if "hidden" in params else ""
     return (
-        f"layers {params['keep_layers']}, prune {params['prune']}, "
+        f"layers {params['keep_layers']}, prune {params['prune']}, {width}"
         f"min_count {params['min_count']}, {qat}"
     )
 

@@ -282,6 +282,12 @@ class ShapeSpace(Strict):
         min_length=1,
         description="fractions of attention heads and FFN neurons removed (0: no pruning)",
     )
+    hidden: list[float] | None = Field(
+        None,
+        min_length=1,
+        description="fractions of the hidden width removed (BERT; 0: full width); "
+        "unset: the width is not searched",
+    )
     min_count: list[int] = Field(
         default_factory=lambda: [1],
         min_length=1,
@@ -299,15 +305,18 @@ class ShapeSpace(Strict):
                 raise ValueError(f"{layers}: give increasing layer numbers from 0, e.g. [0, 2, 4]")
         return value
 
-    @field_validator("prune")
+    @field_validator("prune", "hidden")
     @classmethod
-    def _fractions(cls, value: list[float]) -> list[float]:
-        if any(not 0 <= v < 1 for v in value):
+    def _fractions(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(not 0 <= v < 1 for v in value):
             raise ValueError("each fraction must be in [0, 1)")
         return value
 
     def size(self) -> int:
-        return len(self.keep_layers) * len(self.prune) * len(self.min_count) * len(self.qat)
+        widths = len(self.hidden or [0.0])
+        return (
+            len(self.keep_layers) * len(self.prune) * widths * len(self.min_count) * len(self.qat)
+        )
 
 
 class ScreenConfig(Strict):

@@ -3,8 +3,8 @@
 A trial's recipe is the user's recipe after the teacher: the teacher stage ran once for the
 whole search, so every `@teacher` becomes the path of its model, and bench stages are left to
 the search (it times each trial itself and benches only the chosen file). The shape is written
-into the student stage: its kept layers, the pruning fraction (heads and FFN alike), the
-vocabulary cut and QAT. Epoch-bound modifier settings are pulled inside the rung's epochs, so a
+into the student stage: its kept layers, the pruning fraction (heads and FFN alike), the width
+cut (when searched), the vocabulary cut and QAT. Epoch-bound modifier settings are pulled inside the rung's epochs, so a
 screening trial of 2 epochs still prunes before its last epoch and quantizes in it.
 """
 
@@ -14,8 +14,6 @@ import copy
 from pathlib import Path
 
 from compress.engine.config import TrainingConfig
-
-SHAPE_KEYS = ("keep_layers", "prune", "min_count", "qat")
 
 
 def stage_names(raw: dict) -> list[str]:
@@ -73,7 +71,7 @@ def apply_shape(stage: dict, shape: dict, epochs: int | None) -> None:
             for m in modifiers
         ]
     old = {name: cfg for m in stage.get("with", []) for name, cfg in m.items()}
-    if shape["prune"] > 0:
+    if shape["prune"] > 0 or shape.get("hidden", 0.0) > 0:
         modifiers.append({"prune_structured": _prune(old.get("prune_structured"), shape, total)})
     if shape["qat"]:
         qat = dict(old.get("qat") or {})
@@ -92,6 +90,7 @@ def _prune(old: dict | None, shape: dict, total: int) -> dict:
     return (
         cfg
         | {"heads": shape["prune"], "ffn": shape["prune"], "start_epoch": start}
+        | ({"hidden": shape["hidden"]} if "hidden" in shape else {})
         | {"end_epoch": max(start, end)}
     )
 

@@ -2,7 +2,9 @@
 
 An importance scores every element of a weight tensor (higher = keep). `score_structures` sums
 those scores over the weights of each attention head and each FFN neuron, so a new criterion
-is a new class in `IMPORTANCES` and nothing else changes.
+is a new class in `IMPORTANCES` and nothing else changes. A channel shared by a whole coupled
+group (the hidden width) is scored by the criterion's Torch-Pruning group importance, which
+knows how each member of a dependency group maps onto the channel.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
+import torch_pruning as tp
 
 from compress.models.structure import attention_parts, encoder_layers, ffn_parts
 
@@ -28,6 +31,10 @@ class Importance:
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def group_importance(self) -> tp.importance.Importance:
+        """The same criterion over a Torch-Pruning group: one summed score per channel."""
+        raise NotImplementedError
+
 
 class MagnitudeImportance(Importance):
     """|w|: no data needed; the classic baseline."""
@@ -36,6 +43,9 @@ class MagnitudeImportance(Importance):
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.detach().abs()
+
+    def group_importance(self) -> tp.importance.Importance:
+        return tp.importance.GroupMagnitudeImportance(p=1, group_reduction="sum", normalizer=None)
 
 
 class TaylorImportance(Importance):
@@ -59,6 +69,9 @@ class TaylorImportance(Importance):
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
         grad = weight.grad if weight.grad is not None else torch.zeros_like(weight)
         return (weight.detach() * grad).abs()
+
+    def group_importance(self) -> tp.importance.Importance:
+        return tp.importance.GroupTaylorImportance(group_reduction="sum", normalizer=None)
 
 
 IMPORTANCES: dict[str, type[Importance]] = {

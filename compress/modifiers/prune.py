@@ -1,6 +1,7 @@
 """Pruning modifiers.
 
-`prune_structured` removes whole attention heads and FFN neurons, so the model really shrinks:
+`prune_structured` removes whole attention heads and FFN neurons, and optionally hidden width
+(`compress.modifiers.prune_hidden`), so the model really shrinks:
 - heads go through the model's own `prune_heads`, which records `config.pruned_heads`; a saved
   model therefore reloads (and exports) with plain `from_pretrained` (the per-layer head counts
   live in the config, the single most reported failure of structured pruning);
@@ -22,6 +23,7 @@ import re
 from typing import Literal
 
 import torch
+import torch_pruning as tp
 from pydantic import Field, model_validator
 
 from compress.engine.config import Strict
@@ -34,6 +36,13 @@ from compress.models.structure import (
 )
 from compress.modifiers.base import Modifier
 from compress.modifiers.importance import IMPORTANCES, ImportanceName, score_structures
+from compress.modifiers.prune_hidden import (
+    check_prunable_width,
+    kept_width,
+    prune_width,
+    shrink_width_to,
+    width_scores,
+)
 
 
 def _original_head_index(model, layer_index: int, current: int) -> int:
@@ -64,8 +73,6 @@ def prune_heads(model, scores: list[torch.Tensor], remove: int, min_per_layer: i
 
 def prune_ffn(model, scores: list[torch.Tensor], remove_per_layer: int) -> None:
     """Remove the same number of least important neurons from every layer's FFN."""
-    import torch_pruning as tp
-
     if remove_per_layer <= 0:
         return
     device = next(model.parameters()).device
@@ -99,6 +106,12 @@ def shrink_ffn_to(model, size: int) -> None:
 class PruneStructuredConfig(Strict):
     heads: float = Field(0.0, ge=0, lt=1, description="fraction of attention heads removed")
     ffn: float = Field(0.0, ge=0, lt=1, description="fraction of FFN neurons removed")
+    hidden: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="fraction of the hidden width removed (BERT; every head narrows with it)",
+    )
     importance: ImportanceName = Field(  # type: ignore[valid-type]
         "taylor", description="how a head or neuron is scored: " + ", ".join(IMPORTANCES)
     )
@@ -111,9 +124,17 @@ class PruneStructuredConfig(Strict):
     def _epochs(self) -> PruneStructuredConfig:
         if self.end_epoch is not None and self.end_epoch < self.start_epoch:
             raise ValueError("end_epoch must not come before start_epoch")
-        if self.heads == 0 and self.ffn == 0:
-            raise ValueError("nothing to prune: set 'heads' and/or 'ffn' above 0")
+        if self.heads == 0 and self.ffn == 0 and self.hidden == 0:
+            raise ValueError("nothing to prune: set 'heads', 'ffn' or 'hidden' above 0")
         return self
+
+    def check_companions(self, companions: dict) -> None:
+        """Checked when the recipe is read: the other modifiers of the same stage, by name."""
+        if self.hidden and getattr(companions.get("distill"), "hidden", None):
+            raise ValueError(
+                "prune_structured.hidden: distill.hidden projects the student's starting width; "
+                "cut the width or distil hidden states, not both"
+            )
 
     def check_schedule(self, epochs: int) -> None:
         """Checked when the recipe is read (`--dry-run` included), not when training starts."""
@@ -134,6 +155,9 @@ class PruneStructured(Modifier):
         layers = encoder_layers(model)
         self.total_heads = model.config.num_attention_heads * len(layers)
         self.original_ffn = ffn_parts(layers[0])[0].out_features
+        self.original_width = model.config.hidden_size
+        if cfg.hidden:
+            check_prunable_width(model)
         self.before = count_parameters(model)
         self.end = cfg.end_epoch or cfg.start_epoch
         self.events: list[dict] = []
@@ -149,9 +173,31 @@ class PruneStructured(Modifier):
         fraction = self._target(phase.epoch)
         if fraction == 0.0 or not (self.config.start_epoch <= phase.epoch <= self.end):
             return
+        importance = IMPORTANCES[self.config.importance]()
+        removed, want_ffn = self._cut_heads_and_ffn(phase, importance, fraction)
+        if self.config.hidden:
+            self._cut_width(phase, importance, fraction)
+        phase.model_reshaped()
+        model = phase.model
+        event = {
+            "epoch": phase.epoch,
+            "heads_removed": removed,
+            "heads_left": sum(heads_per_layer(model)),
+            "ffn_size": want_ffn,
+            "hidden_size": model.config.hidden_size,
+            "parameters": count_parameters(model),
+        }
+        self.events.append(event)
+        phase.log(
+            f"prune_structured: epoch {phase.epoch}: {event['heads_left']}/{self.total_heads} heads, "
+            f"FFN {want_ffn}/{self.original_ffn}, width {event['hidden_size']}/"
+            f"{self.original_width}, {event['parameters']:,} parameters"
+        )
+
+    def _cut_heads_and_ffn(self, phase, importance, fraction: float) -> tuple[int, int]:
+        """This epoch's share of the head and FFN cut; returns (heads removed, FFN size)."""
         cfg = self.config
         model = phase.model
-        importance = IMPORTANCES[cfg.importance]()
         head_scores, neuron_scores = score_structures(phase, importance, cfg.scoring_batches)
         remaining_heads = sum(len(s) for s in head_scores)
         want_heads = self.total_heads - round(self.total_heads * cfg.heads * fraction)
@@ -161,19 +207,20 @@ class PruneStructured(Modifier):
         current_ffn = ffn_parts(encoder_layers(model)[0])[0].out_features
         want_ffn = self.original_ffn - round(self.original_ffn * cfg.ffn * fraction)
         prune_ffn(model, neuron_scores, current_ffn - want_ffn)
-        phase.model_reshaped()
-        event = {
-            "epoch": phase.epoch,
-            "heads_removed": removed,
-            "heads_left": sum(heads_per_layer(model)),
-            "ffn_size": want_ffn,
-            "parameters": count_parameters(model),
-        }
-        self.events.append(event)
-        phase.log(
-            f"prune_structured: epoch {phase.epoch}: {event['heads_left']}/{self.total_heads} heads, "
-            f"FFN {want_ffn}/{self.original_ffn}, {event['parameters']:,} parameters"
+        return removed, want_ffn
+
+    def _cut_width(self, phase, importance, fraction: float) -> None:
+        """This epoch's share of the width cut, scored afresh on the already narrowed model."""
+        model = phase.model
+        keep = kept_width(
+            self.original_width, model.config.num_attention_heads, self.config.hidden * fraction
         )
+        importance.prepare(phase, self.config.scoring_batches)
+        try:
+            scores = width_scores(model, importance.group_importance())
+            prune_width(model, scores, keep, importance)
+        finally:
+            importance.release(phase)
 
     def finish(self, phase) -> dict:
         model = phase.model
@@ -182,6 +229,7 @@ class PruneStructured(Modifier):
             "parameters_after": count_parameters(model),
             "heads_per_layer": heads_per_layer(model),
             "intermediate_size": model.config.intermediate_size,
+            "hidden_size": model.config.hidden_size,
             "pruned_heads": {
                 str(k): sorted(v) for k, v in (model.config.pruned_heads or {}).items()
             },
@@ -194,6 +242,7 @@ class PruneStructured(Modifier):
             "events": self.events,
             "pruned_heads": {str(k): sorted(v) for k, v in (config.pruned_heads or {}).items()},
             "ffn_size": config.intermediate_size,
+            "hidden_size": config.hidden_size,
         }
 
     def load_state_dict(self, phase, state: dict) -> None:
@@ -203,6 +252,8 @@ class PruneStructured(Modifier):
             phase.model.prune_heads({int(k): v for k, v in state["pruned_heads"].items()})
         if state.get("ffn_size"):
             shrink_ffn_to(phase.model, state["ffn_size"])
+        if state.get("hidden_size"):
+            shrink_width_to(phase.model, state["hidden_size"])
 
 
 class PruneUnstructuredConfig(Strict):

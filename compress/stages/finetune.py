@@ -56,15 +56,19 @@ class TrainingStageConfig(StageConfig):
 
     @model_validator(mode="after")
     def _modifier_schedules(self) -> TrainingStageConfig:
-        """Each modifier's epoch window must fit the stage's epochs: a bad QAT window fails when
-        the recipe is read, before any earlier stage has run."""
+        """Each modifier's epoch window must fit the stage's epochs, and each must agree with
+        the others beside it: a bad QAT window fails when the recipe is read, before any
+        earlier stage has run."""
+        companions = {entry.modifier_name: entry.modifier_config for entry in self.with_}
         for index, entry in enumerate(self.with_):
-            check = getattr(entry.modifier_config, "check_schedule", None)
-            if check is not None:
-                try:
-                    check(self.training.epochs)
-                except ValueError as exc:
-                    raise ValueError(f"with[{index}].{exc}") from None
+            config = entry.modifier_config
+            try:
+                if hasattr(config, "check_schedule"):
+                    config.check_schedule(self.training.epochs)
+                if hasattr(config, "check_companions"):
+                    config.check_companions(companions)
+            except ValueError as exc:
+                raise ValueError(f"with[{index}].{exc}") from None
         return self
 
 
