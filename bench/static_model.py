@@ -26,11 +26,15 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from bench.model_kind import STATIC_MODEL_TYPE
 
+STATIC_POOLINGS = ("mean", "mean_max")
+
 
 class StaticEmbeddingConfig(PretrainedConfig):
     """`embedding_dim`: width of a token vector; `head_hidden`: width of the head's hidden layer
     (0: a single linear layer); `normalize`: L2-normalise the mean before the head, as model2vec
-    does (the vectors' SIF weighting then only sets each token's share of the mean)."""
+    does (the vectors' SIF weighting then only sets each token's share of the mean);
+    `pooling`: `mean`, or `mean_max`, the mean beside the element-wise maximum over the tokens
+    (SWEM-concat, Shen et al. 2018): one strong word is not averaged away in a long text."""
 
     model_type = STATIC_MODEL_TYPE
 
@@ -42,14 +46,20 @@ class StaticEmbeddingConfig(PretrainedConfig):
         normalize: bool = True,
         dropout: float = 0.1,
         pad_token_id: int = 0,
+        pooling: str = "mean",
         **kwargs,
     ):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
+        if pooling not in STATIC_POOLINGS:
+            raise ValueError(
+                f"pooling: expected one of {', '.join(STATIC_POOLINGS)}, got {pooling!r}"
+            )
         self.vocab_size = vocab_size
         self.embedding_dim = embedding_dim
         self.head_hidden = head_hidden
         self.normalize = normalize
         self.dropout = dropout
+        self.pooling = pooling
 
 
 class StaticEmbeddingForSequenceClassification(PreTrainedModel):
@@ -60,7 +70,8 @@ class StaticEmbeddingForSequenceClassification(PreTrainedModel):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = _head(config.embedding_dim, config.head_hidden, config.num_labels)
+        width = config.embedding_dim * (2 if config.pooling == "mean_max" else 1)
+        self.classifier = _head(width, config.head_hidden, config.num_labels)
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -78,18 +89,21 @@ class StaticEmbeddingForSequenceClassification(PreTrainedModel):
         self.embeddings = value
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """The masked mean of the token vectors (padding never counts), optionally unit-length."""
+        """The masked mean of the token vectors (padding never counts), with the masked
+        maximum beside it for `mean_max`; each part unit-length when `normalize`."""
         vectors = self.embeddings(input_ids)
         mask = (
             (attention_mask if attention_mask is not None else torch.ones_like(input_ids))
             .unsqueeze(-1)
             .to(vectors.dtype)
         )
-        mean = (vectors * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        parts = [(vectors * mask).sum(1) / mask.sum(1).clamp(min=1.0)]
+        if self.config.pooling == "mean_max":
+            lowest = torch.finfo(vectors.dtype).min
+            parts.append(vectors.masked_fill(mask == 0, lowest).amax(1))
         if self.config.normalize:
-            # sqrt of a sum, not norm(): ORT's shape inference has no ReduceL2 at opset 18
-            mean = mean / (mean * mean).sum(-1, keepdim=True).clamp(min=1e-12).sqrt()
-        return mean
+            parts = [_unit_length(part) for part in parts]
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
     def forward(
         self,
@@ -104,6 +118,11 @@ class StaticEmbeddingForSequenceClassification(PreTrainedModel):
         logits = self.classifier(self.dropout(self.pooled(input_ids, attention_mask)))
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def _unit_length(vector: torch.Tensor) -> torch.Tensor:
+    # sqrt of a sum, not norm(): ORT's shape inference has no ReduceL2 at opset 18
+    return vector / (vector * vector).sum(-1, keepdim=True).clamp(min=1e-12).sqrt()
 
 
 def _head(width: int, hidden: int, labels: int) -> nn.Sequential:

@@ -12,7 +12,8 @@ from transformers import (
 
 from compress.models.structure import heads_per_layer
 from compress.modifiers.distill import attention_kl, kd_loss, layer_map
-from compress.modifiers.prune import cubic_sparsity, prune_ffn, prune_heads
+from compress.modifiers.prune import prune_ffn, prune_heads
+from compress.modifiers.sparsity import cubic_sparsity
 from tests.conftest import integer_dot_products, run_ok, tiny_recipe
 
 
@@ -208,6 +209,40 @@ def test_a_width_cut_student_trains_quantizes_and_exports_in_one_recipe(
     assert metrics["export"]["parity"]["fp32"]["passed"]
 
 
+def test_cubic_cuts_narrow_the_student_a_little_at_a_time(
+    tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli
+):
+    recipe = tmp_path / "cubic.yaml"
+    recipe.write_text(
+        composed_recipe(
+            tiny_model_dir,
+            wide_teacher_dir,
+            tiny_data,
+            """\
+      - distill: {teacher: "@finetune", temperature: 2.0, alpha: 0.5}
+      - prune_structured:
+          {heads: 0.5, ffn: 0.5, hidden: 0.25, importance: taylor, scoring_batches: 2,
+           cubic: {start_step: 5, end_step: 45, frequency: 10}}
+  - type: export
+    parity: {rows: 64, min_label_agreement: 0.9}
+""",
+        )
+    )
+    run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
+    events = metrics["student"]["modifiers"]["prune_structured"]["events"]
+    # cubic shares 1 - (1 - (t - 5) / 40)^3 at steps 10, 20, 30, 40 and the end step 45
+    assert [e["step"] for e in events] == [10, 20, 30, 40, 45]
+    assert [round(e["share"], 4) for e in events] == [0.3301, 0.7559, 0.9473, 0.998, 1.0]
+    assert [e["heads_left"] for e in events] == [7, 5, 4, 4, 4]  # 8 heads, half removed
+    assert events[-1]["ffn_size"] == 32 and events[-1]["hidden_size"] == 24
+    sizes = [e["parameters"] for e in events]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) >= 4
+    assert "prune_structured: step 10:" in err
+    saved = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/01-student/model")
+    assert saved.config.hidden_size == 24 and saved.config.intermediate_size == 32
+    assert metrics["export"]["parity"]["fp32"]["passed"]
+
+
 def test_distill_from_cached_logits_and_layer_dropping(
     tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli
 ):
@@ -277,6 +312,10 @@ def test_layer_dropping_copies_exactly_the_listed_layers(wide_teacher_dir):
             "      - distill: {teacher: '@finetune', hidden: {weight: 0.1}}\n"
             "      - prune_structured: {hidden: 0.25}\n",
             "stages[1]: with[1].prune_structured.hidden: distill.hidden projects",
+        ),
+        (
+            "      - prune_structured: {heads: 0.5, end_epoch: 2, cubic: {frequency: 5}}\n",
+            "stages[1].with[0].prune_structured: cubic: give start_epoch/end_epoch or cubic",
         ),
         (
             "      - distil: {teacher: '@finetune'}\n",

@@ -81,7 +81,21 @@ def wait_for_checkpoint(
     raise AssertionError("no checkpoint in time")
 
 
-@pytest.mark.parametrize("modifiers", ["", ALL_MODIFIERS], ids=["plain", "prune+sparsity+qat"])
+# Cut along a cubic curve at steps 40, 60, 80 and 100: a kill after step 60 resumes mid-schedule,
+# the narrowed shapes, the cuts already made and the optimiser rebuilt after them all restored.
+CUBIC_CUTS = """    with:
+      - prune_structured:
+          {heads: 0.5, ffn: 0.25, hidden: 0.25, importance: magnitude,
+           cubic: {start_step: 20, end_step: 100, frequency: 20}}
+      - qat: {start_epoch: 3}
+"""
+
+
+@pytest.mark.parametrize(
+    "modifiers",
+    ["", ALL_MODIFIERS, CUBIC_CUTS],
+    ids=["plain", "prune+sparsity+qat", "cubic-cuts+qat"],
+)
 def test_sigkill_then_resume_matches_an_uninterrupted_run(
     tmp_path, tiny_model_dir, tiny_data, run_cli, modifiers
 ):

@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
+from transformers import AutoTokenizer
 
 from bench.classic import fit_classic
 from bench.errors import BenchError
 from bench.runtime import open_model
+from bench.static_model import StaticEmbeddingConfig, StaticEmbeddingForSequenceClassification
+from export.onnx_export import export_onnx
 from tests.conftest import run_ok, sample_rows
 from tests.test_web import needs_browser, needs_runtime
 
@@ -235,3 +239,38 @@ def test_the_web_page_runs_a_static_student_like_python(static_run, run_cli, tmp
     page = np.array([r["logits"] for r in results])
     assert np.abs(page - python).max() < 1e-4  # a float graph: no INT8 kernel differences
     assert [r["index"] for r in results] == python.argmax(-1).tolist()
+
+
+def test_mean_max_pooling_ignores_padding_and_exports_with_the_same_logits(
+    tiny_model_dir, tmp_path
+):
+    torch.manual_seed(0)
+    config = StaticEmbeddingConfig(
+        vocab_size=600,
+        embedding_dim=8,
+        head_hidden=0,
+        pooling="mean_max",
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
+    model = StaticEmbeddingForSequenceClassification(config).eval()
+    assert model.classifier[0].in_features == 16  # the mean and the maximum side by side
+    with torch.no_grad():
+        model.embeddings.weight[0] = 100.0  # a padding row that would win every maximum
+    ids = torch.tensor([[5, 7, 9, 0, 0], [5, 7, 9, 11, 13]])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    pooled = model.pooled(ids, mask)
+    alone = model.pooled(ids[:1, :3], mask[:1, :3])
+    torch.testing.assert_close(pooled[:1], alone)
+    vectors = model.embeddings.weight[[5, 7, 9]]
+    peak = vectors.amax(0)
+    torch.testing.assert_close(pooled[0, 8:], peak / peak.norm())
+    model.save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(str(tmp_path / "model"))
+    export_onnx(tmp_path / "model", tmp_path / "onnx")
+    texts = ["a gripping, funny film", "", "dull " * 60]
+    np.testing.assert_allclose(
+        open_model(tmp_path / "onnx" / "model.onnx").logits(texts),
+        open_model(tmp_path / "model").logits(texts),
+        atol=1e-5,
+    )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from compress.modifiers.base import Modifier
 from compress.modifiers.distill import Distill
-from compress.modifiers.prune import PruneStructured, PruneUnstructured
+from compress.modifiers.prune import PruneStructured
 from compress.modifiers.qat import QAT
+from compress.modifiers.sparsity import PruneUnstructured
 from compress.stages.base import Stage
 from compress.stages.bench import BenchStage
 from compress.stages.export import ExportStage

@@ -82,6 +82,7 @@ def static_student(
     label_names: Sequence[str],
     head_hidden: int,
     normalize: bool,
+    pooling: str,
 ) -> StaticEmbeddingForSequenceClassification:
     """A fresh classifier over `table` (trainable), with a newly drawn head."""
     config = StaticEmbeddingConfig(
@@ -89,6 +90,7 @@ def static_student(
         embedding_dim=table.shape[1],
         head_hidden=head_hidden,
         normalize=normalize,
+        pooling=pooling,
         pad_token_id=pad_token_id,
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),

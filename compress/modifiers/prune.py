@@ -12,22 +12,19 @@ Importance is pluggable (`compress.modifiers.importance`, one small class per cr
 Torch-Pruning): first-order Taylor (|w * dL/dw|, summed over a few training batches) or weight
 magnitude. Ratios can be reached one-shot or over several epochs with training in between.
 
-`prune_unstructured` is gradual magnitude pruning (Zhu & Gupta cubic schedule), masks applied
-after every step so pruned weights never come back within the run, made permanent at finish.
-Unstructured sparsity gives size (compressed file) and no speed on ONNX Runtime.
+The cut lands at epoch ends (`start_epoch`..`end_epoch`), or, with `cubic`, a little every
+`frequency` steps along the cubic curve of gradual pruning (Zhu & Gupta; movement pruning and
+oBERT spread their cuts the same way), so distillation repairs each small cut before the next.
+`prune_unstructured` (weight sparsity) lives in `compress.modifiers.sparsity`.
 """
 
 from __future__ import annotations
-
-import re
-from typing import Literal
 
 import torch
 import torch_pruning as tp
 from pydantic import Field, model_validator
 
 from compress.engine.config import Strict
-from compress.errors import EdgebertError
 from compress.models.structure import (
     count_parameters,
     encoder_layers,
@@ -43,6 +40,7 @@ from compress.modifiers.prune_hidden import (
     shrink_width_to,
     width_scores,
 )
+from compress.modifiers.sparsity import cubic_sparsity
 
 
 def _original_head_index(model, layer_index: int, current: int) -> int:
@@ -103,6 +101,24 @@ def shrink_ffn_to(model, size: int) -> None:
     model.config.intermediate_size = size
 
 
+class CubicSchedule(Strict):
+    """Step-wise cuts: the share of the final ratios reached at step t follows
+    1 - (1 - (t - start) / (end - start))^3, taken every `frequency` steps."""
+
+    start_step: int = Field(0, ge=0, description="first cut after this step")
+    end_step: int | None = Field(None, ge=1, description="default: 70% of the training steps")
+    frequency: int = Field(50, ge=1, description="steps between cuts")
+
+    def end(self, total_steps: int) -> int:
+        return self.end_step or max(self.start_step + 1, int(0.7 * total_steps))
+
+    def share(self, step: int, total_steps: int) -> float | None:
+        """The share of the final ratios due after `step`, or None when no cut is due."""
+        end = self.end(total_steps)
+        due = step == end or (self.start_step < step < end and step % self.frequency == 0)
+        return cubic_sparsity(step, 0.0, 1.0, self.start_step, end) if due else None
+
+
 class PruneStructuredConfig(Strict):
     heads: float = Field(0.0, ge=0, lt=1, description="fraction of attention heads removed")
     ffn: float = Field(0.0, ge=0, lt=1, description="fraction of FFN neurons removed")
@@ -117,6 +133,11 @@ class PruneStructuredConfig(Strict):
     )
     start_epoch: int = Field(1, ge=1, description="first pruning at the end of this epoch")
     end_epoch: int | None = Field(None, ge=1, description="full ratio at the end of this epoch")
+    cubic: CubicSchedule | None = Field(
+        None,
+        description="cut a little every `frequency` steps on a cubic curve, distillation "
+        "repairing each cut, instead of at epoch ends",
+    )
     scoring_batches: int = Field(8, ge=1, le=1000)
     min_heads_per_layer: int = Field(1, ge=1)
 
@@ -124,6 +145,9 @@ class PruneStructuredConfig(Strict):
     def _epochs(self) -> PruneStructuredConfig:
         if self.end_epoch is not None and self.end_epoch < self.start_epoch:
             raise ValueError("end_epoch must not come before start_epoch")
+        epochs_given = self.start_epoch != 1 or self.end_epoch is not None  # 1: the default
+        if self.cubic is not None and epochs_given:
+            raise ValueError("cubic: give start_epoch/end_epoch or cubic, not both")
         if self.heads == 0 and self.ffn == 0 and self.hidden == 0:
             raise ValueError("nothing to prune: set 'heads', 'ffn' or 'hidden' above 0")
         return self
@@ -138,6 +162,8 @@ class PruneStructuredConfig(Strict):
 
     def check_schedule(self, epochs: int) -> None:
         """Checked when the recipe is read (`--dry-run` included), not when training starts."""
+        if self.cubic is not None:
+            return
         end = self.end_epoch or self.start_epoch
         if end > epochs:
             raise ValueError(
@@ -170,9 +196,27 @@ class PruneStructured(Modifier):
         return min(1.0, (epoch - cfg.start_epoch + 1) / (self.end - cfg.start_epoch + 1))
 
     def on_epoch_end(self, phase, metrics) -> None:
+        if self.config.cubic is not None:
+            return
         fraction = self._target(phase.epoch)
         if fraction == 0.0 or not (self.config.start_epoch <= phase.epoch <= self.end):
             return
+        self._cut(phase, fraction)
+
+    def on_step(self, phase) -> None:
+        schedule = self.config.cubic
+        if schedule is None:
+            return
+        share = schedule.share(phase.step, phase.total_steps)
+        if share is not None and share > self.share_done:
+            self._cut(phase, share)
+
+    @property
+    def share_done(self) -> float:
+        return self.events[-1]["share"] if self.events else 0.0
+
+    def _cut(self, phase, fraction: float) -> None:
+        """Cut heads, FFN and width to `fraction` of their final ratios; log what is left."""
         importance = IMPORTANCES[self.config.importance]()
         removed, want_ffn = self._cut_heads_and_ffn(phase, importance, fraction)
         if self.config.hidden:
@@ -181,6 +225,8 @@ class PruneStructured(Modifier):
         model = phase.model
         event = {
             "epoch": phase.epoch,
+            "step": phase.step,
+            "share": fraction,
             "heads_removed": removed,
             "heads_left": sum(heads_per_layer(model)),
             "ffn_size": want_ffn,
@@ -188,8 +234,9 @@ class PruneStructured(Modifier):
             "parameters": count_parameters(model),
         }
         self.events.append(event)
+        where = f"step {phase.step}" if self.config.cubic else f"epoch {phase.epoch}"
         phase.log(
-            f"prune_structured: epoch {phase.epoch}: {event['heads_left']}/{self.total_heads} heads, "
+            f"prune_structured: {where}: {event['heads_left']}/{self.total_heads} heads, "
             f"FFN {want_ffn}/{self.original_ffn}, width {event['hidden_size']}/"
             f"{self.original_width}, {event['parameters']:,} parameters"
         )
@@ -254,120 +301,3 @@ class PruneStructured(Modifier):
             shrink_ffn_to(phase.model, state["ffn_size"])
         if state.get("hidden_size"):
             shrink_width_to(phase.model, state["hidden_size"])
-
-
-class PruneUnstructuredConfig(Strict):
-    initial_sparsity: float = Field(0.0, ge=0, lt=1)
-    final_sparsity: float = Field(0.5, gt=0, lt=1)
-    start_step: int = Field(0, ge=0)
-    end_step: int | None = Field(None, ge=1, description="default: 70% of the training steps")
-    frequency: int = Field(50, ge=1, description="update masks every N steps")
-    scope: Literal["per_layer", "global"] = "per_layer"
-    targets: str = Field(
-        r"encoder\.layer\.\d+\..*(query|key|value|dense|q|k|v|o)\.weight$",
-        description="regex over parameter names",
-    )
-
-    @model_validator(mode="after")
-    def _order(self) -> PruneUnstructuredConfig:
-        if self.final_sparsity < self.initial_sparsity:
-            raise ValueError("final_sparsity must be >= initial_sparsity")
-        return self
-
-
-def cubic_sparsity(step: int, initial: float, final: float, start: int, end: int) -> float:
-    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0))^3."""
-    if step <= start:
-        return initial
-    if step >= end:
-        return final
-    progress = (step - start) / (end - start)
-    return final + (initial - final) * (1 - progress) ** 3
-
-
-class PruneUnstructured(Modifier):
-    type_name = "prune_unstructured"
-    Config = PruneUnstructuredConfig
-
-    @property
-    def params(self) -> dict[str, torch.nn.Parameter]:
-        """Looked up by name every time: structured pruning and QAT replace modules, and a
-        mask must follow the live parameter, not the one that existed at setup."""
-        pattern = re.compile(self.config.targets)
-        return {name: p for name, p in self.model.named_parameters() if pattern.search(name)}
-
-    def setup(self, phase) -> None:
-        cfg = self.config
-        self.model = phase.model
-        if not self.params:
-            raise EdgebertError(f"prune_unstructured.targets: no parameter matches {cfg.targets!r}")
-        self.end = cfg.end_step or max(cfg.start_step + 1, int(0.7 * phase.total_steps))
-        self.masks: dict[str, torch.Tensor] = {}
-        self.sparsity = 0.0
-        if cfg.initial_sparsity > 0:
-            self._update(cfg.initial_sparsity)
-
-    def _update(self, sparsity: float) -> None:
-        self.sparsity = sparsity
-        params = self.params
-        with torch.no_grad():
-            if self.config.scope == "global":
-                scores = torch.cat([p.detach().abs().flatten().cpu() for p in params.values()])
-                k = int(sparsity * scores.numel())
-                threshold = scores.kthvalue(k).values if k > 0 else torch.tensor(-1.0)
-                for name, p in params.items():
-                    self.masks[name] = p.detach().abs() > threshold.to(p.device)
-            else:
-                for name, p in params.items():
-                    k = int(sparsity * p.numel())
-                    if k == 0:
-                        self.masks[name] = torch.ones_like(p, dtype=torch.bool)
-                        continue
-                    threshold = p.detach().abs().flatten().kthvalue(k).values
-                    self.masks[name] = p.detach().abs() > threshold
-            self._apply()
-
-    def _apply(self) -> None:
-        with torch.no_grad():
-            for name, p in self.params.items():
-                mask = self.masks.get(name)
-                if mask is None:
-                    continue
-                if mask.shape != p.shape:  # structured pruning shrank it: recompute this one
-                    k = int(self.sparsity * p.numel())
-                    threshold = p.detach().abs().flatten().kthvalue(k).values if k else -1.0
-                    mask = self.masks[name] = p.detach().abs() > threshold
-                p.mul_(mask)
-
-    def on_step(self, phase) -> None:
-        cfg = self.config
-        step = phase.step
-        if cfg.start_step <= step <= self.end and (step % cfg.frequency == 0 or step == self.end):
-            self._update(
-                cubic_sparsity(
-                    step, cfg.initial_sparsity, cfg.final_sparsity, cfg.start_step, self.end
-                )
-            )
-        else:
-            self._apply()
-
-    def finish(self, phase) -> dict:
-        self.model = phase.model
-        self._apply()
-        params = self.params
-        per_layer = {name: round(float((p == 0).float().mean()), 4) for name, p in params.items()}
-        zeros = sum(int((p == 0).sum()) for p in params.values())
-        total = sum(p.numel() for p in params.values())
-        return {
-            "target_sparsity": self.sparsity,
-            "achieved_sparsity": round(zeros / total, 4),
-            "per_layer": per_layer,
-        }
-
-    def state_dict(self) -> dict:
-        return {"masks": {k: v.cpu() for k, v in self.masks.items()}, "sparsity": self.sparsity}
-
-    def load_state_dict(self, phase, state: dict) -> None:
-        device = next(phase.model.parameters()).device
-        self.masks = {k: v.to(device) for k, v in state.get("masks", {}).items()}
-        self.sparsity = state.get("sparsity", 0.0)

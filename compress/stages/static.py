@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from bench.static_model import STATIC_POOLINGS
 from compress.engine.config import Strict
 from compress.models.static_init import distilled_table, static_student
 from compress.stages.finetune import FinetuneStage, TrainingStageConfig
@@ -38,6 +39,11 @@ class StaticHeadConfig(Strict):
         512, ge=0, le=4096, description="width of the head's hidden layer (0: one linear layer)"
     )
     normalize: bool = Field(True, description="unit-length mean before the head, as model2vec")
+    pooling: Literal[STATIC_POOLINGS] = Field(  # type: ignore[valid-type]
+        "mean",
+        description="mean of the token vectors, or mean_max: the mean beside their element-wise "
+        "maximum (one strong word is not averaged away in a long text)",
+    )
 
 
 class StaticConfig(TrainingStageConfig):
@@ -92,4 +98,5 @@ class StaticStage(FinetuneStage):
             ctx.data.label_names,
             self.config.head.hidden,
             self.config.head.normalize,
+            self.config.head.pooling,
         )

@@ -240,8 +240,9 @@ class TrainingPhase:
         self.extra_parameters.extend(parameters)
 
     def model_reshaped(self) -> None:
-        """Modules were replaced (pruning): after this epoch's evaluation the optimiser is
-        rebuilt at the same schedule position, and best-epoch selection starts again."""
+        """Modules were replaced (pruning): the optimiser is rebuilt at the same schedule
+        position (at an epoch end after that epoch's evaluation, during `on_step` right after
+        the step), and best-epoch selection starts again."""
         self._reshaped = True
 
     def model_changed(self) -> None:
@@ -598,6 +599,10 @@ class TrainingPhase:
         self.state.step += 1
         for modifier in self.modifiers:
             modifier.on_step(self)
+        if self._reshaped:  # cut mid-epoch (a step-wise pruning schedule)
+            self._reshaped = False
+            self._rebuild_optimizer(run)
+            self.state.best.reset()  # earlier best weights no longer fit this shape
         self._report_progress(run)
 
     def _report_progress(self, run: _Run, force: bool = False) -> None:
@@ -664,16 +669,22 @@ class TrainingPhase:
         """New modules mean new parameters: rebuild the optimiser, keep the schedule position,
         and compare only epochs that share the new shape."""
         self._reshaped = False
-        self._new_optimizer(run)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "step() before optimizer.step()"
-            for _ in range(self.state.step):
-                run.scheduler.step()
+        self._rebuild_optimizer(run)
         entry = self.state.history[-1]
         entry["before_reshape"] = {k: entry[k] for k in RESHAPED_KEYS if k in entry}
         metrics.update(self.evaluate(), parameters=self.model.num_parameters())
         self.state.best.reset()
         entry.update({k: metrics[k] for k in RESHAPED_KEYS if k in metrics})
+
+    def _rebuild_optimizer(self, run: _Run) -> None:
+        """New modules mean new parameters: a new optimiser at the same schedule position,
+        and a new data-parallel wrapper around the new modules."""
+        self._new_optimizer(run)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "step() before optimizer.step()"
+            for _ in range(self.state.step):
+                run.scheduler.step()
+        run.net = self._wrap_parallel(run)
 
     def _save(
         self, run: _Run, batches_done: int, epoch_done: bool, epoch_generator, rng=None
