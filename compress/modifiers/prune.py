@@ -242,7 +242,7 @@ class PruneStructured(Modifier):
         )
 
     def _cut_heads_and_ffn(self, phase, importance, fraction: float) -> tuple[int, int]:
-        """This epoch's share of the head and FFN cut; returns (heads removed, FFN size)."""
+        """Heads and FFN cut to `fraction` of their ratios; returns (heads removed, FFN size)."""
         cfg = self.config
         model = phase.model
         head_scores, neuron_scores = score_structures(phase, importance, cfg.scoring_batches)
@@ -257,7 +257,7 @@ class PruneStructured(Modifier):
         return removed, want_ffn
 
     def _cut_width(self, phase, importance, fraction: float) -> None:
-        """This epoch's share of the width cut, scored afresh on the already narrowed model."""
+        """The width cut to `fraction` of its ratio, scored afresh on the narrowed model."""
         model = phase.model
         keep = kept_width(
             self.original_width, model.config.num_attention_heads, self.config.hidden * fraction
