@@ -181,25 +181,36 @@ def test_distill_prune_and_sparsity_compose_in_one_recipe(
     assert saved.config.intermediate_size == 32 and sum(heads_per_layer(saved)) == 4
 
 
+def distilled_pruned_run(tmp_path, run_cli, dirs: tuple, prune_block: str) -> tuple:
+    """The tiny student distilled from the wide teacher's logits with `prune_block` beside it,
+    then exported with a parity check: (run directory, metrics, stderr)."""
+    model_dir, teacher_dir, data = dirs
+    recipe = tmp_path / "pruned.yaml"
+    recipe.write_text(
+        composed_recipe(
+            model_dir,
+            teacher_dir,
+            data,
+            '      - distill: {teacher: "@finetune", temperature: 2.0, alpha: 0.5}\n'
+            + prune_block
+            + "  - type: export\n    parity: {rows: 64, min_label_agreement: 0.9}\n",
+        )
+    )
+    return run_ok(run_cli, recipe, tmp_path / "runs")
+
+
 def test_a_width_cut_student_trains_quantizes_and_exports_in_one_recipe(
     tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli
 ):
-    recipe = tmp_path / "width.yaml"
-    recipe.write_text(
-        composed_recipe(
-            tiny_model_dir,
-            wide_teacher_dir,
-            tiny_data,
-            """\
-      - distill: {teacher: "@finetune", temperature: 2.0, alpha: 0.5}
+    run_dir, metrics, err = distilled_pruned_run(
+        tmp_path,
+        run_cli,
+        (tiny_model_dir, wide_teacher_dir, tiny_data),
+        """\
       - prune_structured: {heads: 0.25, hidden: 0.25, start_epoch: 1, importance: taylor, scoring_batches: 2}
       - qat: {start_epoch: 3}
-  - type: export
-    parity: {rows: 64, min_label_agreement: 0.9}
 """,
-        )
     )
-    run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     pruned = metrics["student"]["modifiers"]["prune_structured"]
     assert pruned["hidden_size"] == 24 and pruned["events"][0]["hidden_size"] == 24
     assert "width 24/32" in err
@@ -212,23 +223,16 @@ def test_a_width_cut_student_trains_quantizes_and_exports_in_one_recipe(
 def test_cubic_cuts_narrow_the_student_a_little_at_a_time(
     tmp_path, tiny_model_dir, wide_teacher_dir, tiny_data, run_cli
 ):
-    recipe = tmp_path / "cubic.yaml"
-    recipe.write_text(
-        composed_recipe(
-            tiny_model_dir,
-            wide_teacher_dir,
-            tiny_data,
-            """\
-      - distill: {teacher: "@finetune", temperature: 2.0, alpha: 0.5}
+    run_dir, metrics, err = distilled_pruned_run(
+        tmp_path,
+        run_cli,
+        (tiny_model_dir, wide_teacher_dir, tiny_data),
+        """\
       - prune_structured:
           {heads: 0.5, ffn: 0.5, hidden: 0.25, importance: taylor, scoring_batches: 2,
            cubic: {start_step: 5, end_step: 45, frequency: 10}}
-  - type: export
-    parity: {rows: 64, min_label_agreement: 0.9}
 """,
-        )
     )
-    run_dir, metrics, err = run_ok(run_cli, recipe, tmp_path / "runs")
     events = metrics["student"]["modifiers"]["prune_structured"]["events"]
     # cubic shares 1 - (1 - (t - 5) / 40)^3 at steps 10, 20, 30, 40 and the end step 45
     assert [e["step"] for e in events] == [10, 20, 30, 40, 45]
