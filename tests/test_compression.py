@@ -322,6 +322,14 @@ def test_layer_dropping_copies_exactly_the_listed_layers(wide_teacher_dir):
             "stages[1].with[0].prune_structured: cubic: give start_epoch/end_epoch or cubic",
         ),
         (
+            "      - prune_structured: {heads: 0.5, cubic: {start_step: 9, end_step: 9}}\n",
+            "stages[1].with[0].prune_structured.cubic: end_step must come after start_step",
+        ),
+        (
+            "      - prune_structured: {heads: 0.5, cubic: {end_step: 100000}}\n",
+            "prune_structured.cubic.end_step: 100000 is after the last step (75)",
+        ),
+        (
             "      - distil: {teacher: '@finetune'}\n",
             "unknown type 'distil' (did you mean 'distill'?)",
         ),

@@ -4,8 +4,9 @@ A trial's recipe is the user's recipe after the teacher: the teacher stage ran o
 whole search, so every `@teacher` becomes the path of its model, and bench stages are left to
 the search (it times each trial itself and benches only the chosen file). The shape is written
 into the student stage: its kept layers, the pruning fraction (heads and FFN alike), the width
-cut (when searched), the vocabulary cut and QAT. Epoch-bound modifier settings are pulled inside the rung's epochs, so a
-screening trial of 2 epochs still prunes before its last epoch and quantizes in it.
+cut (when searched), the vocabulary cut and QAT. Epoch-bound modifier settings are pulled
+inside the rung's epochs, so a screening trial of 2 epochs still prunes before its last epoch
+and quantizes in it.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import torch_pruning as tp
 from pydantic import Field, model_validator
 
 from compress.engine.config import Strict
+from compress.errors import EdgebertError
 from compress.models.structure import (
     count_parameters,
     encoder_layers,
@@ -109,8 +110,22 @@ class CubicSchedule(Strict):
     end_step: int | None = Field(None, ge=1, description="default: 70% of the training steps")
     frequency: int = Field(50, ge=1, description="steps between cuts")
 
+    @model_validator(mode="after")
+    def _order(self) -> CubicSchedule:
+        if self.end_step is not None and self.end_step <= self.start_step:
+            raise ValueError("end_step must come after start_step")
+        return self
+
     def end(self, total_steps: int) -> int:
         return self.end_step or max(self.start_step + 1, int(0.7 * total_steps))
+
+    def check_steps(self, total_steps: int) -> None:
+        """At setup, when the data has fixed the steps: a cut past the last step never lands."""
+        if self.end(total_steps) > total_steps:
+            raise EdgebertError(
+                f"prune_structured.cubic.end_step: {self.end(total_steps)} is after the last "
+                f"step ({total_steps})"
+            )
 
     def share(self, step: int, total_steps: int) -> float | None:
         """The share of the final ratios due after `step`, or None when no cut is due."""
@@ -184,6 +199,8 @@ class PruneStructured(Modifier):
         self.original_width = model.config.hidden_size
         if cfg.hidden:
             check_prunable_width(model)
+        if cfg.cubic is not None:
+            cfg.cubic.check_steps(phase.total_steps)
         self.before = count_parameters(model)
         self.end = cfg.end_epoch or cfg.start_epoch
         self.events: list[dict] = []
