@@ -10,7 +10,7 @@ HF's BERT derives the head size from `hidden_size / num_attention_heads` when it
 config, so a narrower stream alone would not reload. The head size is therefore cut with it:
 every head keeps its `hidden / heads` most important query/key dimensions (the same ones in Q
 and K, whose dot product pairs them) and value dimensions (with the output projection's matching
-inputs). BERT's pooler (hidden -> hidden) keeps the same width. The saved config then states the
+inputs). BERT's pooler (hidden -> hidden) is cut to the same width. The saved config states the
 new `hidden_size`, and `from_pretrained` rebuilds exactly this model.
 """
 
@@ -113,5 +113,5 @@ def _lowest_per_head(scores: torch.Tensor, heads: int, remove: int) -> list[int]
 def shrink_width_to(model, size: int) -> None:
     """Give a fresh model the width `size` (for resuming: weights are loaded right after)."""
     if size < model.config.hidden_size:
-        ones = torch.arange(model.config.hidden_size, 0, -1, dtype=torch.float)
-        prune_width(model, ones, size, lambda weight: torch.zeros_like(weight))
+        first_kept = torch.arange(model.config.hidden_size, 0, -1, dtype=torch.float)
+        prune_width(model, first_kept, size, lambda weight: torch.zeros_like(weight))
