@@ -309,8 +309,8 @@ def _run_one_trial(study: optuna.Study, trial_run: TrialRun, config: SearchConfi
             _retry(config)(study, study.get_trials(deepcopy=False)[trial_run.current])
         if isinstance(exc, KeyboardInterrupt):
             raise RunInterrupted(
-                "interrupted; run the same command again: the stopped trial continues where it "
-                "stopped, and the trials after it run then"
+                "interrupted; run the same command again: the stopped trial is queued again "
+                "and continues where it stopped (after the trials already queued)"
             ) from None
         raise
 
