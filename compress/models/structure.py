@@ -8,6 +8,7 @@ another's modifier to find them.
 from __future__ import annotations
 
 import torch
+import torch_pruning as tp
 
 from compress.errors import EdgebertError
 
@@ -44,3 +45,16 @@ def heads_per_layer(model) -> list[int]:
 def count_parameters(model) -> int:
     """Every parameter, embeddings included: what a pruned model's size report counts."""
     return sum(p.numel() for p in model.parameters())
+
+
+def dependency_graph(model) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of a classifier, traced on one short row; the model is
+    left in the mode it was in (tracing switches it to eval)."""
+    device = next(model.parameters()).device
+    ones = torch.ones((1, 4), dtype=torch.long, device=device)
+    was_training = model.training
+    graph = tp.DependencyGraph().build_dependency(
+        model, example_inputs={"input_ids": ones, "attention_mask": ones}
+    )
+    model.train(was_training)
+    return graph

@@ -28,6 +28,7 @@ from compress.engine.config import Strict
 from compress.errors import EdgebertError
 from compress.models.structure import (
     count_parameters,
+    dependency_graph,
     encoder_layers,
     ffn_parts,
     heads_per_layer,
@@ -74,19 +75,12 @@ def prune_ffn(model, scores: list[torch.Tensor], remove_per_layer: int) -> None:
     """Remove the same number of least important neurons from every layer's FFN."""
     if remove_per_layer <= 0:
         return
-    device = next(model.parameters()).device
-    example = {
-        "input_ids": torch.ones((1, 4), dtype=torch.long, device=device),
-        "attention_mask": torch.ones((1, 4), dtype=torch.long, device=device),
-    }
-    was_training = model.training  # tracing the graph switches the model to eval mode
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    graph = dependency_graph(model)
     for layer, layer_scores in zip(encoder_layers(model), scores):
         idxs = torch.argsort(layer_scores)[:remove_per_layer].tolist()
         graph.get_pruning_group(
             layer.intermediate.dense, tp.prune_linear_out_channels, idxs=idxs
         ).prune()
-    model.train(was_training)
     model.config.intermediate_size = encoder_layers(model)[0].intermediate.dense.out_features
 
 

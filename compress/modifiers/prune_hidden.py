@@ -20,7 +20,7 @@ import torch
 import torch_pruning as tp
 
 from compress.errors import EdgebertError
-from compress.models.structure import attention_parts, encoder_layers
+from compress.models.structure import attention_parts, dependency_graph, encoder_layers
 
 
 def check_prunable_width(model) -> None:
@@ -38,18 +38,9 @@ def kept_width(width: int, heads: int, fraction_removed: float) -> int:
     return heads * max(1, round(width * (1 - fraction_removed) / heads))
 
 
-def _example(model) -> dict:
-    device = next(model.parameters()).device
-    ones = torch.ones((1, 4), dtype=torch.long, device=device)
-    return {"input_ids": ones, "attention_mask": ones}
-
-
 def _group(model, module, prune_fn, idxs: list[int]):
     """Torch-Pruning's group of everything coupled to `module`'s channels `idxs`."""
-    was_training = model.training  # tracing the graph switches the model to eval mode
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=_example(model))
-    model.train(was_training)
-    return graph.get_pruning_group(module, prune_fn, idxs=idxs)
+    return dependency_graph(model).get_pruning_group(module, prune_fn, idxs=idxs)
 
 
 def _width_group(model, idxs: list[int]):
@@ -114,4 +105,4 @@ def shrink_width_to(model, size: int) -> None:
     """Give a fresh model the width `size` (for resuming: weights are loaded right after)."""
     if size < model.config.hidden_size:
         first_kept = torch.arange(model.config.hidden_size, 0, -1, dtype=torch.float)
-        prune_width(model, first_kept, size, lambda weight: torch.zeros_like(weight))
+        prune_width(model, first_kept, size, torch.zeros_like)
