@@ -241,6 +241,9 @@ def test_cubic_cuts_narrow_the_student_a_little_at_a_time(
     assert events[-1]["ffn_size"] == 32 and events[-1]["hidden_size"] == 24
     sizes = [e["parameters"] for e in events]
     assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) >= 4
+    # a cut whose share changes no shape keeps the optimiser and best-epoch selection as they are
+    assert [e["reshaped"] for e in events] == [True] + [a != b for a, b in zip(sizes, sizes[1:])]
+    assert sizes[-1] == sizes[-2] and not events[-1]["reshaped"]
     assert "prune_structured: step 10:" in err
     saved = AutoModelForSequenceClassification.from_pretrained(run_dir / "stages/01-student/model")
     assert saved.config.hidden_size == 24 and saved.config.intermediate_size == 32

@@ -12,13 +12,7 @@ from compress.errors import EdgebertError
 from compress.models.structure import attention_parts, encoder_layers, heads_per_layer
 from compress.modifiers.importance import MagnitudeImportance
 from compress.modifiers.prune import prune_heads
-from compress.modifiers.prune_hidden import (
-    check_prunable_width,
-    kept_width,
-    prune_width,
-    shrink_width_to,
-    width_scores,
-)
+from compress.modifiers.prune_hidden import WidthCut, kept_width, shrink_width_to
 
 
 def tiny_bert(pooling: str):
@@ -48,9 +42,10 @@ def test_a_narrower_bert_reloads_with_the_same_logits(tmp_path: Path, pooling: s
     model = tiny_bert(pooling)
     prune_heads(model, [torch.tensor([4.0, 1.0, 3.0, 2.0]), torch.tensor([0.5, 5.0, 6.0, 7.0])], 3)
     importance = MagnitudeImportance()
-    scores = width_scores(model, importance.group_importance())
+    width = WidthCut(model)
+    scores = width.scores(importance.group_importance())
     assert scores.shape == (32,)
-    prune_width(model, scores, 24, importance)
+    width.cut(scores, 24, importance)
     assert model.config.hidden_size == 24
     assert model.bert.embeddings.word_embeddings.weight.shape == (50, 24)
     for layer, heads in zip(encoder_layers(model), [2, 3]):
@@ -71,13 +66,13 @@ def test_the_width_cut_keeps_the_highest_scoring_channels():
     model = tiny_bert("mean")
     scores = torch.arange(32.0)  # channels 8..31 score highest
     kept = model.bert.embeddings.word_embeddings.weight[:, 8:].detach().clone()
-    prune_width(model, scores, 24, MagnitudeImportance())
+    WidthCut(model).cut(scores, 24, MagnitudeImportance())
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, kept)
 
 
 def test_a_fresh_model_takes_a_narrowed_checkpoint():
     pruned = tiny_bert("cls")
-    prune_width(pruned, torch.rand(32), 16, MagnitudeImportance())
+    WidthCut(pruned).cut(torch.rand(32), 16, MagnitudeImportance())
     fresh = tiny_bert("cls")
     shrink_width_to(fresh, 16)
     fresh.load_state_dict(pruned.state_dict(), strict=True)
@@ -90,4 +85,4 @@ def test_only_bert_widths_are_cut():
     with pytest.raises(
         EdgebertError, match="prune_structured.hidden: hidden-width pruning supports BERT"
     ):
-        check_prunable_width(model)
+        WidthCut(model)

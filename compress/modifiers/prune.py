@@ -36,11 +36,10 @@ from compress.models.structure import (
 from compress.modifiers.base import Modifier
 from compress.modifiers.importance import IMPORTANCES, ImportanceName, score_structures
 from compress.modifiers.prune_hidden import (
+    WidthCut,
     check_prunable_width,
     kept_width,
-    prune_width,
     shrink_width_to,
-    width_scores,
 )
 from compress.modifiers.sparsity import cubic_sparsity
 
@@ -227,13 +226,18 @@ class PruneStructured(Modifier):
         return self.events[-1]["share"] if self.events else 0.0
 
     def _cut(self, phase, fraction: float) -> None:
-        """Cut heads, FFN and width to `fraction` of their final ratios; log what is left."""
+        """Cut heads, FFN and width to `fraction` of their final ratios; log what is left. A
+        cut that removes nothing (a cubic step whose share rounds to the same shape) leaves the
+        optimiser and best-epoch selection alone."""
         importance = IMPORTANCES[self.config.importance]()
+        model = phase.model
+        parameters_before = count_parameters(model)
         removed, want_ffn = self._cut_heads_and_ffn(phase, importance, fraction)
         if self.config.hidden:
             self._cut_width(phase, importance, fraction)
-        phase.model_reshaped()
-        model = phase.model
+        parameters = count_parameters(model)
+        if parameters != parameters_before:
+            phase.model_reshaped()
         event = {
             "epoch": phase.epoch,
             "step": phase.step,
@@ -242,7 +246,8 @@ class PruneStructured(Modifier):
             "heads_left": sum(heads_per_layer(model)),
             "ffn_size": want_ffn,
             "hidden_size": model.config.hidden_size,
-            "parameters": count_parameters(model),
+            "parameters": parameters,
+            "reshaped": parameters != parameters_before,
         }
         self.events.append(event)
         where = f"step {phase.step}" if self.config.cubic else f"epoch {phase.epoch}"
@@ -275,8 +280,8 @@ class PruneStructured(Modifier):
         )
         importance.prepare(phase, self.config.scoring_batches)
         try:
-            scores = width_scores(model, importance.group_importance())
-            prune_width(model, scores, keep, importance)
+            width = WidthCut(model)
+            width.cut(width.scores(importance.group_importance()), keep, importance)
         finally:
             importance.release(phase)
 

@@ -38,39 +38,45 @@ def kept_width(width: int, heads: int, fraction_removed: float) -> int:
     return heads * max(1, round(width * (1 - fraction_removed) / heads))
 
 
-def _group(model, module, prune_fn, idxs: list[int]):
-    """Torch-Pruning's group of everything coupled to `module`'s channels `idxs`."""
-    return dependency_graph(model).get_pruning_group(module, prune_fn, idxs=idxs)
+class WidthCut:
+    """Scores and cuts one model's residual width on a single traced dependency graph (tracing
+    is the slow part; Torch-Pruning's own pruners also keep one graph across their cuts)."""
 
+    def __init__(self, model) -> None:
+        check_prunable_width(model)
+        self.model = model
+        self.graph = dependency_graph(model)
 
-def _width_group(model, idxs: list[int]):
-    embedding = model.base_model.embeddings.word_embeddings
-    return _group(model, embedding, tp.prune_embedding_out_channels, idxs)
+    def _group(self, module, prune_fn, idxs: list[int]):
+        """Torch-Pruning's group of everything coupled to `module`'s channels `idxs`."""
+        return self.graph.get_pruning_group(module, prune_fn, idxs=idxs)
 
+    def _width_group(self, idxs: list[int]):
+        embedding = self.model.base_model.embeddings.word_embeddings
+        return self._group(embedding, tp.prune_embedding_out_channels, idxs)
 
-def width_scores(model, group_importance) -> torch.Tensor:
-    """One score per residual channel (higher = keep), summed over the whole coupled group."""
-    group = _width_group(model, list(range(model.config.hidden_size)))
-    return group_importance(group).detach().cpu()
+    def scores(self, group_importance) -> torch.Tensor:
+        """One score per residual channel (higher = keep), summed over the whole coupled group."""
+        group = self._width_group(list(range(self.model.config.hidden_size)))
+        return group_importance(group).detach().cpu()
 
-
-def prune_width(model, scores: torch.Tensor, keep: int, dim_score) -> None:
-    """Keep the `keep` best residual channels and cut every head to `keep / heads` dimensions
-    (`dim_score(weight)` scores a weight element-wise, as `compress.modifiers.importance`)."""
-    check_prunable_width(model)
-    hidden = model.config.hidden_size
-    if keep >= hidden:
-        return
-    drop = torch.argsort(scores)[: hidden - keep].tolist()
-    _width_group(model, drop).prune()
-    pooler = getattr(model.base_model, "pooler", None)
-    if pooler is not None:  # hidden -> hidden: its outputs are not the residual stream
-        pooler_drop = torch.argsort(dim_score(pooler.dense.weight).sum(1))[: hidden - keep]
-        _group(model, pooler.dense, tp.prune_linear_out_channels, pooler_drop.tolist()).prune()
-    head_size = keep // model.config.num_attention_heads
-    for layer in encoder_layers(model):
-        _cut_head_size(layer, head_size, dim_score)
-    model.config.hidden_size = keep
+    def cut(self, scores: torch.Tensor, keep: int, dim_score) -> None:
+        """Keep the `keep` best residual channels and cut every head to `keep / heads`
+        dimensions (`dim_score(weight)` scores a weight element-wise, as
+        `compress.modifiers.importance`)."""
+        model = self.model
+        hidden = model.config.hidden_size
+        if keep >= hidden:
+            return
+        self._width_group(torch.argsort(scores)[: hidden - keep].tolist()).prune()
+        pooler = getattr(model.base_model, "pooler", None)
+        if pooler is not None:  # hidden -> hidden: its outputs are not the residual stream
+            pooler_drop = torch.argsort(dim_score(pooler.dense.weight).sum(1))[: hidden - keep]
+            self._group(pooler.dense, tp.prune_linear_out_channels, pooler_drop.tolist()).prune()
+        head_size = keep // model.config.num_attention_heads
+        for layer in encoder_layers(model):
+            _cut_head_size(layer, head_size, dim_score)
+        model.config.hidden_size = keep
 
 
 def _cut_head_size(layer, head_size: int, dim_score) -> None:
@@ -105,4 +111,4 @@ def shrink_width_to(model, size: int) -> None:
     """Give a fresh model the width `size` (for resuming: weights are loaded right after)."""
     if size < model.config.hidden_size:
         first_kept = torch.arange(model.config.hidden_size, 0, -1, dtype=torch.float)
-        prune_width(model, first_kept, size, torch.zeros_like)
+        WidthCut(model).cut(first_kept, size, torch.zeros_like)
