@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from compress.cli import main
-from compress.engine.budget import digest, rung_shape, shape_space
+from compress.engine.budget import rung_shape, shape_space
 from compress.engine.budget_choice import binding, choose, promising
 from compress.engine.budget_report import shape_text
 from compress.engine.config import ScreenConfig, ShapeSpace, TargetConfig
@@ -97,7 +97,8 @@ def test_budget_search_screens_then_trains_the_kept_shapes_in_full(budget_run):
     for row in screen:
         resolved = (Path(row["run_dir"]) / "recipe.resolved.yaml").read_text()
         assert "epochs: 1" in resolved and "type: bench" not in resolved
-    teacher_runs = list((root / "teacher" / "stages").iterdir())
+    (teacher,) = root.glob("teacher-*")
+    teacher_runs = list((teacher / "stages").iterdir())
     assert [p.name for p in teacher_runs] == ["00-teacher"]  # the teacher trained once
     assert len(list((root / "cache").glob("teacher_logits-*.safetensors"))) == 1
 
@@ -125,7 +126,7 @@ def test_budget_chooses_the_fastest_kept_file_and_proves_it_on_test(budget_run):
 
 def test_a_restarted_budget_search_runs_nothing_again(budget_run, run_cli, tmp_path):
     root, recipe = budget_run
-    done = list(root.glob("*-screen/trial-*/metrics.json"))
+    done = list(root.glob("*-screen-*/trial-*/metrics.json"))
     before = {p: p.stat().st_mtime_ns for p in done}
     summary, proof = (root / "summary.txt").read_text(), root / "proof" / "report.json"
     benched = json.loads(proof.read_text())["created"]
@@ -142,18 +143,43 @@ def test_a_rerun_with_another_budget_reuses_the_teacher_and_the_screen(budget_ru
     again."""
     root, recipe = budget_run
     kept = [
-        *root.glob("*-screen/trial-*/metrics.json"),
+        *root.glob("*-screen-*/trial-*/metrics.json"),
         *root.glob("*-full-*/trial-*/metrics.json"),
     ]
-    kept.append(root / "teacher" / "metrics.json")
+    kept += root.glob("teacher-*/metrics.json")
     before = {p: p.stat().st_mtime_ns for p in kept}
     code, _, err = run_cli("run", recipe, "--out", root.parent, "--set", "target.screen.keep=1")
     assert code == 0, err
     assert {p: p.stat().st_mtime_ns for p in kept} == before and len(before) == 7
-    assert len(list(root.glob("*-full-*"))) == 2
+    assert len(list(root.glob("*-full-*"))) == 2 and len(list(root.glob("*-screen-*"))) == 1
     report = json.loads((root / "budget.json").read_text())
     assert len([r for r in report["trials"] if r["rung"] == "full"]) == 1
-    assert (root / f"twin-{digest(report['chosen']['params'])}" / "state.json").is_file()
+    assert report["chosen"]["file"].startswith(str(root / "tiny-budget-full-"))
+
+
+def test_a_rerun_after_the_student_stage_changed_trains_new_rungs_on_the_same_teacher(
+    budget_run, run_cli
+):
+    """A changed student stage must not be reported with the old stage's trials: its rungs and
+    twin are new folders, the teacher (whose stage did not change) is reused."""
+    root, recipe = budget_run
+    teachers = {p: p.stat().st_mtime_ns for p in root.glob("teacher-*/metrics.json")}
+    screens = set(root.glob("*-screen-*"))
+    code, _, err = run_cli(
+        "run", recipe, "--out", root.parent, "--set", "stages.1.training.lr=1.0e-3"
+    )
+    assert code == 0, err
+    assert {p: p.stat().st_mtime_ns for p in root.glob("teacher-*/metrics.json")} == teachers
+    assert len(teachers) == 1 and len(set(root.glob("*-screen-*")) - screens) == 1
+    new_screen = (set(root.glob("*-screen-*")) - screens).pop()
+    report = json.loads((root / "budget.json").read_text())
+    assert len(report["trials"]) == 6  # the new screen's 4 trials, then its 2 full ones
+    trained = (new_screen / "trial-000" / "recipe.resolved.yaml").read_text()
+    assert "lr: 0.001" in trained
+    twins = [
+        t for t in root.glob("twin-*") if "lr: 0.001" in (t / "recipe.resolved.yaml").read_text()
+    ]
+    assert len(twins) == 1  # the chosen shape again on hard labels, with the new stage
 
 
 def _row(trial: int, drop: float, objective: float, **extra) -> dict:

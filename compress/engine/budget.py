@@ -1,13 +1,16 @@
 """Accuracy budget: a recipe's `target:` block finds the fastest student that keeps it.
 
-The teacher stage runs once (`<search>/teacher`); its ONNX export is the reference every trial
-is judged against and the peer (Optimum's dynamic INT8 of it) is what every trial is timed
+The teacher stage runs once (`<search>/teacher-<hash>`); its ONNX export is the reference every
+trial is judged against and the peer (Optimum's dynamic INT8 of it) is what every trial is timed
 beside, interleaved, so a busy machine slows both and the ratio stays honest. The student
 shapes of `target.shapes` are then tried in an Optuna multi-objective study (validation metric
 up, the objective down) in two rungs of successive halving: every shape trains
 `screen.epochs`, and the `screen.keep` fastest that come within `max_drop + slack` train in
 full. Both rungs live in the search's RDB storage, so a killed search continues where it
-stopped, and a crashed trial is run again (`compress.engine.search`).
+stopped, and a crashed trial is run again (`compress.engine.search`). Every folder and study is
+named by a hash of what its results depend on (`trained_as`), so a rerun reuses exactly the
+work that still holds: another `max_drop` reuses the teacher and the screen, while a changed
+student stage or data trains new rungs instead of reporting the old trials as the new recipe's.
 
 The choice is the full-rung trial with the best objective whose validation drop is within
 `max_drop` (and whose latency and size keep their limits). Only then is the test split used:
@@ -86,6 +89,23 @@ class Budget:
         text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
         return parse_recipe(text, str(self.path), [], base_dir=self.path.parent)
 
+    def teacher_recipe(self) -> dict:
+        """The raw recipe up to and including the teacher stage (search and target left out)."""
+        raw = {k: v for k, v in self.raw.items() if k not in ("search", "target")}
+        raw["stages"] = raw["stages"][: stage_names(raw).index(self.target.teacher) + 1]
+        return raw
+
+    def trained_as(self) -> dict:
+        """What every trial's numbers depend on besides its shape: the recipe's data, seed and
+        stages, the metric it is scored in and how it is timed (the budget's bounds, the screen's
+        `keep` and `slack` are read only when choosing, so changing them reuses the trials)."""
+        t = self.target
+        return {
+            "recipe": {k: v for k, v in self.raw.items() if k not in ("search", "target")},
+            "metric": self.metric,
+            "timed": [t.seq_length, t.latency_batch, t.objective],
+        }
+
 
 def run_budget(path: Path, overrides: list[str], out_base: Path, run_trial) -> Path:
     """Teacher once, the two rungs, the choice, the proof; returns the search directory.
@@ -130,13 +150,12 @@ def run_once(budget: Budget, recipe, folder: Path, **options) -> Path:
 
 def make_reference(budget: Budget) -> Reference:
     """Train the teacher once (resumable), export it and its peer once, keep its predictions."""
-    teacher = budget.target.teacher
-    raw = {k: v for k, v in budget.raw.items() if k not in ("search", "target")}
-    raw["stages"] = raw["stages"][: stage_names(raw).index(teacher) + 1]
-    folder = run_once(budget, budget.parse(raw), budget.root / "teacher")
+    raw = budget.teacher_recipe()
+    key = digest(raw)  # a changed teacher stage or data trains a teacher of its own
+    folder = run_once(budget, budget.parse(raw), budget.root / f"teacher-{key}")
     state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    model = folder / state["models"][teacher]
-    out = budget.root / "reference"
+    model = folder / state["models"][budget.target.teacher]
+    out = budget.root / f"reference-{key}"
     if not (out / "model_quantized.onnx").is_file():
         export_onnx(model, out)
         optimum_dynamic_int8(out, out)
@@ -241,7 +260,9 @@ def _screen(budget: Budget, reference: Reference, name: str) -> list[dict]:
     if screen is None:
         return []
     total, points = _plan(budget)
-    return _rung(budget, reference, f"{name}-screen", screen, points, total)
+    trains = screen.model_dump(include={"epochs", "max_train_rows", "qat"})
+    key = digest([budget.trained_as(), trains, points])
+    return _rung(budget, reference, f"{name}-screen-{key}", screen, points, total)
 
 
 def _full_rung(budget: Budget, reference: Reference, name: str, screened: list[dict]) -> list:
@@ -252,14 +273,17 @@ def _full_rung(budget: Budget, reference: Reference, name: str, screened: list[d
     else:
         points = promising(screened, budget.target.max_drop + screen.slack, screen.keep)
         total = len(points)
-    return _rung(budget, reference, f"{name}-full-{digest(points)}", None, points, total)
+    key = digest([budget.trained_as(), points])
+    return _rung(budget, reference, f"{name}-full-{key}", None, points, total)
 
 
 def digest(value) -> str:
-    """A short name for a set of shapes: a rerun with another `max_drop` or `screen.keep` that
-    promotes other shapes gets its own full rung (and twin), and reuses the teacher and the
-    screen; the same shapes find their finished trials."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:8]
+    """A short name for what a folder's results depend on (a set of shapes, a recipe): a rerun
+    with another `max_drop` or `screen.keep` that promotes other shapes gets its own full rung
+    (and twin) and reuses the teacher and the screen; the same shapes find their finished
+    trials."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _plan(budget: Budget) -> tuple[int, list[dict] | None]:
@@ -419,6 +443,6 @@ def _twin(budget: Budget, reference: Reference, chosen: dict) -> Path:
         as_shape(chosen["params"]),
         None,
     )
-    folder = budget.root / f"twin-{digest(chosen['params'])}"  # one per chosen shape
+    folder = budget.root / f"twin-{digest([budget.trained_as(), chosen['params']])}"
     folder = run_once(budget, budget.parse(without_teacher(raw, target.student)), folder)
     return shipped_file(folder)
