@@ -246,6 +246,28 @@ def test_a_trial_recipe_points_at_the_trained_teacher_and_carries_the_shape():
     ]
 
 
+def test_the_twin_of_a_student_distilled_over_augmented_copies_trains_on_those_copies():
+    augment = {"copies": 2, "steps": [{"type": "delete", "p": 0.1}]}
+    transfer = {"augment": augment, "datasets": ["sst2"]}
+    raw = {
+        "name": "r",
+        "data": {"dataset": "sst2"},
+        "stages": [
+            {
+                "type": "train",
+                "name": "student",
+                "with": [{"distill": {"teacher": "/t", "transfer": transfer}}, {"qat": {}}],
+            }
+        ],
+    }
+    twin = without_teacher(raw, "student")
+    assert twin["data"] == {"dataset": "sst2", "augment": augment}
+    assert twin["stages"][0]["with"] == [{"qat": {}}]
+    assert "augment" not in raw["data"]  # the trial's own recipe is left as it was
+    own = {**raw, "data": {"dataset": "sst2", "augment": {"copies": 1}}}
+    assert without_teacher(own, "student")["data"]["augment"] == {"copies": 1}
+
+
 def test_a_searched_width_reaches_the_pruning_modifier_and_only_then():
     raw = {
         "name": "r",

@@ -433,7 +433,8 @@ def saved_proof(root: Path, chosen: dict) -> dict | None:
 
 
 def _twin(budget: Budget, reference: Reference, chosen: dict) -> Path:
-    """The chosen shape trained again on hard labels only, as long (same epochs, same rows)."""
+    """The chosen shape trained again on hard labels only, as long (same epochs, same rows:
+    `without_teacher`)."""
     target = budget.target
     raw = trial_recipe(
         budget.raw,

@@ -47,10 +47,18 @@ def trial_recipe(
 
 
 def without_teacher(raw: dict, student: str) -> dict:
-    """The same trial recipe with the student's distillation removed: hard labels only."""
+    """The same trial recipe with the student's distillation removed: hard labels only. A
+    transfer set of augmented copies becomes the twin's `data.augment` (the same perturbations,
+    each copy labelled by the row it came from), so the twin trains on about as many rows and
+    steps, on the same schedule, as the distilled student; unlabeled transfer files have no
+    label to learn and are left out."""
     out = copy.deepcopy(raw)
     stage = out["stages"][stage_names(out).index(student)]
+    distill = next((m["distill"] for m in stage.get("with", []) if "distill" in m), {})
     stage["with"] = [m for m in stage.get("with", []) if "distill" not in m]
+    augment = (distill.get("transfer") or {}).get("augment")
+    if augment and not (out.get("data") or {}).get("augment"):
+        out.setdefault("data", {})["augment"] = augment
     return out
 
 
