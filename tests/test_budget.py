@@ -340,6 +340,33 @@ def test_a_screening_trial_reads_fewer_rows_and_epochs():
     assert "max_train_rows" not in raw["data"] and out["stages"][0]["with"] == []
 
 
+def test_a_screening_trial_leaves_the_transfer_set_to_the_full_rung_unless_asked():
+    transfer = {"augment": {"copies": 2}}
+    raw = {
+        "name": "r",
+        "data": {},
+        "stages": [
+            {"type": "finetune", "name": "teacher", "model": "m"},
+            {
+                "type": "train",
+                "name": "student",
+                "model": "@teacher",
+                "with": [{"distill": {"teacher": "@teacher", "transfer": transfer}}],
+            },
+        ],
+    }
+    shape = {"keep_layers": [0], "prune": 0.0, "min_count": 0, "qat": False}
+
+    def distill(**rung) -> dict:
+        out = trial_recipe(raw, "teacher", Path("/t"), "student", shape, 1, **rung)
+        return out["stages"][0]["with"][0]["distill"]
+
+    assert distill(transfer=False) == {"teacher": "/t"}
+    assert distill() == {"teacher": "/t", "transfer": transfer}
+    assert raw["stages"][1]["with"][0]["distill"]["transfer"] == transfer
+    assert ScreenConfig().transfer is False
+
+
 def test_a_screening_rung_leaves_qat_to_the_full_rung_unless_asked():
     params = {"keep_layers": "0,2", "prune": 0.4, "min_count": 1, "qat": True}
     assert rung_shape(params, None) == params | {"keep_layers": [0, 2]}

@@ -236,6 +236,7 @@ def _rung(budget: Budget, reference: Reference, study_name: str, screen, points,
             rung_shape(params, screen),
             screen.epochs if screen else None,
             screen.max_train_rows if screen else None,
+            screen.transfer if screen else True,
         )
         return budget.parse(raw)
 
@@ -260,7 +261,7 @@ def _screen(budget: Budget, reference: Reference, name: str) -> list[dict]:
     if screen is None:
         return []
     total, points = _plan(budget)
-    trains = screen.model_dump(include={"epochs", "max_train_rows", "qat"})
+    trains = screen.model_dump(include={"epochs", "max_train_rows", "qat", "transfer"})
     key = digest([budget.trained_as(), trains, points])
     return _rung(budget, reference, f"{name}-screen-{key}", screen, points, total)
 

@@ -341,6 +341,12 @@ class ScreenConfig(Strict):
         "and are timed as their export's INT8; fake quantization costs a CPU step several "
         "times over, and the screen only ranks shapes)",
     )
+    transfer: bool = Field(
+        False,
+        description="screening trials distil over the student's transfer set too (off: on the "
+        "labelled rows alone; a transfer set multiplies a trial's steps, and the screen only "
+        "ranks shapes)",
+    )
 
 
 Objective = Literal["latency_b1", "latency_b32", "size"]

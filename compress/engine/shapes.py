@@ -29,9 +29,11 @@ def trial_recipe(
     shape: dict,
     epochs: int | None,
     max_train_rows: int | None = None,
+    transfer: bool = True,
 ) -> dict:
     """The raw recipe one trial runs (a new dict; `raw` is left as it was); a screening rung
-    gives its `epochs` and maybe fewer training rows."""
+    gives its `epochs`, maybe fewer training rows, and may leave out the distillation's
+    transfer set (`transfer=False`)."""
     out = copy.deepcopy(raw)
     out.pop("search", None)
     out.pop("target", None)
@@ -43,6 +45,13 @@ def trial_recipe(
     out["stages"] = [s for s in out["stages"] if s["type"] != "bench"]
     stage = out["stages"][stage_names(out).index(student)]
     apply_shape(stage, shape, epochs)
+    if not transfer:
+        stage["with"] = [
+            {"distill": {k: v for k, v in m["distill"].items() if k != "transfer"}}
+            if "distill" in m
+            else m
+            for m in stage.get("with", [])
+        ]
     return out
 
 
