@@ -155,6 +155,7 @@ def test_a_rerun_with_another_budget_reuses_the_teacher_and_the_screen(budget_ru
     report = json.loads((root / "budget.json").read_text())
     assert len([r for r in report["trials"] if r["rung"] == "full"]) == 1
     assert report["chosen"]["file"].startswith(str(root / "tiny-budget-full-"))
+    assert list(root.glob("twin-*/state.json"))  # the chosen shape's twin ran
 
 
 def test_a_rerun_after_the_student_stage_changed_trains_new_rungs_on_the_same_teacher(
