@@ -89,9 +89,13 @@ class Budget:
         text = yaml.safe_dump(raw, sort_keys=False, allow_unicode=True)
         return parse_recipe(text, str(self.path), [], base_dir=self.path.parent)
 
+    def training_recipe(self) -> dict:
+        """The raw recipe without its `search` and `target` blocks: what the runs train."""
+        return {k: v for k, v in self.raw.items() if k not in ("search", "target")}
+
     def teacher_recipe(self) -> dict:
         """The raw recipe up to and including the teacher stage (search and target left out)."""
-        raw = {k: v for k, v in self.raw.items() if k not in ("search", "target")}
+        raw = self.training_recipe()
         raw["stages"] = raw["stages"][: stage_names(raw).index(self.target.teacher) + 1]
         return raw
 
@@ -101,7 +105,7 @@ class Budget:
         `keep` and `slack` are read only when choosing, so changing them reuses the trials)."""
         t = self.target
         return {
-            "recipe": {k: v for k, v in self.raw.items() if k not in ("search", "target")},
+            "recipe": self.training_recipe(),
             "metric": self.metric,
             "timed": [t.seq_length, t.latency_batch, t.objective],
         }

@@ -236,7 +236,8 @@ class PruneStructured(Modifier):
         if self.config.hidden:
             self._cut_width(phase, importance, fraction)
         parameters = count_parameters(model)
-        if parameters != parameters_before:
+        reshaped = parameters != parameters_before
+        if reshaped:
             phase.model_reshaped()
         event = {
             "epoch": phase.epoch,
@@ -247,7 +248,7 @@ class PruneStructured(Modifier):
             "ffn_size": want_ffn,
             "hidden_size": model.config.hidden_size,
             "parameters": parameters,
-            "reshaped": parameters != parameters_before,
+            "reshaped": reshaped,
         }
         self.events.append(event)
         where = f"step {phase.step}" if self.config.cubic else f"epoch {phase.epoch}"
