@@ -27,6 +27,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from bench.model_kind import STATIC_MODEL_TYPE
 
 STATIC_POOLINGS = ("mean", "mean_max")
+# Multiplier of the left token id in a pair's hash: a prime above any vocabulary, so pairs that
+# share a left token spread over the buckets instead of landing in neighbouring ones.
+PAIR_HASH_MULTIPLIER = 1_000_003
 
 
 class StaticEmbeddingConfig(PretrainedConfig):
@@ -47,6 +50,7 @@ class StaticEmbeddingConfig(PretrainedConfig):
         dropout: float = 0.1,
         pad_token_id: int = 0,
         pooling: str = "mean",
+        pair_buckets: int = 0,
         **kwargs,
     ):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -60,6 +64,7 @@ class StaticEmbeddingConfig(PretrainedConfig):
         self.normalize = normalize
         self.dropout = dropout
         self.pooling = pooling
+        self.pair_buckets = pair_buckets
 
 
 class StaticEmbeddingForSequenceClassification(PreTrainedModel):
@@ -69,10 +74,16 @@ class StaticEmbeddingForSequenceClassification(PreTrainedModel):
     def __init__(self, config: StaticEmbeddingConfig):
         super().__init__(config)
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_dim)
+        self.pairs = (
+            nn.Embedding(config.pair_buckets, config.embedding_dim) if config.pair_buckets else None
+        )
         self.dropout = nn.Dropout(config.dropout)
         width = config.embedding_dim * (2 if config.pooling == "mean_max" else 1)
         self.classifier = _head(width, config.head_hidden, config.num_labels)
         self.post_init()
+        if self.pairs is not None:
+            # zero pair vectors: training starts from the token table's own classifier
+            nn.init.zeros_(self.pairs.weight)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Head layers as model2vec draws them; the table is overwritten by its initialiser."""
@@ -89,14 +100,9 @@ class StaticEmbeddingForSequenceClassification(PreTrainedModel):
         self.embeddings = value
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """The masked mean of the token vectors (padding never counts), with the masked
-        maximum beside it for `mean_max`; each part unit-length when `normalize`."""
-        vectors = self.embeddings(input_ids)
-        mask = (
-            (attention_mask if attention_mask is not None else torch.ones_like(input_ids))
-            .unsqueeze(-1)
-            .to(vectors.dtype)
-        )
+        """The masked mean of the token (and pair) vectors, with the masked maximum beside it
+        for `mean_max`; each part unit-length when `normalize`."""
+        vectors, mask = self._vectors(input_ids, attention_mask)
         parts = [(vectors * mask).sum(1) / mask.sum(1).clamp(min=1.0)]
         if self.config.pooling == "mean_max":
             lowest = torch.finfo(vectors.dtype).min
@@ -104,6 +110,24 @@ class StaticEmbeddingForSequenceClassification(PreTrainedModel):
         if self.config.normalize:
             parts = [_unit_length(part) for part in parts]
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+    def _vectors(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every token's vector, then every adjacent pair's when there is a pair table, with the
+        mask of those that count: padding never does, and a pair only when both tokens do."""
+        vectors = self.embeddings(input_ids)
+        mask = (
+            (attention_mask if attention_mask is not None else torch.ones_like(input_ids))
+            .unsqueeze(-1)
+            .to(vectors.dtype)
+        )
+        if self.pairs is None:
+            return vectors, mask
+        pairs = input_ids[:, :-1] * PAIR_HASH_MULTIPLIER + input_ids[:, 1:]
+        pair_vectors = self.pairs(pairs % self.config.pair_buckets)
+        pair_mask = mask[:, :-1] * mask[:, 1:]
+        return torch.cat([vectors, pair_vectors], dim=1), torch.cat([mask, pair_mask], dim=1)
 
     def forward(
         self,

@@ -21,14 +21,17 @@ from export.errors import ExportError
 
 def fp16_tables(onnx_path: Path, out_path: Path) -> Path:
     """Copy of `onnx_path` whose token tables (float32 Gathers indexed by a graph input, i.e.
-    by token ids) are stored in float16; position and token-type tables stay as they are."""
+    by token ids, or by a `Mod` of them: a static student's hashed token pairs) are stored in
+    float16; position and token-type tables stay as they are."""
     model = onnx.load(str(onnx_path))
-    graph_inputs = {i.name for i in model.graph.input}
+    token_indices = {i.name for i in model.graph.input} | {
+        node.output[0] for node in model.graph.node if node.op_type == "Mod"
+    }
     initializers = {init.name: init for init in model.graph.initializer}
     nodes: list[onnx.NodeProto] = []
     converted = 0
     for node in model.graph.node:
-        by_ids = node.op_type == "Gather" and node.input[1] in graph_inputs
+        by_ids = node.op_type == "Gather" and node.input[1] in token_indices
         table = initializers.get(node.input[0]) if by_ids else None
         if table is None or table.data_type != TensorProto.FLOAT:
             nodes.append(node)

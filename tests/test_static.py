@@ -21,6 +21,7 @@ from bench.errors import BenchError
 from bench.runtime import open_model
 from bench.static_model import StaticEmbeddingConfig, StaticEmbeddingForSequenceClassification
 from export.onnx_export import export_onnx
+from export.table_fp16 import fp16_tables
 from tests.conftest import run_ok, sample_rows
 from tests.test_web import needs_browser, needs_runtime
 
@@ -274,3 +275,48 @@ def test_mean_max_pooling_ignores_padding_and_exports_with_the_same_logits(
         open_model(tmp_path / "model").logits(texts),
         atol=1e-5,
     )
+
+
+def test_pair_vectors_see_word_order_ignore_padding_and_start_at_zero(tiny_model_dir, tmp_path):
+    def model(pair_buckets: int) -> StaticEmbeddingForSequenceClassification:
+        torch.manual_seed(0)
+        config = StaticEmbeddingConfig(
+            vocab_size=600,
+            embedding_dim=8,
+            head_hidden=0,
+            pair_buckets=pair_buckets,
+            id2label={0: "negative", 1: "positive"},
+            label2id={"negative": 0, "positive": 1},
+        )
+        return StaticEmbeddingForSequenceClassification(config).eval()
+
+    tokens_only, with_pairs = model(0), model(97)
+    assert with_pairs.pairs.weight.abs().sum() == 0  # a new student answers as tokens alone
+    with_pairs.load_state_dict(tokens_only.state_dict(), strict=False)  # the same token table
+    ids = torch.tensor([[5, 7, 9, 0, 0], [9, 7, 5, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        alike = tokens_only.pooled(ids, mask)
+        torch.testing.assert_close(alike[0], alike[1])  # a mean of tokens has no word order
+        # 3 tokens and 2 zero pairs share the mean: the same direction, once unit length
+        torch.testing.assert_close(with_pairs.pooled(ids, mask), alike)
+        with_pairs.pairs.weight.normal_()
+        pooled = with_pairs.pooled(ids, mask)
+        assert (pooled[0] - pooled[1]).abs().max() > 0.1  # "5 7 9" and "9 7 5" now differ
+        torch.testing.assert_close(pooled[:1], with_pairs.pooled(ids[:1, :3], mask[:1, :3]))
+    with_pairs.save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(str(tmp_path / "model"))
+    export_onnx(tmp_path / "model", tmp_path / "onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph.node]
+    assert ops.count("Gather") == 2 and ops.count("Mod") == 1  # tokens, then hashed pairs
+    half = fp16_tables(tmp_path / "onnx" / "model.onnx", tmp_path / "onnx" / "half.onnx")
+    graph = onnx.load(str(half)).graph
+    looked_up = {n.input[0] for n in graph.node if n.op_type == "Gather"}
+    tables = {i.dims[0]: i.data_type for i in graph.initializer if i.name in looked_up}
+    assert tables == {600: onnx.TensorProto.FLOAT16, 97: onnx.TensorProto.FLOAT16}
+    texts = ["not good at all", "", "good " * 60, "a"]
+    python = open_model(tmp_path / "model").logits(texts)
+    np.testing.assert_allclose(
+        open_model(tmp_path / "onnx" / "model.onnx").logits(texts), python, atol=1e-5
+    )
+    np.testing.assert_allclose(open_model(half).logits(texts), python, atol=1e-2)

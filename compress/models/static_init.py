@@ -83,14 +83,17 @@ def static_student(
     head_hidden: int,
     normalize: bool,
     pooling: str,
+    pair_buckets: int = 0,
 ) -> StaticEmbeddingForSequenceClassification:
-    """A fresh classifier over `table` (trainable), with a newly drawn head."""
+    """A fresh classifier over `table` (trainable), with a newly drawn head and a zero pair
+    table of `pair_buckets` rows."""
     config = StaticEmbeddingConfig(
         vocab_size=table.shape[0],
         embedding_dim=table.shape[1],
         head_hidden=head_hidden,
         normalize=normalize,
         pooling=pooling,
+        pair_buckets=pair_buckets,
         pad_token_id=pad_token_id,
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),

@@ -32,6 +32,13 @@ class StaticTableConfig(Strict):
         lt=1,
         description="SIF coefficient: frequent tokens weigh less in the mean (null: all equal)",
     )
+    pair_buckets: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="rows of a table for adjacent token pairs, hashed as fastText's word n-grams "
+        "and trained from zero, so a negation such as 'not good' gets a vector (0: none)",
+    )
 
 
 class StaticHeadConfig(Strict):
@@ -99,4 +106,5 @@ class StaticStage(FinetuneStage):
             self.config.head.hidden,
             self.config.head.normalize,
             self.config.head.pooling,
+            table.pair_buckets,
         )
