@@ -20,6 +20,8 @@ from bench.classic import fit_classic
 from bench.errors import BenchError
 from bench.runtime import open_model
 from bench.static_model import StaticEmbeddingConfig, StaticEmbeddingForSequenceClassification
+from compress.data.vocab import prune_embeddings
+from compress.errors import EdgebertError
 from export.onnx_export import export_onnx
 from export.table_fp16 import fp16_tables
 from tests.conftest import run_ok, sample_rows
@@ -304,6 +306,9 @@ def test_pair_vectors_see_word_order_ignore_padding_and_start_at_zero(tiny_model
         pooled = with_pairs.pooled(ids, mask)
         assert (pooled[0] - pooled[1]).abs().max() > 0.1  # "5 7 9" and "9 7 5" now differ
         torch.testing.assert_close(pooled[:1], with_pairs.pooled(ids[:1, :3], mask[:1, :3]))
+    with pytest.raises(EdgebertError, match="pair table is keyed by the current token ids"):
+        prune_embeddings(with_pairs, list(range(300)))  # trained pairs: ids must not move
+    prune_embeddings(model(97), list(range(300)))  # zero pairs (a new student): free to cut
     with_pairs.save_pretrained(tmp_path / "model")
     AutoTokenizer.from_pretrained(str(tiny_model_dir)).save_pretrained(str(tmp_path / "model"))
     export_onnx(tmp_path / "model", tmp_path / "onnx")

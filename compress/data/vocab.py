@@ -115,6 +115,12 @@ def _rebuilt(tokenizer, data: dict, ordered_tokens: list[str]):
 
 def prune_embeddings(model, kept: list[int]) -> None:
     """Keep the embedding rows of `kept`, in order; update the config to the new size."""
+    pairs = getattr(model, "pairs", None)
+    if pairs is not None and bool(pairs.weight.detach().any()):
+        raise EdgebertError(
+            "vocab: this static model's pair table is keyed by the current token ids; "
+            "renumbering them would scramble it (cut the vocabulary in the stage that trains it)"
+        )
     old = model.get_input_embeddings()
     index = torch.tensor(kept, dtype=torch.long)
     new = torch.nn.Embedding(
