@@ -7,10 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 
 from compress.cli import main
-from compress.engine.budget import rung_shape, shape_space
+from compress.engine.budget import rung_shape, shape_space, trial_rows
 from compress.engine.budget_choice import binding, choose, promising
 from compress.engine.budget_report import shape_text
 from compress.engine.config import ScreenConfig, ShapeSpace, TargetConfig
@@ -373,3 +374,30 @@ def test_a_screening_rung_leaves_qat_to_the_full_rung_unless_asked():
     assert rung_shape(params, None) == params | {"keep_layers": [0, 2]}
     assert rung_shape(params, ScreenConfig())["qat"] is False
     assert rung_shape(params, ScreenConfig(qat=True))["qat"] is True
+
+
+def test_a_completed_rerun_of_a_stopped_trial_is_reported_without_the_stop():
+    """Optuna's retry copies the stopped run's attributes, its error with them, into the re-run;
+    once the re-run completes the error is history, not the trial's state."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    space = {"prune": optuna.distributions.CategoricalDistribution([0.0, 0.4])}
+    stopped = {"error": "stopped: interrupted", "run_dir": "trial-000"}
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            params={"prune": 0.4},
+            distributions=space,
+            user_attrs=stopped,
+        )
+    )
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[0.64, 0.34],
+            params={"prune": 0.4},
+            distributions=space,
+            user_attrs=stopped | {"score": 0.64, "drop": 1.3},
+            system_attrs={"failed_trial": 0},
+        )
+    )
+    (row,) = trial_rows(study)
+    assert row["trial"] == 0 and row["score"] == 0.64 and "error" not in row

@@ -307,7 +307,9 @@ def trial_rows(study: optuna.Study) -> list[dict]:
     rows = []
     for slot, t in last_runs(study):
         row = {"trial": slot, "params": dict(t.params), **t.user_attrs}
-        if t.state != optuna.trial.TrialState.COMPLETE:
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            row.pop("error", None)  # a re-run inherits the stopped run's attributes, its error too
+        else:
             row = {k: v for k, v in row.items() if k not in ("score", "drop", "objective")}
             row.setdefault("error", "failed")
         rows.append(row)
