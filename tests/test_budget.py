@@ -98,6 +98,13 @@ def test_budget_search_screens_then_trains_the_kept_shapes_in_full(budget_run):
     for row in screen:
         resolved = (Path(row["run_dir"]) / "recipe.resolved.yaml").read_text()
         assert "epochs: 1" in resolved and "type: bench" not in resolved
+    # only the proof reads the test split: no trial's stage (nor the twin's) scores it
+    trial_metrics = list(root.glob("*-*-*/trial-*/metrics.json")) + list(
+        root.glob("twin-*/metrics.json")
+    )
+    assert len(trial_metrics) == 7  # 4 screened, 2 in full, the twin
+    for path in trial_metrics:
+        assert "test" not in json.loads(path.read_text())["student"], path
     (teacher,) = root.glob("teacher-*")
     teacher_runs = list((teacher / "stages").iterdir())
     assert [p.name for p in teacher_runs] == ["00-teacher"]  # the teacher trained once

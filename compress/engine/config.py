@@ -97,6 +97,12 @@ class DataConfig(Strict):
     train: Path | None = None
     validation: Path | None = None
     test: Path | None = None
+    score_test: bool = Field(
+        True,
+        description="each training stage also scores the test split at its end; a budget "
+        "search turns this off in its trials, so that only the chosen file, the teacher and "
+        "the peer are scored on test, once",
+    )
     extra_train: list[Path] = Field(
         default_factory=list,
         description="labelled files appended to the training split (e.g. monitor feedback)",

@@ -37,8 +37,10 @@ def trial_recipe(
     out = copy.deepcopy(raw)
     out.pop("search", None)
     out.pop("target", None)
+    data = out.setdefault("data", {})
+    data["score_test"] = False  # the proof scores the chosen file on test; no trial does
     if max_train_rows is not None:
-        out["data"]["max_train_rows"] = max_train_rows
+        data["max_train_rows"] = max_train_rows
     names = stage_names(out)
     after = out["stages"][names.index(teacher) + 1 :]
     out["stages"] = [_pointing_at(s, f"@{teacher}", str(teacher_model)) for s in after]

@@ -171,7 +171,7 @@ class FinetuneStage(Stage):
         if self.vocab_report is not None:
             result["vocab"] = self.vocab_report
         result["validation"] = phase.evaluate()
-        if data.test is not None:
+        if data.test is not None and ctx.recipe.data.score_test:
             result["test"] = phase.evaluate_texts(data.test.texts, data.test.labels)
         return result
 
