@@ -265,6 +265,18 @@ def _(t):
     ], "--set stages.9.training.lr: '9' does not lead into the recipe"
 
 
+@case("--set value with a lone surrogate")
+def _(t):
+    path = t["dir"] / "r.yaml"
+    path.write_text(base(t))
+    return [
+        "run",
+        str(path),
+        "--set",
+        "stages.0.training.lr=\udc80",
+    ], "--set stages.0.training.lr: the value is not YAML (unacceptable character #xdc80"
+
+
 @case("stage name that would escape the run directory")
 def _(t):
     return recipe_with(

@@ -277,7 +277,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             else:
                 raise EdgebertError(f"--set {key}: '{part}' does not lead into the recipe")
         leaf = parts[-1]
-        parsed = yaml.safe_load(value) if value else value
+        try:
+            parsed = yaml.safe_load(value) if value else value
+        except yaml.YAMLError as exc:  # e.g. a lone surrogate: YAML refuses the character
+            problem = getattr(exc, "problem", None) or first_line(exc)
+            raise EdgebertError(f"--set {key}: the value is not YAML ({problem})") from None
         if isinstance(target, list) and leaf.isdigit() and int(leaf) < len(target):
             target[int(leaf)] = parsed
         elif isinstance(target, dict):
