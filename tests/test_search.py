@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 
 from compress.engine.recipe import load_recipe
+from compress.engine.search import STOPPED, Requeue, last_runs
 from tests.conftest import slow_runner, tiny_recipe
 
 
@@ -256,9 +258,9 @@ def test_a_stopped_worker_stops_the_search_and_its_trial_continues(
 ):
     """SIGTERM in the middle of a trial stops the whole search (the trials after it do not
     start); the same command then continues that trial from where it stopped, in its folder,
-    and runs the rest."""
+    and runs the rest. `retries: 0`: a stop is not a crash, so it uses up no retry."""
     worker, command, trials = _worker_inside_first_trial(
-        tmp_path, tiny_model_dir, tiny_data, "stopped"
+        tmp_path, tiny_model_dir, tiny_data, "stopped", "\n  retries: 0"
     )
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     worker.send_signal(signal.SIGTERM)
@@ -277,3 +279,29 @@ def test_a_stopped_worker_stops_the_search_and_its_trial_continues(
     study = optuna.load_study(study_name="stopped", storage=storage)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(t.params["stages.0.training.lr"] for t in done) == [1.0e-4, 5.0e-4, 1.0e-3]
+
+
+def _fail_next_run(study: optuna.Study, error: str | None) -> None:
+    """The next queued run of the trial starts and fails with `error` (None: its worker died)."""
+    trial = study.ask()
+    trial.suggest_int("x", 0, 9)
+    trial.set_user_attr("error", error)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    Requeue(crash_retries=1)(study, study.trials[trial.number])
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_stops_do_not_use_up_the_crash_retries():
+    """`retries: 1` and a trial stopped four times, then crashed, then killed: each stop and
+    the first crash queue it again with its values; the second crash ends it (Optuna's own
+    callback counts the stops too and would have given up at the second stop)."""
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 7})
+    waiting = []
+    for error in [STOPPED] * 4 + ["stopped: RuntimeError", None]:
+        _fail_next_run(study, error)
+        waiting.append(sum(t.state == optuna.trial.TrialState.WAITING for t in study.trials))
+    assert waiting == [1, 1, 1, 1, 1, 0]
+    assert len(study.trials) == 6 and {t.params["x"] for t in study.trials} == {7}
+    ((slot, last),) = last_runs(study)
+    assert slot == 0 and last.number == 5

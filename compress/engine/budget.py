@@ -308,10 +308,10 @@ def trial_rows(study: optuna.Study) -> list[dict]:
     for slot, t in last_runs(study):
         row = {"trial": slot, "params": dict(t.params), **t.user_attrs}
         if t.state == optuna.trial.TrialState.COMPLETE:
-            row.pop("error", None)  # a re-run inherits the stopped run's attributes, its error too
+            row.pop("error", None)  # None: cleared at the run's start
         else:
             row = {k: v for k, v in row.items() if k not in ("score", "drop", "objective")}
-            row.setdefault("error", "failed")
+            row["error"] = row.get("error") or "failed"  # None: the worker died
         rows.append(row)
     return rows
 

@@ -255,7 +255,13 @@ class SearchConfig(Strict):
         description="a running trial silent this long lost its worker (kill -9, a lost "
         "machine): it is failed and queued to run again",
     )
-    retries: int = Field(3, ge=0, le=100, description="times one trial is run again after a crash")
+    retries: int = Field(
+        3,
+        ge=0,
+        le=100,
+        description="times one trial is run again after a crash (a trial stopped with Ctrl-C "
+        "or SIGTERM runs again however often it was stopped)",
+    )
 
     @model_validator(mode="after")
     def _grace_outlasts_heartbeat(self) -> SearchConfig:

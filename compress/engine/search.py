@@ -15,9 +15,10 @@ from the storage, so each trial is run and recorded once, whichever worker ran i
 A worker can die without a word (kill -9, a lost machine). Each trial it runs beats a heartbeat
 into the storage (Optuna's, through `study.optimize`); a trial silent past `grace_seconds` is
 failed by the next worker and queued again with the same values by Optuna's
-`RetryHeartbeatStaleTrialCallback`. A trial stopped by Ctrl-C or SIGTERM is queued again the
-same way, so a restarted search runs it instead of losing it. A re-run counts as the trial it
-repeats (its `slot`), in the totals and in the summary.
+`RetryHeartbeatStaleTrialCallback`, at most `retries` times. A trial stopped by Ctrl-C or
+SIGTERM is queued again the same way, however often it was stopped (stops are not crashes), so
+a restarted search runs it instead of losing it. A re-run counts as the trial it repeats (its
+`slot`), in the totals and in the summary.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def _open_storage(url: str, engine_kwargs: dict, config: SearchConfig, attempts:
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=config.heartbeat_seconds,
                 grace_period=config.grace_seconds,
-                heartbeat_stale_trial_callback=_retry(config),
+                heartbeat_stale_trial_callback=Requeue(config.retries),
             )
         except Exception as exc:  # noqa: BLE001 - a bad URL, an unreachable database, a race
             if attempt == attempts - 1:
@@ -113,8 +114,25 @@ def _open_storage(url: str, engine_kwargs: dict, config: SearchConfig, attempts:
             time.sleep(0.5 * (attempt + 1))
 
 
-def _retry(config: SearchConfig) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
-    return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=config.retries)
+STOPPED = "stopped: interrupted"  # the error of a run the user stopped (Ctrl-C, SIGTERM)
+
+
+class Requeue(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's re-queue of a failed trial with its values, where the limit counts crashes
+    only: a search is stopped and continued as normal use (a long search outlives a session),
+    so a run the user stopped never uses up `search.retries`; a run that raised, or whose
+    worker died without a word (no error recorded), does."""
+
+    def __init__(self, crash_retries: int) -> None:
+        super().__init__(max_retry=None)
+        self.crash_retries = crash_retries
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        runs = study.get_trials(deepcopy=False)
+        series = [*trial.system_attrs.get("retry_history", []), trial.number]
+        crashes = sum(runs[number].user_attrs.get("error") != STOPPED for number in series)
+        if crashes <= self.crash_retries:
+            super().__call__(study, trial)
 
 
 def _slot(trial: optuna.trial.FrozenTrial) -> int:
@@ -264,6 +282,7 @@ class TrialRun:
         recipe = self.build(params)
         recipe.search = None
         run_dir = self.folder / f"trial-{slot:03d}"
+        trial.set_user_attr("error", None)  # not the stopped run's, which a re-run inherits
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         started = time.perf_counter()
@@ -271,7 +290,7 @@ class TrialRun:
             self.run_trial(recipe, run_dir)
             value = self.measure(trial, run_dir)
         except RunInterrupted:  # stopped, not failed: the search stops with it
-            trial.set_user_attr("error", "stopped: interrupted")
+            trial.set_user_attr("error", STOPPED)
             raise KeyboardInterrupt from None
         except EdgebertError as exc:  # a trial that fails is recorded, the search goes on
             trial.set_user_attr("error", str(exc))
@@ -306,7 +325,7 @@ def _run_one_trial(study: optuna.Study, trial_run: TrialRun, config: SearchConfi
         study.optimize(trial_run.objective(study), n_trials=1, catch=(EdgebertError,))
     except BaseException as exc:
         if trial_run.current is not None:
-            _retry(config)(study, study.get_trials(deepcopy=False)[trial_run.current])
+            Requeue(config.retries)(study, study.get_trials(deepcopy=False)[trial_run.current])
         if isinstance(exc, KeyboardInterrupt):
             raise RunInterrupted(
                 "interrupted; run the same command again: the stopped trial is queued again "
@@ -346,7 +365,7 @@ def _rows(study: optuna.Study, metric: str) -> list[dict]:
             row[metric] = t.value
             row["wall_seconds"] = t.user_attrs.get("wall_seconds")
         else:
-            row["error"] = t.user_attrs.get("error", "failed")
+            row["error"] = t.user_attrs.get("error") or "failed"
         if _is_retry(t):
             row["runs"] = len(t.system_attrs.get("retry_history", [])) + 1
         rows.append(
