@@ -42,7 +42,7 @@ from compress.data.task_data import load_task_data
 from compress.engine.budget_choice import choose, promising
 from compress.engine.budget_report import write_budget_report
 from compress.engine.recipe import apply_overrides, parse_recipe
-from compress.engine.search import TrialRun, drive, last_runs, open_study
+from compress.engine.search import TrialRun, drive, last_runs, open_study, run_error
 from compress.engine.shapes import stage_names, trial_recipe, without_teacher
 from compress.errors import EdgebertError
 from export.onnx_export import export_onnx
@@ -311,7 +311,7 @@ def trial_rows(study: optuna.Study) -> list[dict]:
             row.pop("error", None)  # None: cleared at the run's start
         else:
             row = {k: v for k, v in row.items() if k not in ("score", "drop", "objective")}
-            row["error"] = row.get("error") or "failed"  # None: the worker died
+            row["error"] = run_error(t)
         rows.append(row)
     return rows
 

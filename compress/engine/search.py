@@ -119,9 +119,9 @@ STOPPED = "stopped: interrupted"  # the error of a run the user stopped (Ctrl-C,
 
 class Requeue(optuna.storages.RetryHeartbeatStaleTrialCallback):
     """Optuna's re-queue of a failed trial with its values, where the limit counts crashes
-    only: a search is stopped and continued as normal use (a long search outlives a session),
-    so a run the user stopped never uses up `search.retries`; a run that raised, or whose
-    worker died without a word (no error recorded), does."""
+    only: stopping a long search and continuing it later is normal use, so a run the user
+    stopped never uses up `search.retries`; a run that raised, or whose worker died without a
+    word (no error recorded), does."""
 
     def __init__(self, crash_retries: int) -> None:
         super().__init__(max_retry=None)
@@ -133,6 +133,12 @@ class Requeue(optuna.storages.RetryHeartbeatStaleTrialCallback):
         crashes = sum(runs[number].user_attrs.get("error") != STOPPED for number in series)
         if crashes <= self.crash_retries:
             super().__call__(study, trial)
+
+
+def run_error(trial: optuna.trial.FrozenTrial) -> str:
+    """What a failed run's row says: its recorded error, or "failed" where none was recorded
+    (its worker died; a run clears the error it inherits when it starts)."""
+    return trial.user_attrs.get("error") or "failed"
 
 
 def _slot(trial: optuna.trial.FrozenTrial) -> int:
@@ -365,7 +371,7 @@ def _rows(study: optuna.Study, metric: str) -> list[dict]:
             row[metric] = t.value
             row["wall_seconds"] = t.user_attrs.get("wall_seconds")
         else:
-            row["error"] = t.user_attrs.get("error") or "failed"
+            row["error"] = run_error(t)
         if _is_retry(t):
             row["runs"] = len(t.system_attrs.get("retry_history", [])) + 1
         rows.append(
